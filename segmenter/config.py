@@ -1,0 +1,179 @@
+"""Model configs: dataclasses filled from the YAML files in ``configs/models``.
+
+Every released SAM 2 / 2.1 config shares the heads, the memory modules and the neck width;
+what differs is the Hiera trunk and four SAM 2.1 switches. Sizes that depend on the input
+resolution (feature maps, RoPE tables, position-embedding grids) are derived from
+``image_size``, never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grounded_sam.configs import list_model_configs, model_config_path
+
+__all__ = [
+    "HieraConfig",
+    "NeckConfig",
+    "MemoryConfig",
+    "MaskDecoderConfig",
+    "SAM2Config",
+    "load_model_config",
+    "list_model_configs",
+]
+
+
+@dataclass(frozen=True)
+class HieraConfig:
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (2, 3, 16, 3)
+    global_att_blocks: tuple[int, ...] = (12, 16, 20)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    q_pool: int = 3  # number of stage transitions with query pooling
+    q_stride: tuple[int, int] = (2, 2)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    mlp_ratio: float = 4.0
+    patch_kernel_size: int = 7
+    patch_stride: int = 4
+    patch_padding: int = 3
+
+    @property
+    def channel_list(self) -> list[int]:
+        """Output channels per stage, finest first: e.g. [96, 192, 384, 768]."""
+        return [int(self.embed_dim * self.dim_mul**i) for i in range(len(self.stages))]
+
+
+@dataclass(frozen=True)
+class NeckConfig:
+    d_model: int = 256
+    backbone_channel_list: tuple[int, ...] = (768, 384, 192, 96)  # coarsest first
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    fpn_interp_model: str = "nearest"
+    scalp: int = 1  # coarsest levels dropped from the encoder output
+
+
+@dataclass(frozen=True)
+class MaskDecoderConfig:
+    transformer_dim: int = 256
+    transformer_depth: int = 2
+    transformer_mlp_dim: int = 2048
+    transformer_num_heads: int = 8
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    mask_in_chans: int = 16
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    num_maskmem: int = 7  # the current frame + 6 previous
+    mem_dim: int = 64
+    num_layers: int = 4
+    dim_feedforward: int = 2048
+    rope_theta: float = 10000.0
+    max_obj_ptrs_in_encoder: int = 16
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    fuser_layers: int = 2
+    fuser_kernel_size: int = 7
+    mask_downsampler_kernel_size: int = 3
+    mask_downsampler_stride: int = 2
+    # SAM 2.1 switches (all False in SAM 2.0)
+    no_obj_embed_spatial: bool = False
+    add_tpos_enc_to_obj_ptrs: bool = False
+    proj_tpos_enc_in_obj_ptrs: bool = False
+    use_signed_tpos_enc_to_obj_ptrs: bool = False
+
+
+@dataclass(frozen=True)
+class SAM2Config:
+    name: str
+    version: str  # "2.0" | "2.1"
+    hiera: HieraConfig
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    image_size: int = 1024
+    backbone_stride: int = 16
+    hf_ids: tuple[str, ...] = ()
+    checkpoint_filename: str | None = None
+    family: str = "sam2"
+
+    @property
+    def embed_size(self) -> int:
+        """Side of the image embedding grid, e.g. 64 for a 1024 input."""
+        return self.image_size // self.backbone_stride
+
+    @property
+    def high_res_sizes(self) -> list[int]:
+        """Sides of the stride-4 and stride-8 feature maps fed to the mask decoder."""
+        return [self.image_size // 4, self.image_size // 8]
+
+    def with_image_size(self, image_size: int | None) -> SAM2Config:
+        if image_size is None or image_size == self.image_size:
+            return self
+        check_image_size(image_size)
+        return dataclasses.replace(self, image_size=int(image_size))
+
+
+def check_image_size(image_size: int) -> None:
+    # the mask decoder upsamples the stride-16 embedding by 4 and adds the stride-4 features,
+    # and Hiera pools by 2 three times after a stride-4 patch embed: 32 must divide the size.
+    if not isinstance(image_size, int) or image_size <= 0 or image_size % 32:
+        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size!r}")
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _build(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**_tuples(data))
+
+
+def config_from_dict(name: str, data: dict[str, Any]) -> SAM2Config:
+    data = dict(data)
+    family = data.get("family", "sam2")
+    if family != "sam2":
+        raise ValueError(f"config {name!r} is a {family!r} model, not SAM 2")
+    sub = {
+        "hiera": _build(HieraConfig, data.pop("hiera", None), f"{name}.hiera"),
+        "neck": _build(NeckConfig, data.pop("neck", None), f"{name}.neck"),
+        "decoder": _build(MaskDecoderConfig, data.pop("decoder", None), f"{name}.decoder"),
+        "memory": _build(MemoryConfig, data.pop("memory", None), f"{name}.memory"),
+    }
+    cfg = _build(SAM2Config, {"name": name, **data, **sub}, name)
+    check_image_size(cfg.image_size)
+    return cfg
+
+
+def load_model_config(name_or_path: str | Path, image_size: int | None = None) -> SAM2Config:
+    """A config by name (``"sam2.1_hiera_tiny"``) or YAML path, optionally at another ``image_size``."""
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"} and p.is_file():
+        path, name = p, p.stem
+    else:
+        path, name = model_config_path(str(name_or_path)), str(name_or_path)
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return config_from_dict(name, data).with_image_size(image_size)
+
+
+_ = list_model_configs  # re-exported

@@ -1,0 +1,23 @@
+"""Shared test setup. Torch runs single-threaded: on a 2-core CI box that is faster."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+try:
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
+except ImportError:  # packaging/CLI tests run without torch too
+    torch = None
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    if torch is not None:
+        torch.manual_seed(0)
