@@ -1,0 +1,83 @@
+"""Zero-shot detectors: a caption ontology and a batch of images in, ``sv.Detections`` out.
+
+::
+
+    from detectors import load_detector
+    from ontologies import CaptionOntology
+
+    detector = load_detector("grounding-dino", device="cuda", box_threshold=0.3)
+    ontology = CaptionOntology({"a dog": "dog", "puppy": "dog", "a person": "person"})
+    per_image = detector.detect(["a.jpg", "b.jpg"], ontology)   # list[sv.Detections]
+
+Every detector returns, per image, ``xyxy`` (float32, original pixels, clipped),
+``confidence`` (float32), ``class_id`` (indexing ``ontology.classes()``) and
+``data["class_name"]``, ``data["caption"]`` (the ontology caption that fired) and
+``data["has_score"]`` (``False`` where the confidence is a constant, i.e. Florence-2).
+Captions of one class are merged by class-wise NMS, per-class thresholds apply, negative
+captions suppress overlapping detections of their class, long ontologies are split into
+several passes (see :mod:`detectors.ontology_ops`).
+
+Default checkpoints (``load_detector(name)`` without ``model_id``; any hub id of the same
+family or a local ``save_pretrained`` directory may be given instead):
+
+==================  ========================================  =====================================
+name                default ``model_id``                      why
+==================  ========================================  =====================================
+``grounding-dino``  ``iSEE-Laboratory/llmdet_tiny``           LLMDet-T: GD-tiny's cost, LVIS
+                                                              minival AP 44.7 vs 28.8 (Apache-2.0);
+                                                              also runs GD and MM-GDINO ids
+``owlv2``           ``google/owlv2-base-patch16-ensemble``    best OWLv2 at base size
+``owlvit``          ``google/owlvit-base-patch32``            cheapest OWL-ViT, the docs' reference
+``florence-2``      ``florence-community/Florence-2-base``    native (no remote code), MIT, 0.23B
+``omdet-turbo``     ``omlab/omdet-turbo-swin-tiny-hf``        fastest; the only converted OmDet
+==================  ========================================  =====================================
+
+Plug in your own with :func:`register_detector`. Nothing here downloads or imports torch or
+transformers at import time; the family classes load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from detectors.base import (
+    DEFAULT_MODEL_IDS,
+    Detector,
+    DetectorFactory,
+    available_detectors,
+    default_model_id,
+    load_detector,
+    register_detector,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_IDS",
+    "Detector",
+    "DetectorFactory",
+    "Florence2Detector",
+    "GroundingDinoDetector",
+    "OmDetTurboDetector",
+    "OwlVitDetector",
+    "Owlv2Detector",
+    "TransformersDetector",
+    "available_detectors",
+    "default_model_id",
+    "load_detector",
+    "register_detector",
+]
+
+_LAZY = {
+    "GroundingDinoDetector": "detectors.grounding_dino",
+    "Owlv2Detector": "detectors.owl",
+    "OwlVitDetector": "detectors.owl",
+    "Florence2Detector": "detectors.florence2",
+    "OmDetTurboDetector": "detectors.omdet_turbo",
+    "TransformersDetector": "detectors.transformers_base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'detectors' has no attribute {name!r}")

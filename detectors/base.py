@@ -1,0 +1,179 @@
+"""The detector protocol and the registry behind :func:`load_detector`.
+
+A detector is anything with ``detect(images, ontology) -> list[sv.Detections]``: one
+``Detections`` per image, ``xyxy`` float32 in original pixels, ``confidence`` float32,
+``class_id`` indexing ``ontology.classes()``, and ``data["class_name"]``, ``data["caption"]``,
+``data["has_score"]`` as numpy arrays (present, empty, on images without detections).
+
+Built-in names resolve lazily (``import detectors`` imports neither torch nor transformers).
+A user plugs in their own detector with :func:`register_detector`::
+
+    @register_detector("my-detector", default_model_id="org/checkpoint")
+    class MyDetector:
+        def __init__(self, model_id=None, device=None, **options): ...
+        def detect(self, images, ontology): ...
+
+    detector = load_detector("my-detector", device="cpu")
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import supervision as sv
+    import torch
+
+    from detectors.images import ImagesInput
+    from ontologies import CaptionOntology
+
+__all__ = [
+    "DEFAULT_MODEL_IDS",
+    "Detector",
+    "DetectorFactory",
+    "available_detectors",
+    "default_model_id",
+    "load_detector",
+    "register_detector",
+]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Turns a batch of images and a caption ontology into one ``sv.Detections`` per image."""
+
+    def detect(
+        self, images: ImagesInput, ontology: CaptionOntology | dict[str, str]
+    ) -> list[sv.Detections]: ...
+
+
+DetectorFactory = Callable[..., Detector]
+"""Called as ``factory(model_id=..., device=..., **options)``; a detector class qualifies."""
+
+DEFAULT_MODEL_IDS: dict[str, str] = {
+    "grounding-dino": "iSEE-Laboratory/llmdet_tiny",
+    "owlv2": "google/owlv2-base-patch16-ensemble",
+    "owlvit": "google/owlvit-base-patch32",
+    "florence-2": "florence-community/Florence-2-base",
+    "omdet-turbo": "omlab/omdet-turbo-swin-tiny-hf",
+}
+"""Hub id used when ``load_detector`` gets no ``model_id`` (reasons in ``detectors/__init__``)."""
+
+_BUILTINS: dict[str, str] = {
+    "grounding-dino": "detectors.grounding_dino:GroundingDinoDetector",
+    "owlv2": "detectors.owl:Owlv2Detector",
+    "owlvit": "detectors.owl:OwlVitDetector",
+    "florence-2": "detectors.florence2:Florence2Detector",
+    "omdet-turbo": "detectors.omdet_turbo:OmDetTurboDetector",
+}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: DetectorFactory | str  # a callable, or "module:attr" resolved on first use
+    default_model_id: str | None
+
+
+_REGISTRY: dict[str, _Entry] = {
+    name: _Entry(target, DEFAULT_MODEL_IDS.get(name)) for name, target in _BUILTINS.items()
+}
+
+
+def _key(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"detector name must be a non-empty string, got {name!r}")
+    return name.strip().lower().replace("_", "-")
+
+
+def register_detector(
+    name: str,
+    factory: DetectorFactory | None = None,
+    *,
+    default_model_id: str | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """Register ``factory`` under ``name`` (case-insensitive, ``_`` == ``-``).
+
+    Usable directly (``register_detector("x", MyDetector)``) or as a decorator
+    (``@register_detector("x")``). Re-registering an existing name needs ``overwrite=True``.
+    Returns the factory (so the decorated class stays usable).
+    """
+    key = _key(name)
+
+    def add(f: DetectorFactory) -> DetectorFactory:
+        if not callable(f):
+            raise TypeError(f"detector factory for {name!r} must be callable, got {f!r}")
+        if key in _REGISTRY and not overwrite:
+            raise ValueError(f"detector {key!r} is already registered; pass overwrite=True to replace it")
+        _REGISTRY[key] = _Entry(f, default_model_id)
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def available_detectors() -> list[str]:
+    """Registered detector names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def default_model_id(name: str) -> str | None:
+    """The model id ``load_detector(name)`` uses when given none."""
+    return _lookup(name).default_model_id
+
+
+def _lookup(name: str) -> _Entry:
+    key = _key(name)
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise ValueError(
+            f"unknown detector {name!r}; available: {', '.join(available_detectors())}"
+        ) from None
+
+
+def _resolve(entry: _Entry) -> DetectorFactory:
+    if callable(entry.factory):
+        return entry.factory
+    module, attr = entry.factory.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_detector(
+    name: str | Detector,
+    model_id: str | None = None,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> Detector:
+    """Build the detector registered as ``name``.
+
+    ``model_id`` is a hub id or a local ``save_pretrained`` directory (default: the name's
+    entry in :data:`DEFAULT_MODEL_IDS`); ``device=None`` picks CUDA, then MPS, then CPU.
+    ``options`` go to the detector (built-ins: ``box_threshold``, ``nms_iou``,
+    ``negative_iou``, ``batch_size``, ``captions_per_pass``, ``use_autocast`` and
+    family-specific ones); an unknown option is a ``TypeError``. An object that already
+    has a ``detect`` method is returned as is (with no other argument allowed).
+    """
+    if not isinstance(name, str):
+        if isinstance(name, Detector):
+            if model_id is not None or device is not None or options:
+                raise ValueError(
+                    "load_detector got a detector instance; model_id, device and options "
+                    "only apply when it is given a name"
+                )
+            return name
+        raise ValueError(
+            f"detector must be a name ({', '.join(available_detectors())}) or an object with "
+            f"a detect(images, ontology) method, got {type(name).__name__}"
+        )
+    entry = _lookup(name)
+    factory = _resolve(entry)
+    detector = factory(model_id=model_id or entry.default_model_id, device=device, **options)
+    if not isinstance(detector, Detector):
+        raise TypeError(
+            f"the factory registered as {name!r} returned {type(detector).__name__}, "
+            "which has no detect(images, ontology) method"
+        )
+    return detector
