@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
+    "GroundedSAM": "grounded_sam.pipeline",
+    "GroundedSAM2": "grounded_sam.pipeline",
     "CaptionOntology": "ontologies",
     "resolve_device": "grounded_sam.device",
     "autocast": "grounded_sam.device",

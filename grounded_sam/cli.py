@@ -1,10 +1,13 @@
-"""The ``grounded-sam`` command. A thin layer over the Python API.
+"""The ``grounded-sam`` command: a thin layer over the Python API.
 
 Only typer is imported at module level: torch, transformers and supervision load inside the
 commands that need them, so ``grounded-sam --help`` answers fast.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,18 +19,101 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# ---------------------------------------------------------------------------- shared options
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help='Captions: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).')]
+OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or rich form).")]
+Preset = Annotated[Optional[str], typer.Option("--config", help="Pipeline preset: a YAML path or a bundled name (default, accurate).")]
+DetectorOpt = Annotated[Optional[str], typer.Option("--detector", help="grounding-dino | owlv2 | owlvit | florence-2 | omdet-turbo, or a local save_pretrained folder.")]
+DetectorId = Annotated[Optional[str], typer.Option("--detector-model-id", help="Hub id or local folder for the detector.")]
+SegmenterOpt = Annotated[Optional[str], typer.Option("--segmenter", help="Config name (sam2.1_hiera_tiny ...), hub id or checkpoint path.")]
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", help="Segmenter weights (.pt/.pth/safetensors/folder/hub id) for a config name.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda | cuda:N | mps | cpu (default: best available).")]
+BoxThr = Annotated[Optional[float], typer.Option("--box-threshold", help="Detector score threshold.")]
+TextThr = Annotated[Optional[float], typer.Option("--text-threshold", help="Grounding-DINO text threshold.")]
+NmsIou = Annotated[Optional[float], typer.Option("--nms-iou", help="IoU of the class-wise NMS merging captions of a class.")]
+Multimask = Annotated[Optional[bool], typer.Option("--multimask/--single-mask", help="Decode 3 masks per box and keep the best.")]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Segmenter input size (default 1024).")]
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
 
+def parse_prompt(text: str) -> dict[str, str]:
+    """``"a dog:dog, puppy:dog, person"`` -> ``{"a dog": "dog", "puppy": "dog", "person": "person"}``."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        caption, _, name = part.partition(":")
+        caption, name = caption.strip(), (name.strip() or caption.strip())
+        if not caption:
+            raise typer.BadParameter(f"empty caption in {part!r}", param_hint="--prompt")
+        out[caption] = name
+    if not out:
+        raise typer.BadParameter("no captions given", param_hint="--prompt")
+    return out
+
+
+def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
+    from grounded_sam.pipeline import GroundedSAM
+    from ontologies import CaptionOntology
+
+    kwargs: dict[str, Any] = {}
+    if config:
+        from grounded_sam.presets import load_preset
+
+        kwargs.update(load_preset(config))
+    if prompt and ontology:
+        raise typer.BadParameter("give either --prompt or --ontology, not both")
+    if prompt:
+        kwargs["ontology"] = CaptionOntology(parse_prompt(prompt))
+    elif ontology:
+        kwargs["ontology"] = CaptionOntology.from_yaml(ontology)
+    if "ontology" not in kwargs:
+        raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
+    names = {"detector": "detector", "detector_model_id": "detector_model_id", "segmenter": "segmenter",
+             "checkpoint": "checkpoint", "device": "device", "box_threshold": "box_threshold",
+             "text_threshold": "text_threshold", "nms_iou": "nms_iou", "multimask": "multimask",
+             "image_size": "image_size"}
+    for key, value in opts.items():
+        if value is not None:
+            kwargs[names[key]] = value
     try:
-        return version("grounded-sam")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        from grounded_sam import __version__
-
-        return __version__
+        return GroundedSAM(**kwargs)
+    except Exception as e:  # noqa: BLE001 (turned into a message for the shell)
+        _fail_loading(e)
 
 
+def _fail_loading(e: Exception) -> None:
+    text = str(e)
+    offline = any(s in type(e).__name__ + text for s in ("NotCached", "LocalEntryNotFound", "offline", "OfflineMode", "couldn't connect", "Connection"))
+    if offline:
+        typer.secho(
+            f"error: model weights could not be loaded: {text}\n"
+            "The weights are not in the local Hugging Face cache and cannot be downloaded from here. "
+            "Download them on a connected machine (`hf download <model id>`), or pass local files: "
+            "--checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder.",
+            fg="red", err=True,
+        )
+    else:
+        typer.secho(f"error: {type(e).__name__}: {text}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _progress(total: int | None, description: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+    return progress, progress.add_task(description, total=total)
+
+
+def _report_failures(failed: dict[str, str]) -> None:
+    if failed:
+        typer.secho(f"{len(failed)} input(s) failed:", fg="red", err=True)
+        for name, why in failed.items():
+            typer.secho(f"  {name}: {why}", err=True)
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- commands
 @app.command()
 def version() -> None:
     """Print the installed grounded-sam version."""
@@ -41,6 +127,128 @@ def models() -> None:
 
     for name in list_model_configs():
         typer.echo(name)
+
+
+@app.command()
+def segment(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for annotated images and JSON.")] = Path("grounded_sam_out"),
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
+    checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
+    text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
+) -> None:
+    """Segment images from text: annotated images + one JSON (RLE masks) per image."""
+    from grounded_sam.annotate import annotate_image
+    from grounded_sam.export import detections_to_record, dumps
+    from grounded_sam.images import list_images, load_image
+    from grounded_sam.safe_io import atomic_write_text, safe_output_path
+    from PIL import Image
+
+    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+                   segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
+                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
+    files: list[Path] = []
+    for p in images:
+        files.extend(list_images(p, extension=None) if p.is_dir() else [p])
+    out.mkdir(parents=True, exist_ok=True)
+    failed: dict[str, str] = {}
+    progress, task = _progress(len(files), "segment")
+    with progress:
+        for path in files:
+            try:
+                image = load_image(path)
+                det = gs.predict(image)
+                stem = path.stem
+                Image.fromarray(annotate_image(image, det, gs.classes)).save(safe_output_path(out, f"{stem}_annotated.jpg"), quality=92)
+                record = detections_to_record(det, path.name, image.shape[1], image.shape[0], gs.classes)
+                atomic_write_text(safe_output_path(out, f"{stem}.json"), dumps(record))
+            except Exception as e:  # noqa: BLE001 (reported per input; the job goes on)
+                failed[str(path)] = f"{type(e).__name__}: {e}"
+            progress.advance(task)
+    typer.echo(f"{len(files) - len(failed)}/{len(files)} images segmented -> {out}")
+    _report_failures(failed)
+
+
+@app.command()
+def label(
+    folder: Annotated[Path, typer.Argument(help="Folder of images to label.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="coco | yolo | jsonl")] = "coco",
+    extension: Annotated[str, typer.Option("--extension", help="Image extension(s), comma-separated.")] = ".jpg,.jpeg,.png",
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel from scratch if the settings changed.")] = False,
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
+    checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
+    text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
+) -> None:
+    """Auto-label a folder into a COCO / YOLO-seg dataset. Rerun the same command to resume."""
+    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+                   segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
+                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
+    exts = tuple(e.strip() for e in extension.split(",") if e.strip())
+    report = gs.label(folder, extension=exts, output_folder=out, format=fmt, recursive=recursive,
+                      batch_size=batch_size, overwrite=overwrite)
+    typer.echo(report.summary())
+    _report_failures(dict(report.failed))
+
+
+@app.command()
+def track(
+    video: Annotated[str, typer.Argument(help="Video file or folder of frames.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (annotated MP4 + per-frame JSONL + COCO).")] = Path("grounded_sam_track"),
+    redetect_every: Annotated[int, typer.Option("--redetect-every", help="Run the detector every N frames.")] = 15,
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
+    checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
+    text_threshold: TextThr = None, nms_iou: NmsIou = None, image_size: ImageSize = None,
+) -> None:
+    """Track text-prompted objects through a video."""
+    from grounded_sam.video_export import write_tracking_outputs
+
+    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+                   segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
+                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=None, image_size=image_size)
+    try:
+        summary = write_tracking_outputs(gs, video, out, redetect_every=redetect_every, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(summary)
+
+
+@app.command()
+def auto(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("grounded_sam_auto"),
+    segmenter: SegmenterOpt = "sam2.1_hiera_tiny", checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
+    image_size: ImageSize = None,
+    points_per_side: Annotated[int, typer.Option("--points-per-side")] = 32,
+    pred_iou_thresh: Annotated[float, typer.Option("--pred-iou-thresh")] = 0.8,
+    stability_score_thresh: Annotated[float, typer.Option("--stability-score-thresh")] = 0.95,
+    min_mask_region_area: Annotated[int, typer.Option("--min-mask-region-area")] = 0,
+) -> None:
+    """Automatic masks (no text): annotated images + COCO-RLE JSON per image."""
+    from grounded_sam.auto import run_auto
+
+    failed = run_auto(images, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
+                      points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+                      stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
+                      on_load_error=_fail_loading)
+    _report_failures(failed)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("grounded-sam")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from grounded_sam import __version__
+
+        return __version__
 
 
 def main() -> None:

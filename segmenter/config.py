@@ -1,5 +1,6 @@
 """Model configs: dataclasses filled from the YAML files in ``configs/models``.
 
+``family: sam2`` files become :class:`SAM2Config`, ``family: sam1`` files :class:`SAM1Config`.
 Every released SAM 2 / 2.1 config shares the heads, the memory modules and the neck width;
 what differs is the Hiera trunk and four SAM 2.1 switches. Sizes that depend on the input
 resolution (feature maps, RoPE tables, position-embedding grids) are derived from
@@ -23,6 +24,8 @@ __all__ = [
     "MemoryConfig",
     "MaskDecoderConfig",
     "SAM2Config",
+    "ViTConfig",
+    "SAM1Config",
     "load_model_config",
     "list_model_configs",
 ]
@@ -164,8 +167,76 @@ def config_from_dict(name: str, data: dict[str, Any]) -> SAM2Config:
     return cfg
 
 
-def load_model_config(name_or_path: str | Path, image_size: int | None = None) -> SAM2Config:
-    """A config by name (``"sam2.1_hiera_tiny"``) or YAML path, optionally at another ``image_size``."""
+@dataclass(frozen=True)
+class ViTConfig:
+    """SAM 1's ViT image encoder (ViTDet style: windowed blocks, a few global ones, relative positions)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    out_chans: int = 256
+    qkv_bias: bool = True
+
+
+@dataclass(frozen=True)
+class SAM1Config:
+    """SAM 1 (ViT-B/L/H). The heads reuse :class:`MaskDecoderConfig` (SAM 1 has no dynamic multimask).
+
+    Sizes that depend on ``image_size`` (position-embedding grid, global blocks' relative-position
+    tables) are derived, as the reference's ``ImageEncoderViT(img_size=...)`` does.
+    """
+
+    name: str
+    vit: ViTConfig
+    decoder: MaskDecoderConfig = field(
+        default_factory=lambda: MaskDecoderConfig(dynamic_multimask_via_stability=False)
+    )
+    image_size: int = 1024
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # 0..255 RGB
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    hf_ids: tuple[str, ...] = ()
+    checkpoint_filename: str | None = None
+    version: str = "1.0"
+    family: str = "sam1"
+
+    @property
+    def embed_size(self) -> int:
+        """Side of the image embedding grid, e.g. 64 for a 1024 input."""
+        return self.image_size // self.vit.patch_size
+
+    def with_image_size(self, image_size: int | None) -> SAM1Config:
+        if image_size is None or image_size == self.image_size:
+            return self
+        check_sam1_image_size(image_size, self.vit.patch_size)
+        return dataclasses.replace(self, image_size=int(image_size))
+
+
+def check_sam1_image_size(image_size: int, patch_size: int = 16) -> None:
+    if not isinstance(image_size, int) or image_size <= 0 or image_size % patch_size:
+        raise ValueError(f"image_size must be a positive multiple of {patch_size} for SAM 1, got {image_size!r}")
+
+
+def sam1_config_from_dict(name: str, data: dict[str, Any]) -> SAM1Config:
+    data = dict(data)
+    if data.get("family") != "sam1":
+        raise ValueError(f"config {name!r} is a {data.get('family')!r} model, not SAM 1")
+    dec = {"dynamic_multimask_via_stability": False, **(data.pop("decoder", None) or {})}
+    sub = {
+        "vit": _build(ViTConfig, data.pop("vit", None), f"{name}.vit"),
+        "decoder": _build(MaskDecoderConfig, dec, f"{name}.decoder"),
+    }
+    cfg = _build(SAM1Config, {"name": name, **data, **sub}, name)
+    check_sam1_image_size(cfg.image_size, cfg.vit.patch_size)
+    return cfg
+
+
+def load_model_config(name_or_path: str | Path, image_size: int | None = None) -> SAM2Config | SAM1Config:
+    """A config by name (``"sam2.1_hiera_tiny"``, ``"sam_vit_b"``) or YAML path, optionally at another
+    ``image_size``."""
     p = Path(name_or_path)
     if p.suffix in {".yaml", ".yml"} and p.is_file():
         path, name = p, p.stem
@@ -173,6 +244,8 @@ def load_model_config(name_or_path: str | Path, image_size: int | None = None) -
         path, name = model_config_path(str(name_or_path)), str(name_or_path)
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)
+    if isinstance(data, dict) and data.get("family") == "sam1":
+        return sam1_config_from_dict(name, data).with_image_size(image_size)
     return config_from_dict(name, data).with_image_size(image_size)
 
 

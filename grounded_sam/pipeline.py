@@ -1,0 +1,287 @@
+"""``GroundedSAM``: captions -> detector boxes -> SAM masks, as ``sv.Detections``.
+
+One image is decoded once, encoded once by the segmenter, and all of its boxes are decoded by
+the mask decoder in one batched call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+import torch
+
+from detectors import available_detectors, load_detector
+from grounded_sam.device import resolve_device
+from ontologies import CaptionOntology
+
+__all__ = ["GroundedSAM", "GroundedSAM2", "ImageInput"]
+
+ImageInput = "str | Path | np.ndarray | PIL.Image.Image"
+
+# transformers ``model_type`` of a local detector checkpoint -> our detector name
+_DETECTOR_FOR_MODEL_TYPE = {
+    "grounding-dino": "grounding-dino",
+    "mm-grounding-dino": "grounding-dino",
+    "owlv2": "owlv2",
+    "owlvit": "owlvit",
+    "florence2": "florence-2",
+    "omdet-turbo": "omdet-turbo",
+}
+DATA_KEYS = ("class_name", "caption", "mask_score")
+
+
+class GroundedSAM:
+    """Text-prompted segmentation.
+
+    Args:
+        ontology: ``CaptionOntology`` or a ``{caption: class}`` dict.
+        detector: a detector name (``"grounding-dino"``, ``"owlv2"``, ``"owlvit"``,
+            ``"florence-2"``, ``"omdet-turbo"``), a local ``save_pretrained`` directory, or an
+            object with ``detect(images, ontology)``.
+        segmenter: a config name (``"sam2.1_hiera_tiny"``: Meta's weights from the hub, or
+            ``checkpoint``), a hub id or local checkpoint, a model from
+            :func:`segmenter.build_sam`, or an :class:`segmenter.ImagePredictor`.
+        device: ``None`` = CUDA, then MPS, then CPU; used by both models.
+        box_threshold: detector score threshold (per-class thresholds of the ontology win).
+        text_threshold: Grounding-DINO-style text threshold; a detection's credited caption must
+            score at least this much. Detections are scored by their best caption, so the
+            effective threshold is ``max(box_threshold, text_threshold)``.
+        nms_iou: IoU of the class-wise NMS that merges captions of one class (``None`` = off).
+        multimask: decode 3 masks per box and keep the one with the best predicted IoU.
+        detector_model_id: hub id / directory for a detector given by name.
+        checkpoint: segmenter weights for a segmenter given by config name.
+        image_size: segmenter input resolution (default: the config's, 1024).
+        min_hole_area, min_island_area, smooth_kernel: optional mask post-processing in pixels.
+        detector_options: extra options for :func:`detectors.load_detector`.
+    """
+
+    def __init__(
+        self,
+        ontology: CaptionOntology | Mapping[str, str],
+        detector: Any = "grounding-dino",
+        segmenter: Any = "sam2.1_hiera_tiny",
+        device: str | torch.device | None = None,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
+        nms_iou: float | None = 0.5,
+        multimask: bool = False,
+        *,
+        detector_model_id: str | None = None,
+        checkpoint: str | Path | None = None,
+        image_size: int | None = None,
+        min_hole_area: int = 0,
+        min_island_area: int = 0,
+        smooth_kernel: int = 0,
+        detector_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.ontology = ontology if isinstance(ontology, CaptionOntology) else CaptionOntology(dict(ontology))
+        self.device = resolve_device(device)
+        self.multimask = bool(multimask)
+        self.min_hole_area, self.min_island_area, self.smooth_kernel = min_hole_area, min_island_area, smooth_kernel
+        threshold = box_threshold
+        if text_threshold is not None:
+            threshold = max(text_threshold, box_threshold if box_threshold is not None else 0.0)
+        self.detector = _make_detector(detector, detector_model_id, self.device, threshold, nms_iou, detector_options)
+        self.predictor = _make_predictor(segmenter, checkpoint, self.device, image_size)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, path_or_name: str | Path, **overrides: Any) -> GroundedSAM:
+        """Build from a YAML preset (a path, or a name in ``configs/pipelines``).
+
+        Keys: ``ontology`` (mapping, or a path to an ontology YAML relative to the preset),
+        ``detector`` (``{name, model_id, box_threshold, text_threshold, nms_iou, options}``),
+        ``segmenter`` (``{name, checkpoint, image_size}``), ``device``, ``multimask``,
+        ``postprocess`` (``{min_hole_area, min_island_area, smooth_kernel}``). Keyword
+        ``overrides`` replace top-level constructor arguments (e.g. ``ontology=...``).
+        """
+        from grounded_sam.presets import load_preset
+
+        return cls(**{**load_preset(path_or_name), **overrides})
+
+    @property
+    def classes(self) -> list[str]:
+        return self.ontology.classes()
+
+    # ------------------------------------------------------------------ images
+    @torch.inference_mode()
+    def predict(self, image: Any) -> sv.Detections:
+        """Detections with masks for one image (path, PIL image or RGB uint8 array)."""
+        return self.predict_batch([image])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[Any]) -> list[sv.Detections]:
+        """:meth:`predict` for several images: one detector batch, one segmenter encoder batch."""
+        from grounded_sam.images import load_image
+
+        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
+            raise ValueError("predict_batch expects a list of images; use predict for a single image")
+        arrays = [load_image(im) for im in images]
+        if not arrays:
+            return []
+        found = self.detector.detect(arrays, self.ontology)
+        if any(len(d) for d in found):
+            self.predictor.set_image_batch(arrays)
+        return [
+            self._segment(i, img, dets) if len(dets) else _empty(img.shape[:2])
+            for i, (img, dets) in enumerate(zip(arrays, found))
+        ]
+
+    def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
+        boxes = torch.as_tensor(dets.xyxy, dtype=torch.float32)
+        masks, scores, _ = self.predictor.predict_torch(
+            boxes=boxes, multimask_output=self.multimask, return_logits=self.multimask, img_idx=img_idx
+        )  # (N, M, H, W), (N, M)
+        if self.multimask:
+            best = scores.argmax(-1)
+            rows = torch.arange(len(best), device=best.device)
+            masks = masks[rows, best] > self.predictor.mask_threshold  # (N, H, W)
+            scores = scores[rows, best]
+        else:
+            masks, scores = masks[:, 0], scores[:, 0]
+        mask_np = masks.cpu().numpy().astype(bool, copy=False)
+        if self.min_hole_area or self.min_island_area or self.smooth_kernel:
+            from segmenter.postprocess import postprocess_masks
+
+            mask_np = postprocess_masks(mask_np, self.min_hole_area, self.min_island_area, self.smooth_kernel)
+        out = sv.Detections(
+            xyxy=dets.xyxy.astype(np.float32),
+            mask=mask_np,
+            confidence=dets.confidence,
+            class_id=dets.class_id,
+            data={**dets.data, "mask_score": scores.float().cpu().numpy()},
+        )
+        return out
+
+    # ------------------------------------------------------------------ datasets
+    def label(
+        self,
+        input_folder: str | Path,
+        extension: str | Sequence[str] = ".jpg",
+        output_folder: str | Path | None = None,
+        format: str = "coco",  # noqa: A002 (the public name)
+        recursive: bool = False,
+        batch_size: int = 1,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> Any:
+        """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`)."""
+        from grounded_sam.labeling import label_folder
+
+        input_folder = Path(input_folder)
+        output_folder = Path(output_folder) if output_folder is not None else input_folder.with_name(input_folder.name + "_labeled")
+        return label_folder(
+            predict_fn=self.predict,
+            predict_batch_fn=self.predict_batch,
+            input_folder=input_folder,
+            output_folder=output_folder,
+            classes=self.classes,
+            extension=extension,
+            format=format,
+            recursive=recursive,
+            batch_size=batch_size,
+            progress=progress,
+            overwrite=overwrite,
+            fingerprint=self.fingerprint(),
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the labels: a rerun with a different fingerprint is refused."""
+        return {
+            "ontology": self.ontology.to_dict(),
+            "detector": _describe(self.detector),
+            "segmenter": getattr(getattr(self.predictor.model, "config", None), "name", type(self.predictor.model).__name__),
+            "multimask": self.multimask,
+            "postprocess": [self.min_hole_area, self.min_island_area, self.smooth_kernel],
+        }
+
+    # ------------------------------------------------------------------ video
+    def track(self, video: Any, redetect_every: int = 15, **kwargs: Any) -> Iterator[tuple[int, sv.Detections]]:
+        """Track the ontology's objects through a video; see :class:`grounded_sam.tracking.GroundedTracker`."""
+        from grounded_sam.tracking import GroundedTracker
+
+        tracker = GroundedTracker(self, redetect_every=redetect_every, **kwargs)
+        yield from tracker.run(video)
+
+
+GroundedSAM2 = GroundedSAM  # autodistill users change one import
+
+
+def _empty(hw: tuple[int, int]) -> sv.Detections:
+    det = sv.Detections.empty()
+    det.mask = np.zeros((0, *hw), dtype=bool)
+    det.data = {
+        "class_name": np.array([], dtype=str),
+        "caption": np.array([], dtype=str),
+        "has_score": np.array([], dtype=bool),
+        "mask_score": np.array([], dtype=np.float32),
+    }
+    return det
+
+
+def _describe(detector: Any) -> str:
+    model = getattr(detector, "model", None)
+    name = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return f"{type(detector).__name__}:{name}" if name else type(detector).__name__
+
+
+def _make_detector(
+    spec: Any,
+    model_id: str | None,
+    device: torch.device,
+    threshold: float | None,
+    nms_iou: float | None,
+    extra: Mapping[str, Any] | None,
+) -> Any:
+    if not isinstance(spec, (str, Path)):
+        if model_id is not None or extra:
+            raise ValueError("detector_model_id / detector_options only apply to a detector given by name")
+        return load_detector(spec)
+    name = str(spec)
+    if name not in available_detectors() and Path(name).is_dir():  # a local save_pretrained folder
+        model_id, name = name, _detector_name_for_folder(Path(name))
+    options: dict[str, Any] = dict(extra or {})
+    if threshold is not None:
+        options["box_threshold"] = threshold
+    options.setdefault("nms_iou", nms_iou)
+    return load_detector(name, model_id=model_id, device=device, **options)
+
+
+def _detector_name_for_folder(folder: Path) -> str:
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise ValueError(f"detector folder {folder} has no config.json (expected a transformers save_pretrained folder)")
+    model_type = json.loads(cfg.read_text()).get("model_type")
+    try:
+        return _DETECTOR_FOR_MODEL_TYPE[model_type]
+    except KeyError:
+        raise ValueError(
+            f"detector folder {folder} holds a {model_type!r} model; supported: {sorted(_DETECTOR_FOR_MODEL_TYPE)}"
+        ) from None
+
+
+def _make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.device, image_size: int | None) -> Any:
+    from segmenter import ImagePredictor, build_sam, from_pretrained, list_model_configs, load_model_config
+
+    if isinstance(spec, ImagePredictor):
+        return spec
+    if isinstance(spec, torch.nn.Module):
+        return ImagePredictor(spec.to(device))
+    if not isinstance(spec, (str, Path)):
+        raise ValueError(f"segmenter must be a config name, hub id, path, model or ImagePredictor, got {type(spec).__name__}")
+    name = str(spec)
+    if name in list_model_configs():
+        if checkpoint is None:
+            ids = load_model_config(name).hf_ids
+            checkpoint = ids[0] if ids else None
+            if checkpoint is None:
+                raise ValueError(f"config {name!r} names no hub checkpoint; pass checkpoint=<path>")
+        return ImagePredictor(build_sam(name, checkpoint=checkpoint, device=device, image_size=image_size))
+    if checkpoint is not None:
+        raise ValueError("checkpoint only applies to a segmenter given by config name")
+    return ImagePredictor(from_pretrained(name, device=device, image_size=image_size))

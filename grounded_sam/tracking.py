@@ -1,0 +1,214 @@
+"""Text-prompted multi-object tracking: detect every N frames, track with SAM 2 memory.
+
+Per frame ``t`` (frames streamed, never held as a whole):
+
+1. the live tracks are propagated to ``t`` by the SAM 2 video predictor (one batch for all
+   objects);
+2. on a detection frame (``t % redetect_every == 0``) the detector runs on ``t``; each
+   detection gets its SAM mask from ``t``'s features (no memory), and is matched to a live
+   track of the same class when their masks overlap (IoU >= ``match_iou``, greedy by IoU);
+   an unmatched detection starts a new track, prompted by its box on frame ``t``;
+3. a track whose mask is empty for ``max_lost`` consecutive frames is retired and removed from
+   the predictor. Tracker ids start at 1, grow monotonically and are never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import supervision as sv
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from grounded_sam.pipeline import GroundedSAM
+
+__all__ = ["GroundedTracker", "Track"]
+
+
+@dataclass
+class Track:
+    tracker_id: int
+    class_id: int
+    class_name: str
+    caption: str
+    confidence: float
+    lost: int = 0  # consecutive frames with an empty mask
+
+
+class GroundedTracker:
+    """Runs a :class:`GroundedSAM`'s detector and its segmenter's video predictor together.
+
+    Args:
+        pipeline: supplies the ontology, the detector and the SAM 2 model.
+        redetect_every: run the detector on frame 0 and every N frames (N >= 1).
+        match_iou: mask IoU above which a detection belongs to a live track of its class.
+        max_lost: retire a track after this many consecutive frames without mask pixels.
+        fill_hole_area: the video predictor's hole filling (pixels of the low-res mask).
+    """
+
+    def __init__(
+        self,
+        pipeline: GroundedSAM,
+        redetect_every: int = 15,
+        match_iou: float = 0.5,
+        max_lost: int = 10,
+        fill_hole_area: int = 8,
+    ) -> None:
+        from segmenter.video_predictor import VideoPredictor
+
+        if redetect_every < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
+        if max_lost < 1:
+            raise ValueError(f"max_lost must be >= 1, got {max_lost}")
+        model = pipeline.predictor.model
+        if not getattr(model, "with_memory", False):
+            raise ValueError(
+                "tracking needs a SAM 2 model with its memory modules (an official .pt or a "
+                "transformers Sam2VideoModel checkpoint); this segmenter is image-only"
+            )
+        self.pipeline = pipeline
+        self.predictor = VideoPredictor(model, fill_hole_area=fill_hole_area)
+        self.redetect_every = int(redetect_every)
+        self.match_iou = float(match_iou)
+        self.max_lost = int(max_lost)
+        self.tracks: dict[int, Track] = {}
+        self.retired: list[Track] = []
+        self._next_id = 1
+
+    def run(self, video: Any) -> Iterator[tuple[int, sv.Detections]]:
+        """Yield ``(frame_index, sv.Detections)`` for every frame of ``video``."""
+        for t, _, det in self.frames(video):
+            yield t, det
+
+    @torch.inference_mode()
+    def frames(self, video: Any) -> Iterator[tuple[int, np.ndarray, sv.Detections]]:
+        """Like :meth:`run`, also yielding each RGB frame (for annotation)."""
+        from segmenter.video_io import open_video
+
+        vp = self.predictor
+        state = vp.init_stream()
+        with open_video(video) as source:
+            t = 0
+            while True:
+                try:
+                    frame = source.get(t)
+                except IndexError:
+                    break
+                vp.add_frame(state, frame)
+                ids, logits = self._propagate(state)
+                masks = _to_masks(logits, frame.shape[:2])
+                if t % self.redetect_every == 0:
+                    ids, logits, masks = self._redetect(state, t, frame, ids, logits, masks)
+                self._age(state, ids, masks)
+                yield t, frame, self._detections(ids, logits, masks)
+                t += 1
+        self.retired.extend(self.tracks.values())
+
+    # ------------------------------------------------------------------ steps
+    def _propagate(self, state: Any) -> tuple[list[int], torch.Tensor]:
+        _, obj_ids, logits = self.predictor.track(state)  # (N, 1, H, W)
+        return list(obj_ids), logits
+
+    def _redetect(
+        self, state: Any, t: int, frame: np.ndarray, ids: list[int], logits: torch.Tensor, masks: np.ndarray
+    ) -> tuple[list[int], torch.Tensor, np.ndarray]:
+        onto = self.pipeline.ontology
+        dets = self.pipeline.detector.detect([frame], onto)[0]
+        if len(dets) == 0:
+            return ids, logits, masks
+        det_masks = self._box_masks(state, t, dets.xyxy, frame.shape[:2])  # (D, H, W)
+        matched = self._match(ids, masks, dets.class_id, det_masks)
+        for d, tid in matched.items():  # refresh the track's detector confidence
+            self.tracks[tid].confidence = float(dets.confidence[d])
+        new = [d for d in range(len(dets)) if d not in matched]
+        for d in new:
+            tid = self._next_id
+            self._next_id += 1
+            self.tracks[tid] = Track(
+                tid, int(dets.class_id[d]), str(dets.data["class_name"][d]), str(dets.data["caption"][d]),
+                float(dets.confidence[d]),
+            )
+            _, obj_ids, logits = self.predictor.add_new_points_or_box(state, t, tid, box=dets.xyxy[d])
+            ids = list(obj_ids)
+        if new:
+            masks = _to_masks(logits, frame.shape[:2])
+        return ids, logits, masks
+
+    def _box_masks(self, state: Any, t: int, boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """SAM masks of boxes on frame ``t`` without memory, from the predictor's frame features."""
+        model = self.predictor.model
+        feats = self.predictor.frame_features(state, t)
+        s = model.image_size
+        corners = torch.as_tensor(boxes, dtype=torch.float32, device=feats.vision.device).reshape(-1, 2, 2)
+        corners = corners / torch.tensor([hw[1], hw[0]], device=corners.device) * s
+        labels = torch.tensor([[2, 3]], dtype=torch.int32, device=corners.device).expand(len(corners), -1)
+        low, _, _, _ = model.decode_masks(feats.no_mem, feats.high_res, (corners, labels), None, False, len(corners) > 1)
+        return _to_masks(low.float(), hw)
+
+    def _match(
+        self, ids: list[int], masks: np.ndarray, det_classes: np.ndarray, det_masks: np.ndarray
+    ) -> dict[int, int]:
+        """Detection index -> tracker id, greedy on mask IoU within a class."""
+        if not ids:
+            return {}
+        iou = sv.mask_iou_batch(det_masks, masks)  # (D, N)
+        classes = np.array([self.tracks[i].class_id for i in ids])
+        iou = np.where(det_classes[:, None] == classes[None, :], iou, 0.0)
+        out: dict[int, int] = {}
+        used: set[int] = set()
+        for d, n in sorted(np.argwhere(iou >= self.match_iou).tolist(), key=lambda p: -iou[p[0], p[1]]):
+            if d in out or n in used:
+                continue
+            out[d] = ids[n]
+            used.add(n)
+        return out
+
+    def _age(self, state: Any, ids: list[int], masks: np.ndarray) -> None:
+        for i, tid in enumerate(ids):
+            track = self.tracks.get(tid)
+            if track is None:
+                continue
+            track.lost = 0 if masks[i].any() else track.lost + 1
+            if track.lost >= self.max_lost:
+                self.predictor.remove_object(state, tid, need_output=False)
+                self.retired.append(self.tracks.pop(tid))
+
+    def _detections(self, ids: list[int], logits: torch.Tensor, masks: np.ndarray) -> sv.Detections:
+        hw = masks.shape[1:] if masks.ndim == 3 else (0, 0)
+        keep = [i for i, tid in enumerate(ids) if tid in self.tracks and masks[i].any()]
+        if not keep:
+            det = sv.Detections.empty()
+            det.mask = np.zeros((0, *hw), dtype=bool)
+            det.tracker_id = np.zeros(0, dtype=int)
+            det.data = {k: np.array([], dtype=d) for k, d in
+                        (("class_name", str), ("caption", str), ("mask_score", np.float32))}
+            return det
+        m = masks[keep]
+        prob = torch.sigmoid(logits[keep, 0].float()).cpu().numpy()
+        mask_score = np.array([prob[j][m[j]].mean() for j in range(len(keep))], dtype=np.float32)
+        tracks = [self.tracks[ids[i]] for i in keep]
+        return sv.Detections(
+            xyxy=sv.mask_to_xyxy(m).astype(np.float32),
+            mask=m,
+            class_id=np.array([tr.class_id for tr in tracks], dtype=int),
+            confidence=np.array([tr.confidence for tr in tracks], dtype=np.float32),
+            tracker_id=np.array([tr.tracker_id for tr in tracks], dtype=int),
+            data={
+                "class_name": np.array([tr.class_name for tr in tracks]),
+                "caption": np.array([tr.caption for tr in tracks]),
+                "mask_score": mask_score,
+            },
+        )
+
+
+def _to_masks(logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """(N, 1, h, w) logits -> (N, H, W) bool masks at the frame's size."""
+    if logits.numel() == 0 or logits.shape[0] == 0:
+        return np.zeros((0, *hw), dtype=bool)
+    if tuple(logits.shape[-2:]) != tuple(hw):
+        logits = F.interpolate(logits.float(), hw, mode="bilinear", align_corners=False)
+    return (logits[:, 0] > 0).cpu().numpy()

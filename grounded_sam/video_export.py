@@ -1,0 +1,73 @@
+"""Write a tracking run to disk: annotated H.264 MP4, per-frame JSONL and a video COCO file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grounded_sam.pipeline import GroundedSAM
+
+__all__ = ["write_tracking_outputs"]
+
+
+def write_tracking_outputs(
+    pipeline: GroundedSAM,
+    video: Any,
+    out: str | Path,
+    *,
+    redetect_every: int = 15,
+    progress: bool = False,
+    **tracker_options: Any,
+) -> str:
+    """Track ``video`` and write ``tracked.mp4``, ``frames.jsonl`` and ``annotations.json`` in ``out``.
+
+    Every file is written to a temporary name and renamed when complete. Returns a summary line.
+    """
+    from grounded_sam.annotate import VideoWriter, annotate_image
+    from grounded_sam.export import CocoWriter, JsonlWriter, detections_to_record
+    from grounded_sam.safe_io import safe_output_path
+    from grounded_sam.tracking import GroundedTracker
+    from segmenter.video_io import open_video
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open_video(video) as probe:
+        fps = probe.fps or 30.0
+        total = probe.num_frames
+    classes = pipeline.classes
+    name = Path(str(video)).name if isinstance(video, (str, Path)) else "video"
+    bar = _bar(total, progress)
+    frames = 0
+    ids: set[int] = set()
+    mp4 = safe_output_path(out, "tracked.mp4")
+    tmp_mp4 = mp4.with_name(".tracked.partial.mp4")
+    with VideoWriter(tmp_mp4, fps=fps) as writer, JsonlWriter(safe_output_path(out, "frames.jsonl")) as jsonl, \
+            CocoWriter(safe_output_path(out, "annotations.json"), classes) as coco:
+        video_id = None
+        tracker = GroundedTracker(pipeline, redetect_every=redetect_every, **tracker_options)
+        for t, frame, det in tracker.frames(video):
+            h, w = frame.shape[:2]
+            if video_id is None:
+                video_id = coco.add_video(name, w, h, fps=float(fps))
+            writer.write(annotate_image(frame, det, classes))
+            file_name = f"{Path(name).stem}/{t:06d}.jpg"
+            jsonl.add(detections_to_record(det, file_name, w, h, classes, frame_index=t))
+            coco.add_image(file_name, w, h, det, video_id=video_id, frame_index=t)
+            ids.update(int(i) for i in (det.tracker_id if det.tracker_id is not None else []))
+            frames += 1
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if tmp_mp4.exists():
+        tmp_mp4.replace(mp4)
+    return f"{frames} frames, {len(ids)} tracks -> {out}"
+
+
+def _bar(total: int | None, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="track", unit="frame")

@@ -1,0 +1,235 @@
+"""Per-object memory of SAM 2 video tracking: what each object keeps, and what a frame reads.
+
+Every object has its own prompts and its own per-frame outputs, split like the reference's
+``output_dict_per_obj`` into conditioning frames (prompted) and non-conditioning frames
+(tracked), plus the not-yet-consolidated outputs of prompts (``temp_*``). Dictionaries keep
+insertion order, which decides the order of memory tokens exactly as in the reference.
+
+:func:`select_memory` reproduces ``SAM2Base._prepare_memory_conditioned_features``'s choice
+of memory frames and object pointers. :func:`prune` drops entries no later step can read
+(see :class:`RetentionPolicy`), so the state does not grow with the length of the video.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = [
+    "FrameEntry",
+    "TrackedFrames",
+    "ObjectMemory",
+    "MemorySelection",
+    "RetentionPolicy",
+    "select_memory",
+    "prune",
+]
+
+
+@dataclass
+class FrameEntry:
+    """One object's compact output on one frame (the reference's ``compact_current_out``)."""
+
+    obj_ptr: torch.Tensor  # (1, C) object pointer, kept on the compute device
+    object_score_logits: torch.Tensor  # (1, 1)
+    pred_masks: torch.Tensor | None  # (1, 1, h, w) low-res logits after hole filling; None once released
+    maskmem: torch.Tensor | None = None  # (HW, mem_dim) bfloat16, sequence-first; None until encoded / released
+
+    def release_masks(self) -> None:
+        """Keep only what an object pointer needs."""
+        self.pred_masks = None
+        self.maskmem = None
+
+
+class TrackedFrames:
+    """frame index -> tracked in reverse? (the reference's ``frames_tracked_per_obj``).
+
+    Stored as disjoint runs ``[start, end, reverse]`` so that a long video costs a few
+    integers, not one entry per frame.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[list[int]] = []  # sorted by start; [start, end (inclusive), reverse 0/1]
+
+    def _find(self, t: int) -> int:  # index of the run containing t, or -1
+        i = bisect.bisect_right(self._runs, t, key=lambda r: r[0]) - 1
+        return i if i >= 0 and self._runs[i][1] >= t else -1
+
+    def get(self, t: int) -> bool | None:
+        i = self._find(t)
+        return None if i < 0 else bool(self._runs[i][2])
+
+    def __contains__(self, t: int) -> bool:
+        return self._find(t) >= 0
+
+    def discard(self, t: int) -> None:
+        i = self._find(t)
+        if i < 0:
+            return
+        start, end, rev = self._runs.pop(i)
+        pieces = [[s, e, rev] for s, e in ((start, t - 1), (t + 1, end)) if s <= e]
+        self._runs[i:i] = pieces
+
+    def mark(self, t: int, reverse: bool) -> None:
+        if self.get(t) is reverse:
+            return
+        self.discard(t)
+        rev = int(reverse)
+        i = bisect.bisect_right(self._runs, t, key=lambda r: r[0])
+        left = self._runs[i - 1] if i > 0 and self._runs[i - 1][1] == t - 1 and self._runs[i - 1][2] == rev else None
+        right = self._runs[i] if i < len(self._runs) and self._runs[i][0] == t + 1 and self._runs[i][2] == rev else None
+        if left and right:
+            left[1] = right[1]
+            del self._runs[i]
+        elif left:
+            left[1] = t
+        elif right:
+            right[0] = t
+        else:
+            self._runs.insert(i, [t, t, rev])
+
+    def clear(self) -> None:
+        self._runs.clear()
+
+    def __len__(self) -> int:
+        return sum(e - s + 1 for s, e, _ in self._runs)
+
+
+@dataclass
+class ObjectMemory:
+    """Prompts and outputs of one object."""
+
+    obj_id: Hashable
+    point_inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # (1,N,2), (1,N)
+    mask_frames: set[int] = field(default_factory=set)  # frames with a mask prompt
+    cond: dict[int, FrameEntry] = field(default_factory=dict)
+    non_cond: dict[int, FrameEntry] = field(default_factory=dict)
+    temp_cond: dict[int, FrameEntry] = field(default_factory=dict)
+    temp_non_cond: dict[int, FrameEntry] = field(default_factory=dict)
+    tracked: TrackedFrames = field(default_factory=TrackedFrames)
+
+    def temp(self, is_cond: bool) -> dict[int, FrameEntry]:
+        return self.temp_cond if is_cond else self.temp_non_cond
+
+    def output_at(self, frame_idx: int, is_cond: bool) -> FrameEntry | None:
+        """The newest output on a frame: prompt outputs first, then tracked ones."""
+        for d in (self.temp(is_cond), self.cond, self.non_cond):
+            out = d.get(frame_idx)
+            if out is not None:
+                return out
+        return None
+
+    def prompted_frames(self) -> set[int]:
+        return set(self.point_inputs) | self.mask_frames
+
+    def clear(self) -> None:
+        self.point_inputs.clear()
+        self.mask_frames.clear()
+        for d in (self.cond, self.non_cond, self.temp_cond, self.temp_non_cond):
+            d.clear()
+        self.tracked.clear()
+
+    def num_entries(self) -> int:
+        return len(self.cond) + len(self.non_cond) + len(self.temp_cond) + len(self.temp_non_cond)
+
+
+@dataclass
+class MemorySelection:
+    """What one object attends to on one frame, in the reference's token order."""
+
+    memories: list[tuple[int, FrameEntry]]  # (index into maskmem_tpos_enc, entry)
+    pointers: list[tuple[int, torch.Tensor]]  # (temporal offset, (1, C) pointer)
+    missing: int = 0  # frames the reference would read but that were released (bounded state)
+
+    @property
+    def layout(self) -> tuple[int, int]:
+        """Objects with the same layout can share one memory-attention call."""
+        return len(self.memories), len(self.pointers)
+
+
+def select_memory(
+    obj: ObjectMemory,
+    frame_idx: int,
+    reverse: bool,
+    num_frames: int | None,
+    num_maskmem: int,
+    max_obj_ptrs: int,
+    signed_ptr_pos: bool,
+) -> MemorySelection:
+    """Memory frames and pointers for ``obj`` on a frame it is tracked (not initially prompted) on.
+
+    Every conditioning frame (t_pos 0), then the ``num_maskmem - 1`` previous frames in the
+    tracking direction (oldest first); pointers of the conditioning frames not in the future,
+    then of up to ``max_obj_ptrs - 1`` previous frames.
+    """
+    if not obj.cond:
+        raise RuntimeError(
+            f"object {obj.obj_id!r} has no prompted (conditioning) frame to track from; "
+            "add points, a box or a mask first"
+        )
+    step = -1 if reverse else 1
+    missing = 0
+    memories = [(num_maskmem - 1, out) for out in obj.cond.values()]  # t_pos 0
+    for t_pos in range(1, num_maskmem):
+        t = frame_idx - step * (num_maskmem - t_pos)
+        out = obj.non_cond.get(t)
+        if out is not None and out.maskmem is not None:
+            memories.append((num_maskmem - t_pos - 1, out))
+        elif out is not None or (t in obj.tracked and t not in obj.cond):
+            missing += 1  # the reference still has this memory
+
+    sign = -1 if reverse else 1
+    pointers = []
+    for t, out in obj.cond.items():
+        if (t >= frame_idx) if reverse else (t <= frame_idx):
+            pointers.append(((frame_idx - t) * sign if signed_ptr_pos else abs(frame_idx - t), out.obj_ptr))
+    cap = max_obj_ptrs if num_frames is None else min(num_frames, max_obj_ptrs)
+    for t_diff in range(1, cap):
+        t = frame_idx - step * t_diff
+        if t < 0 or (num_frames is not None and t >= num_frames):
+            break
+        out = obj.non_cond.get(t)
+        if out is not None:
+            pointers.append((t_diff, out.obj_ptr))
+        elif t in obj.tracked and t not in obj.cond:
+            missing += 1
+    return MemorySelection(memories, pointers, missing)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Which non-conditioning entries stay in memory when outputs are not kept.
+
+    Kept with their memory features and masks: frames at most ``num_maskmem - 1`` frames
+    behind the last tracked frame, and frames that near a prompted frame (of any object).
+    Kept as pointers only: the same with ``max_obj_ptrs - 1``. That is every entry the
+    reference reads when propagation continues, restarts from a prompted frame (either
+    direction), or a correction click lands on the last tracked frame or near a prompt.
+    """
+
+    num_maskmem: int
+    max_obj_ptrs: int
+
+    def keep(self, t: int, frame_idx: int, reverse: bool, anchors: Iterable[int]) -> tuple[bool, bool]:
+        """(keep memory features and masks, keep pointer) for an entry on frame ``t``."""
+        behind = (t - frame_idx) if reverse else (frame_idx - t)
+        dist = min((abs(t - a) for a in anchors), default=None)
+        near_mem = (0 <= behind <= self.num_maskmem - 1) or (dist is not None and dist <= self.num_maskmem - 1)
+        near_ptr = (0 <= behind <= self.max_obj_ptrs - 1) or (dist is not None and dist <= self.max_obj_ptrs - 1)
+        return near_mem, near_ptr or near_mem
+
+
+def prune(objects: Iterable[ObjectMemory], frame_idx: int, reverse: bool, policy: RetentionPolicy) -> None:
+    """Release the non-conditioning entries of all objects that no later step can read."""
+    objects = list(objects)
+    anchors = sorted({t for obj in objects for t in obj.cond} | {t for obj in objects for t in obj.temp_cond})
+    for obj in objects:
+        for t in list(obj.non_cond):
+            keep_mem, keep_ptr = policy.keep(t, frame_idx, reverse, anchors)
+            if not keep_ptr:
+                del obj.non_cond[t]
+            elif not keep_mem:
+                obj.non_cond[t].release_masks()

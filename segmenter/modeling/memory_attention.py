@@ -1,0 +1,205 @@
+"""SAM 2 memory attention: conditions the current frame's features on the memory bank.
+
+Four pre-norm transformer layers, each self-attention (RoPE), cross-attention to the memory
+(RoPE on the spatial memory tokens, repeated per memory frame; object-pointer tokens at the end
+of the memory are not rotated) and a ReLU MLP. Inputs and output are sequence-first (N, B, C)
+like the reference, so that the tracking loop can be compared 1:1; B is the number of objects
+processed together in one call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from segmenter.config import MemoryConfig
+from segmenter.modeling.rope import AxialRoPE, grid_from_length
+
+__all__ = ["RoPEAttention", "MemoryAttentionLayer", "MemoryAttention"]
+
+
+class RoPEAttention(nn.Module):
+    """Multi-head attention with axial RoPE on queries and keys (batch-first tensors).
+
+    Queries are the tokens of one (H, W) grid. Keys are that grid too (self-attention) or, with
+    ``rope_k_repeat``, several copies of it (one per memory frame) followed by
+    ``num_k_exclude_rope`` tokens that are not rotated (object pointers).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int = 1,
+        kv_in_dim: int | None = None,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        dropout: float = 0.0,
+        rope: AxialRoPE | None = None,
+    ) -> None:
+        super().__init__()
+        if embedding_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide embedding_dim={embedding_dim}")
+        kv_in_dim = embedding_dim if kv_in_dim is None else kv_in_dim
+        self.num_heads = num_heads
+        self.rope_k_repeat = rope_k_repeat
+        self.dropout_p = dropout
+        self.q_proj = nn.Linear(embedding_dim, embedding_dim)
+        self.k_proj = nn.Linear(kv_in_dim, embedding_dim)
+        self.v_proj = nn.Linear(kv_in_dim, embedding_dim)
+        self.out_proj = nn.Linear(embedding_dim, embedding_dim)
+        # no parameters: may be shared between layers so that tables are built once per shape
+        self.rope = rope if rope is not None else AxialRoPE(embedding_dim // num_heads, rope_theta)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, h, N, C/h)
+        return rearrange(x, "b n (h d) -> b h n d", h=self.num_heads)
+
+    def forward(
+        self,
+        q: torch.Tensor,  # (B, Nq, C), Nq = H * W
+        k: torch.Tensor,  # (B, Nk, Ckv)
+        v: torch.Tensor,  # (B, Nk, Ckv)
+        num_k_exclude_rope: int = 0,
+        feat_size: tuple[int, int] | None = None,  # (H, W); default: square grid of Nq tokens
+    ) -> torch.Tensor:  # (B, Nq, C)
+        dtype = q.dtype  # memories may arrive in another dtype (e.g. bf16 with an fp32 model)
+        q = self._split_heads(self.q_proj(q))
+        k = self._split_heads(self.k_proj(k.to(dtype)))
+        v = self._split_heads(self.v_proj(v.to(dtype)))
+
+        num_q, num_k_rope = q.shape[-2], k.shape[-2] - num_k_exclude_rope
+        if num_k_rope < 0:
+            raise ValueError(f"num_k_exclude_rope={num_k_exclude_rope} exceeds {k.shape[-2]} keys")
+        if num_k_rope != num_q and not self.rope_k_repeat:
+            raise ValueError(f"{num_k_rope} rotated keys for {num_q} queries need rope_k_repeat=True")
+        grid = feat_size if feat_size is not None else grid_from_length(num_q)
+        if grid[0] * grid[1] != num_q:
+            raise ValueError(f"{num_q} query tokens do not match the {grid} grid")
+        q = self.rope(q, grid)
+        if num_k_exclude_rope == 0:
+            k = self.rope(k, grid)
+        elif num_k_rope > 0:  # pointer tokens at the end keep their values
+            k[..., :num_k_rope, :] = self.rope(k[..., :num_k_rope, :], grid)
+
+        dropout_p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, Nq, C/h)
+        return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memory, ReLU MLP.
+
+    No position encoding on the queries; the memory position encoding is added to the keys by
+    the caller (``memory_k = memory + memory_pos``). A batch-1 ``x`` with a batch-B memory runs
+    the self-attention once and broadcasts its result to the B objects.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        kv_dim: int = 64,
+        dim_feedforward: int = 2048,
+        num_heads: int = 1,
+        dropout: float = 0.1,
+        rope: AxialRoPE | None = None,
+    ) -> None:
+        super().__init__()
+        rope = rope if rope is not None else AxialRoPE(d_model // num_heads)
+        self.self_attn = RoPEAttention(d_model, num_heads, dropout=dropout, rope=rope)
+        self.cross_attn_image = RoPEAttention(
+            d_model, num_heads, kv_in_dim=kv_dim, rope_k_repeat=True, dropout=dropout, rope=rope
+        )
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout_p = dropout
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout_p, self.training) if self.dropout_p > 0 else x
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B or 1, HW, C)
+        memory_k: torch.Tensor,  # (B, M, Ckv) memory + its position encoding
+        memory_v: torch.Tensor,  # (B, M, Ckv)
+        num_k_exclude_rope: int = 0,
+        feat_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:  # (B, HW, C)
+        h = self.norm1(x)
+        x = x + self._drop(self.self_attn(h, h, h, feat_size=feat_size))
+        if x.shape[0] != memory_k.shape[0]:  # frame shared by all objects: fan out now
+            x = x.expand(memory_k.shape[0], -1, -1)
+        h = self.norm2(x)
+        x = x + self._drop(self.cross_attn_image(h, memory_k, memory_v, num_k_exclude_rope, feat_size))
+        h = self.norm3(x)
+        return x + self._drop(self.linear2(self._drop(F.relu(self.linear1(h)))))
+
+
+class MemoryAttention(nn.Module):
+    """Stack of ``MemoryAttentionLayer`` + final LayerNorm (keys ``layers.{i}``, ``norm``).
+
+    All layers share one RoPE table cache, so the tables are computed once per grid shape.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        kv_dim: int = 64,
+        num_layers: int = 4,
+        dim_feedforward: int = 2048,
+        num_heads: int = 1,
+        rope_theta: float = 10000.0,
+        dropout: float = 0.1,
+        pos_enc_at_input: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.pos_enc_at_input = pos_enc_at_input
+        rope = AxialRoPE(d_model // num_heads, rope_theta)
+        self.layers = nn.ModuleList(
+            MemoryAttentionLayer(d_model, kv_dim, dim_feedforward, num_heads, dropout, rope)
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    @classmethod
+    def from_config(cls, cfg: MemoryConfig, d_model: int = 256) -> MemoryAttention:
+        return cls(
+            d_model=d_model,
+            kv_dim=cfg.mem_dim,
+            num_layers=cfg.num_layers,
+            dim_feedforward=cfg.dim_feedforward,
+            rope_theta=cfg.rope_theta,
+        )
+
+    def forward(
+        self,
+        curr: torch.Tensor,  # (HW, B or 1, C) current frame features
+        curr_pos: torch.Tensor | None,  # (HW, B or 1, C)
+        memory: torch.Tensor,  # (M, B, Ckv): frames * HW spatial tokens, then pointer tokens
+        memory_pos: torch.Tensor | None,  # (M, B, Ckv)
+        num_obj_ptr_tokens: int = 0,
+        *,
+        feat_size: tuple[int, int] | None = None,  # (H, W); default: square grid of HW tokens
+    ) -> torch.Tensor:  # (HW, B, C)
+        """Memory-conditioned features. A batch-1 ``curr`` is shared by all B objects."""
+        batch = memory.shape[1]
+        if curr.shape[1] not in (1, batch):
+            raise ValueError(f"curr has batch {curr.shape[1]}, memory has batch {batch}")
+        x = curr
+        if self.pos_enc_at_input and curr_pos is not None:
+            x = x + 0.1 * curr_pos
+        # batch-first and contiguous once, not again in every layer's projections
+        x = x.transpose(0, 1).contiguous()  # (B, HW, C)
+        memory_v = memory.transpose(0, 1).to(x.dtype).contiguous()
+        memory_k = memory_v  # (B, M, Ckv)
+        if memory_pos is not None:
+            memory_k = memory_v + memory_pos.transpose(0, 1).to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, memory_k, memory_v, num_obj_ptr_tokens, feat_size)
+        if x.shape[0] != batch:  # no layers
+            x = x.expand(batch, -1, -1)
+        return self.norm(x).transpose(0, 1)

@@ -1,0 +1,166 @@
+"""Input validation and the image/prompt transforms of SAM 2's image predictor.
+
+Images: RGB uint8 (H, W, 3) -> float [0, 1] -> bilinear antialiased resize to a square
+``image_size`` -> ImageNet normalisation, the same arithmetic as the reference's
+``ToTensor`` + ``Resize`` + ``Normalize`` (without needing torchvision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "as_rgb_array",
+    "preprocess_images",
+    "check_points",
+    "check_boxes",
+    "check_mask_input",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def as_rgb_array(image: Any, name: str = "image") -> np.ndarray:
+    """Validate an image and return it as an (H, W, 3) uint8 RGB array (no copy when possible)."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.array(image)  # a writable copy (torch.from_numpy needs one)
+    if isinstance(image, torch.Tensor):
+        raise ValueError(
+            f"{name} is a torch.Tensor; pass an (H, W, 3) uint8 RGB numpy array or a PIL image"
+        )
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"{name} must be an (H, W, 3) uint8 RGB numpy array or a PIL image, got {type(image).__name__}"
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"{name} must have dtype uint8 with values in [0, 255], got {image.dtype}; "
+            "convert with (img * 255).clip(0, 255).astype(np.uint8) if it is a [0, 1] float image"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"{name} must have shape (H, W, 3) (RGB, channels last), got {tuple(image.shape)}"
+            + ("; convert grayscale with np.stack([img] * 3, -1)" if image.ndim == 2 else "")
+            + ("; drop the alpha channel with img[..., :3]" if image.ndim == 3 and image.shape[2] == 4 else "")
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    return image
+
+
+def preprocess_images(
+    images: Sequence[np.ndarray], image_size: int, device: torch.device
+) -> torch.Tensor:
+    """RGB uint8 arrays -> (B, 3, image_size, image_size) normalised float32 on ``device``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    out = torch.empty(len(images), 3, image_size, image_size, device=device)
+    for i, img in enumerate(images):
+        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)  # (3, H, W)
+        x = x.float().div(255)
+        x = F.interpolate(x[None], (image_size, image_size), mode="bilinear", align_corners=False, antialias=True)[0]
+        out[i] = (x - mean) / std
+    return out
+
+
+def _finite(name: str, arr: np.ndarray) -> None:
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_points(
+    point_coords: Any, point_labels: Any
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """Points (N, 2) or (B, N, 2) with labels (N,) or (B, N) of 0 (background) / 1 (foreground)."""
+    if point_coords is None:
+        if point_labels is not None:
+            raise ValueError("point_labels were given without point_coords")
+        return None, None
+    if point_labels is None:
+        raise ValueError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+    coords = np.asarray(_to_numpy(point_coords), dtype=np.float32)
+    labels = np.asarray(_to_numpy(point_labels))
+    if coords.ndim not in (2, 3) or coords.shape[-1] != 2:
+        raise ValueError(f"point_coords must have shape (N, 2) or (B, N, 2), got {coords.shape}")
+    if labels.shape != coords.shape[:-1]:
+        raise ValueError(
+            f"point_labels shape {labels.shape} does not match point_coords shape {coords.shape} "
+            f"(expected {coords.shape[:-1]})"
+        )
+    if coords.shape[-2] == 0:
+        raise ValueError("point_coords is empty; pass None for no points")
+    _finite("point_coords", coords)
+    if labels.dtype.kind == "f":
+        _finite("point_labels", labels)
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        raise ValueError(
+            f"point_labels must be 0 (background) or 1 (foreground), got {np.unique(labels[bad]).tolist()}"
+        )
+    return coords, labels.astype(np.int32)
+
+
+def check_boxes(box: Any, image_hw: tuple[int, int] | None, normalized: bool) -> np.ndarray | None:
+    """Boxes xyxy (4,) or (B, 4); they must overlap the image and have x0 <= x1, y0 <= y1."""
+    if box is None:
+        return None
+    boxes = np.asarray(_to_numpy(box), dtype=np.float32)
+    if boxes.shape == (4,):
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"box must have shape (4,) or (B, 4) in xyxy format, got {np.shape(box)}")
+    if boxes.shape[0] == 0:
+        raise ValueError("box is empty; pass None for no box")
+    _finite("box", boxes)
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if inverted.any():
+        i = int(np.flatnonzero(inverted)[0])
+        raise ValueError(f"box {i} {boxes[i].tolist()} is not xyxy (x0 <= x1 and y0 <= y1)")
+    w, h = (1.0, 1.0) if normalized else (float(image_hw[1]), float(image_hw[0]))
+    outside = (boxes[:, 2] < 0) | (boxes[:, 3] < 0) | (boxes[:, 0] > w) | (boxes[:, 1] > h)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"box {i} {boxes[i].tolist()} lies entirely outside the image "
+            f"({'normalised [0, 1]' if normalized else f'width {int(w)}, height {int(h)}'})"
+        )
+    return boxes
+
+
+def check_mask_input(mask_input: Any, low_res_hw: tuple[int, int]) -> np.ndarray | torch.Tensor | None:
+    """Low-res mask logits (1, h, w) or (B, 1, h, w), as returned by a previous ``predict``.
+
+    A tensor stays on its device (no host round trip), as float32.
+    """
+    if mask_input is None:
+        return None
+    is_tensor = isinstance(mask_input, torch.Tensor)
+    m = mask_input.detach().float() if is_tensor else np.asarray(mask_input, dtype=np.float32)
+    given = tuple(m.shape)
+    if m.ndim == 3:
+        m = m[None]
+    if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[2:]) != tuple(low_res_hw):
+        raise ValueError(
+            f"mask_input must have shape (1, {low_res_hw[0]}, {low_res_hw[1]}) or "
+            f"(B, 1, {low_res_hw[0]}, {low_res_hw[1]}) (low-res logits from a previous predict), got {given}"
+        )
+    if not (bool(torch.isfinite(m).all()) if is_tensor else np.isfinite(m).all()):
+        raise ValueError("mask_input contains NaN or infinite values")
+    return m
+
+
+def _to_numpy(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return x

@@ -1,0 +1,379 @@
+"""Streaming video input for SAM 2 tracking: lazy frame sources with a small bounded cache.
+
+:func:`open_video` turns any supported input into a :class:`FrameSource`:
+
+- a video file (.mp4/.avi/.mov/.mkv/.webm/...): :class:`VideoFileSource` (``segmenter.video_file``),
+  decoded with PyAV (OpenCV only when PyAV cannot open the file);
+- a folder of frames (.jpg/.jpeg/.png/.bmp/.webp, any case; hidden files and sub-folders are
+  ignored): :class:`FolderSource`, decoded with PIL like the reference's JPEG loader. Order:
+  numeric by stem when every stem is an integer (the reference's ``<int>.jpg`` rule:
+  ``9.jpg`` < ``10.jpg``), otherwise natural order (digit runs compared as numbers,
+  ``frame_2`` < ``frame_10``), ties broken by the plain name;
+- a list/tuple of RGB uint8 (H, W, 3) arrays or PIL images, or one (T, H, W, 3) array:
+  :class:`ArraySource` (random access, frames are not copied);
+- any other iterable/iterator of RGB frames (live input): :class:`IteratorSource`,
+  forward-only with a small window of recent frames.
+
+Frames come out as (H, W, 3) uint8 RGB arrays; treat them as read-only. Every source keeps at
+most ``cache_size`` decoded frames. :func:`preprocess_video_frame` is the reference video
+loader's resize + normalisation, bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import re
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segmenter.transforms import IMAGENET_MEAN, IMAGENET_STD, as_rgb_array
+
+__all__ = [
+    "FrameSource",
+    "ArraySource",
+    "FolderSource",
+    "IteratorSource",
+    "FrameDroppedError",
+    "open_video",
+    "preprocess_video_frame",
+    "FRAME_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+]
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".gif")
+DEFAULT_CACHE_SIZE = 16
+
+
+class FrameDroppedError(LookupError):
+    """A forward-only (iterator) source was asked for a frame it no longer holds."""
+
+
+class FrameSource(ABC):
+    """Lazily decoded video frames, addressed by index, with a bounded LRU cache.
+
+    ``num_frames`` is None while unknown (iterators; containers without a frame count) and is
+    set to the true count once the end has been reached. ``height``/``width`` are those of
+    frame 0 (sources read it when opened). ``get(idx)`` raises IndexError past the end.
+    """
+
+    def __init__(self, name: str, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        self.name = name
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._num_frames: int | None = None
+        self._hw: tuple[int, int] | None = None
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int | None:
+        return self._num_frames
+
+    @property
+    def height(self) -> int | None:
+        return None if self._hw is None else self._hw[0]
+
+    @property
+    def width(self) -> int | None:
+        return None if self._hw is None else self._hw[1]
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second when the input carries it (video files), else None."""
+        return None
+
+    def count_frames(self) -> int:
+        """``num_frames``, working it out if needed (a video file without a count is decoded
+        once, keeping nothing); an iterator's length is unknown until it has ended."""
+        if self._num_frames is None:
+            raise ValueError(
+                f"the length of {self.name} is unknown until its last frame has been read"
+            )
+        return self._num_frames
+
+    def get(self, idx: int) -> np.ndarray:
+        """Frame ``idx`` as an (H, W, 3) uint8 RGB array."""
+        idx = self._check_index(idx)
+        frame = self._cache.get(idx)
+        if frame is None:
+            frame = self._read(idx)
+            self._remember(idx, frame)
+        else:
+            self._cache.move_to_end(idx)
+        return frame
+
+    def __getitem__(self, idx: int) -> np.ndarray:
+        return self.get(idx)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """All frames in order, from frame 0 to the end."""
+        idx = 0
+        while True:
+            try:
+                frame = self.get(idx)
+            except IndexError:
+                return
+            yield frame
+            idx += 1
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._closed = True
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, num_frames={self._num_frames}, "
+            f"size={self.height}x{self.width})"
+        )
+
+    # -- for subclasses -----------------------------------------------------------------------
+    @abstractmethod
+    def _read(self, idx: int) -> np.ndarray:
+        """Decode frame ``idx`` (not in the cache); raise IndexError past the end."""
+
+    def _check_index(self, idx: int) -> int:
+        if self._closed:
+            raise ValueError(f"{self.name} is closed")
+        idx = operator.index(idx)
+        if idx < 0:
+            raise IndexError(f"frame index {idx} is negative; frame indices start at 0")
+        if self._num_frames is not None and idx >= self._num_frames:
+            raise IndexError(self._out_of_range(idx))
+        return idx
+
+    def _out_of_range(self, idx: int) -> str:
+        return f"frame index {idx} is out of range: {self.name} has {self._num_frames} frames"
+
+    def _end_reached(self, count: int, idx: int) -> IndexError:
+        self._num_frames = count
+        return IndexError(self._out_of_range(idx))
+
+    def _remember(self, idx: int, frame: np.ndarray) -> None:
+        self._cache[idx] = frame
+        self._cache.move_to_end(idx)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _validate(self, frame: Any, idx: int) -> np.ndarray:
+        """Check one frame (dtype, shape, same size as frame 0) and return it as RGB uint8."""
+        arr = as_rgb_array(frame, name=f"frame {idx} of {self.name}")
+        self._check_size(arr.shape[0], arr.shape[1], idx)
+        return arr
+
+    def _check_size(self, h: int, w: int, idx: int) -> None:
+        if self._hw is None:
+            self._hw = (h, w)
+        elif (h, w) != self._hw:
+            raise ValueError(
+                f"frame {idx} of {self.name} is {h}x{w} (HxW) but frame 0 is "
+                f"{self._hw[0]}x{self._hw[1]}; all frames of a video must have the same size"
+            )
+
+
+class ArraySource(FrameSource):
+    """In-memory frames: a sequence of RGB uint8 arrays / PIL images, or a (T, H, W, 3) array."""
+
+    def __init__(self, frames: Sequence[Any] | np.ndarray, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        super().__init__("the frame list", cache_size)
+        if len(frames) == 0:
+            raise ValueError("the video frame list is empty; pass at least one (H, W, 3) uint8 RGB frame")
+        if isinstance(frames, np.ndarray):
+            if frames.ndim != 4:
+                raise ValueError(
+                    f"a video array must have shape (T, H, W, 3), got {frames.shape}; "
+                    "pass a list of (H, W, 3) frames otherwise"
+                )
+            self._validate(frames[0], 0)  # dtype and channels hold for every frame
+        else:
+            for i, frame in enumerate(frames):  # cheap: no decoding, no copies
+                if isinstance(frame, Image.Image):
+                    self._check_size(frame.height, frame.width, i)
+                else:
+                    self._validate(frame, i)
+        self._frames = frames
+        self._num_frames = len(frames)
+
+    def _read(self, idx: int) -> np.ndarray:
+        return self._validate(self._frames[idx], idx)
+
+    def close(self) -> None:
+        super().close()
+        self._frames = ()
+
+
+def _frame_sort_key(names: list[str]) -> Any:
+    stems = [os.path.splitext(n)[0] for n in names]
+    try:
+        numbers = {n: int(s) for n, s in zip(names, stems)}
+    except ValueError:
+        return lambda n: ([int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)], n)
+    return lambda n: (numbers[n], n)
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The frame images of ``folder`` in playback order (see the module docstring)."""
+    folder = Path(folder)
+    names = [
+        e.name
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(FRAME_EXTENSIONS)
+    ]
+    return [folder / n for n in sorted(names, key=_frame_sort_key(names))]
+
+
+class FolderSource(FrameSource):
+    """A folder of frame images, decoded with PIL on demand (random access)."""
+
+    def __init__(self, folder: str | os.PathLike, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        super().__init__(f"folder {str(folder)!r}", cache_size)
+        self.paths = list_frame_files(folder)
+        if not self.paths:
+            raise ValueError(
+                f"no frame images ({', '.join(FRAME_EXTENSIONS)}) found in folder {str(folder)!r}"
+            )
+        self._num_frames = len(self.paths)
+        self.get(0)  # validates the first image and sets height / width
+
+    def _read(self, idx: int) -> np.ndarray:
+        path = self.paths[idx]
+        try:
+            with Image.open(path) as img:
+                rgb = np.array(img.convert("RGB"))  # the reference's decode: PIL, then RGB
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read frame {idx} ({path}): {e}") from e
+        return self._validate(rgb, idx)
+
+
+class IteratorSource(FrameSource):
+    """Frames pulled from an iterator (live input): forward-only, keeps the last ``cache_size``."""
+
+    def __init__(self, frames: Iterable[Any], cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        super().__init__("the frame iterator", cache_size)
+        self._it: Iterator[Any] | None = iter(frames)
+        self._next = 0  # index of the next frame the iterator yields
+        try:
+            self.get(0)
+        except IndexError:
+            raise ValueError("the video frame iterator yielded no frames") from None
+
+    def _read(self, idx: int) -> np.ndarray:
+        if idx < self._next:
+            raise FrameDroppedError(
+                f"frame {idx} of {self.name} was already dropped: iterator input is forward-only and "
+                f"keeps only the last {self.cache_size} frames (now up to frame {self._next - 1}); pass a "
+                "list, a folder or a video file for random access, or a larger cache_size"
+            )
+        while True:
+            if self._it is None:
+                raise self._end_reached(self._next, idx)
+            try:
+                raw = next(self._it)
+            except StopIteration:
+                self._it = None
+                raise self._end_reached(self._next, idx) from None
+            i = self._next
+            frame = self._validate(raw, i)
+            self._next += 1
+            if i == idx:
+                return frame
+            self._remember(i, frame)
+
+    def close(self) -> None:
+        super().close()
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "close"):
+            it.close()
+
+
+def open_video(video: Any, cache_size: int = DEFAULT_CACHE_SIZE) -> FrameSource:
+    """Open a video file, a folder of frames, a list of RGB frames or an iterator of them.
+
+    Bad input raises: FileNotFoundError (missing path), ValueError (empty input, unreadable or
+    corrupt file, a frame with the wrong dtype/shape/size, naming the frame index).
+    """
+    if isinstance(video, FrameSource):
+        return video
+    if isinstance(video, (str, os.PathLike)):
+        path = Path(video)
+        if path.is_dir():
+            return FolderSource(path, cache_size)
+        if not path.exists():
+            raise FileNotFoundError(f"video not found: {str(path)!r} (no such file or folder)")
+        if path.suffix.lower() in FRAME_EXTENSIONS:
+            raise ValueError(
+                f"{str(path)!r} is a single image, not a video; pass the folder that holds the "
+                "frames, or a list of frames"
+            )
+        from segmenter.video_file import VideoFileSource
+
+        return VideoFileSource(path, cache_size)
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        from segmenter.video_file import VideoFileSource
+
+        return VideoFileSource(bytes(video), cache_size)
+    if isinstance(video, (list, tuple, np.ndarray)):
+        return ArraySource(video, cache_size)
+    if isinstance(video, (torch.Tensor, Image.Image)):
+        raise ValueError(
+            f"cannot open a {type(video).__name__} as a video; pass a list of (H, W, 3) uint8 RGB "
+            "frames, a (T, H, W, 3) uint8 array, a folder, a video file or an iterator of frames"
+        )
+    if isinstance(video, Iterable):
+        return IteratorSource(video, cache_size)
+    raise ValueError(
+        f"unsupported video input of type {type(video).__name__}; pass a video file path, a folder "
+        "of frames, a list of RGB frames or an iterator of RGB frames"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _normalisation_table() -> np.ndarray:
+    """(3, 256) float32: what the reference loader makes of each uint8 value, per channel.
+
+    The reference computes ``uint8 / 255.0`` in float64, stores it in a float32 tensor, then
+    subtracts the float32 mean and divides by the float32 std in place; a table of those values
+    reproduces it exactly.
+    """
+    scaled = torch.from_numpy(np.arange(256, dtype=np.uint8) / 255.0).to(torch.float32)  # (256,)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None]
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None]
+    table = scaled.expand(3, 256).clone()
+    table -= mean
+    table /= std
+    return table.numpy()
+
+
+def preprocess_video_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> (3, S, S) float32, normalised, as the reference video loader does.
+
+    PIL ``resize((S, S))`` with bicubic filtering on the uint8 image, /255, ImageNet mean/std:
+    bit-identical to ``sam2.utils.misc.load_video_frames_from_jpg_images`` for the same pixels
+    (its default synchronous path; the optional async loader rounds differently).
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    rgb = np.ascontiguousarray(as_rgb_array(frame, name="frame"))
+    resized = np.asarray(
+        Image.fromarray(rgb).resize((image_size, image_size), Image.Resampling.BICUBIC)
+    )  # (S, S, 3) uint8
+    table = _normalisation_table()
+    out = np.stack([table[c][resized[..., c]] for c in range(3)])  # (3, S, S) float32
+    return torch.from_numpy(out)

@@ -1,0 +1,441 @@
+"""SAM 2 video object tracking with the official ``SAM2VideoPredictor`` verbs and results.
+
+Differences from the reference, none of which changes a number:
+
+* all objects of a frame are tracked in one batch (memory attention per memory layout, one
+  mask-decoder and one memory-encoder call), and the frame's features are computed once;
+* frames are decoded lazily from the video and never held as a whole;
+* with ``keep_outputs=False`` (default) the state keeps only what later steps read: prompted
+  frames' outputs, the memories of the last ``num_maskmem - 1`` tracked frames and of frames
+  near a prompt, the pointers of the last ``max_obj_ptrs_in_encoder - 1`` ones (see
+  :class:`segmenter.memory_bank.RetentionPolicy`). Memory does not grow with video length.
+  Propagating on from where tracking stopped or from a prompted frame (either direction),
+  and correcting the last tracked frame or a frame near a prompt, are exact. Other actions
+  that would read released outputs (a correction click in the middle of a long tracked
+  stretch) warn and use the memories left; ``keep_outputs=True`` keeps everything, as the
+  reference does;
+* a live stream is tracked one frame at a time: :meth:`VideoPredictor.init_stream`,
+  :meth:`~VideoPredictor.add_frame`, :meth:`~VideoPredictor.track`. A stream, or an iterator
+  input, has no known length: object pointers' temporal encodings are then normalised as for
+  a video of 16 frames or more (the reference normalises by the frame count when it is below
+  16), so a stream matches offline tracking of any video of at least 16 frames.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from grounded_sam.device import autocast
+from segmenter.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune, select_memory
+from segmenter.postprocess import fill_holes
+from segmenter.tracking import FrameFeatures, Tracker, use_multimask
+from segmenter.video_inputs import frame_index, mask_prompt, point_prompt, processing_order
+from segmenter.video_io import open_video, preprocess_video_frame
+from segmenter.video_outputs import consolidate, to_video_res
+from segmenter.video_state import FrameBuffer, VideoState
+
+__all__ = ["VideoPredictor", "VideoState"]
+
+Result = tuple[int, list[Hashable], torch.Tensor]  # frame index, object ids, (N, 1, H, W) logits
+PREV_LOGITS_CLAMP = 32.0  # previous logits fed back with new clicks are clamped first
+
+
+class VideoPredictor:
+    """Promptable multi-object video segmentation (SAM 2 / SAM 2.1).
+
+    Args:
+        model: a SAM 2 model with memory modules (:func:`segmenter.build_sam`).
+        fill_hole_area: fill background holes up to this many pixels (low-res mask) in each
+            object's mask; 0 disables it.
+        non_overlap_masks: give each output pixel to the highest-scoring object only.
+        add_all_frames_to_correct_as_cond: corrections on tracked frames become conditioning frames.
+        autocast: bf16 autocast; ``None`` = on for CUDA, off elsewhere.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        fill_hole_area: int = 8,
+        non_overlap_masks: bool = False,
+        add_all_frames_to_correct_as_cond: bool = False,
+        autocast: bool | None = None,
+    ) -> None:
+        if fill_hole_area < 0:
+            raise ValueError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
+        self.model = model.eval()
+        self.tracker = Tracker(self.model)
+        self.fill_hole_area = int(fill_hole_area)
+        self.non_overlap_masks = bool(non_overlap_masks)
+        self.add_all_frames_to_correct_as_cond = bool(add_all_frames_to_correct_as_cond)
+        self._autocast = autocast
+        mem = model.config.memory
+        self.retention = RetentionPolicy(mem.num_maskmem, mem.max_obj_ptrs_in_encoder)
+
+    @classmethod
+    def from_pretrained(
+        cls, model_id: str, device: Any = None, image_size: int | None = None, **kwargs: Any
+    ) -> VideoPredictor:
+        """Load a model by hub id or local checkpoint (see :func:`segmenter.from_pretrained`)."""
+        from segmenter.build import from_pretrained
+
+        return cls(from_pretrained(model_id, device=device, image_size=image_size), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # ------------------------------------------------------------------ sessions
+    @torch.inference_mode()
+    def init_state(
+        self,
+        video: Any,
+        offload_video_to_cpu: bool = False,
+        offload_state_to_cpu: bool = False,
+        async_loading_frames: bool = False,
+        keep_outputs: bool = False,
+    ) -> VideoState:
+        """Open a video: an mp4/avi/mov path, a folder of frames, a list or iterator of RGB frames.
+
+        Frames are decoded when needed, so ``offload_video_to_cpu`` and ``async_loading_frames``
+        (reference options) have nothing to do. ``offload_state_to_cpu`` stores memories and
+        masks on the CPU. ``keep_outputs=True`` keeps every frame's outputs (memory grows
+        with the video, like the reference).
+        """
+        del offload_video_to_cpu, async_loading_frames
+        source = open_video(video)
+        if source.num_frames == 0:
+            raise ValueError(f"the video {video!r} has no frames")
+        state = self._new_state(source, source.num_frames, offload_state_to_cpu, keep_outputs, is_stream=False)
+        try:
+            self._features(state, 0)  # decodes and encodes the first frame, like the reference
+        except IndexError:
+            raise ValueError("the video has no frames") from None
+        return state
+
+    def init_stream(self, offload_state_to_cpu: bool = False, keep_outputs: bool = False) -> VideoState:
+        """A session for a live stream: feed frames with :meth:`add_frame` / :meth:`track`."""
+        return self._new_state(FrameBuffer(), None, offload_state_to_cpu, keep_outputs, is_stream=True)
+
+    def _new_state(
+        self, source: Any, num_frames: int | None, offload: bool, keep_outputs: bool, is_stream: bool
+    ) -> VideoState:
+        device = self.device
+        storage = torch.device("cpu") if offload else device
+        return VideoState(source, num_frames, device, storage, bool(keep_outputs), is_stream)
+
+    def add_frame(self, state: VideoState, frame: np.ndarray) -> int:
+        """Append an RGB (H, W, 3) uint8 frame to a stream; returns its index."""
+        if not state.is_stream:
+            raise ValueError("add_frame needs a stream session from init_stream()")
+        return state.source.push(frame)
+
+    @torch.inference_mode()
+    def track(self, state: VideoState, frame: np.ndarray | None = None) -> Result:
+        """Track the next frame of a stream (``frame`` is appended first if given).
+
+        The numbers are those of ``propagate_in_video`` over the same frames and prompts.
+        Frames before the first prompt give an empty (0, 1, H, W) result.
+        """
+        if frame is not None:
+            self.add_frame(state, frame)
+        if not state.is_stream:
+            raise ValueError("track needs a stream session from init_stream(); use propagate_in_video for videos")
+        idx = state.next_frame
+        if idx >= state.source.count:
+            raise RuntimeError("no new frame to track; pass one to track(state, frame) or add_frame first")
+        if state.objects:
+            self.propagate_in_video_preflight(state)
+            low = self._track_frame(state, idx, reverse=False)
+        else:
+            low = torch.zeros(0, 1, 1, 1, device=state.device)
+        state.next_frame = idx + 1
+        state.source.release_before(idx)
+        return idx, state.obj_ids, self._video_res(state, low)
+
+    # ------------------------------------------------------------------ prompts
+    @torch.inference_mode()
+    def add_new_points_or_box(
+        self,
+        state: VideoState,
+        frame_idx: int,
+        obj_id: Hashable,
+        points: Any = None,
+        labels: Any = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box: Any = None,
+    ) -> Result:
+        """Add clicks (and/or a box) for one object on one frame; returns all objects' masks there.
+
+        ``points`` (N, 2) xy and ``labels`` (N,) 1/0; ``box`` xyxy. In video pixels, or in
+        [0, 1] with ``normalize_coords=False``.
+        """
+        frame_idx = self._check_frame(state, frame_idx)
+        if box is not None and not clear_old_points:
+            raise ValueError("a box must come before any point: use clear_old_points=True with a box")
+        hw = (state.video_height, state.video_width)
+        pts, lab = point_prompt(points, labels, box, normalize_coords, hw, self.image_size)
+        pts, lab = pts.to(state.device), lab.to(state.device)
+
+        obj = state.object(obj_id, create=True)
+        old = None if clear_old_points else obj.point_inputs.get(frame_idx)
+        if old is not None:
+            pts, lab = torch.cat([old[0], pts], dim=1), torch.cat([old[1], lab], dim=1)
+        obj.point_inputs[frame_idx] = (pts, lab)
+        obj.mask_frames.discard(frame_idx)
+
+        is_init, reverse, is_cond = self._frame_role(obj, frame_idx)
+        prev = obj.output_at(frame_idx, is_cond)
+        prev_logits = None
+        if prev is not None and prev.pred_masks is not None:
+            prev_logits = prev.pred_masks.to(state.device).clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+        elif not is_init:
+            self._warn_released(state, f"frame {frame_idx}'s previous mask of object {obj_id!r}")
+        feats = self._features(state, frame_idx)
+        with self._amp(state):
+            if is_init:
+                pix_feat = feats.no_mem
+            else:
+                pix_feat = self.tracker.condition(feats, [self._select(state, obj, frame_idx, reverse)], state.num_frames)
+            out = self.tracker.heads(pix_feat, feats, (pts, lab), prev_logits, use_multimask(pts.shape[1]))
+        obj.temp(is_cond)[frame_idx] = self._entry(state, out.low_res, out.obj_ptr, out.object_score_logits)
+        return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
+
+    def add_new_points(self, *args: Any, **kwargs: Any) -> Result:
+        """Deprecated alias of :meth:`add_new_points_or_box` (as in the reference)."""
+        return self.add_new_points_or_box(*args, **kwargs)
+
+    @torch.inference_mode()
+    def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: Hashable, mask: Any) -> Result:
+        """Give one object's mask (H, W) (bool or 0/1, the video's size) on one frame."""
+        frame_idx = self._check_frame(state, frame_idx)
+        m = mask_prompt(mask, (state.video_height, state.video_width), self.image_size, state.device)
+
+        obj = state.object(obj_id, create=True)
+        obj.mask_frames.add(frame_idx)
+        obj.point_inputs.pop(frame_idx, None)
+        _, _, is_cond = self._frame_role(obj, frame_idx)
+        feats = self._features(state, frame_idx)
+        with self._amp(state):
+            out = self.tracker.mask_as_output(feats, m)
+        obj.temp(is_cond)[frame_idx] = self._entry(state, out.low_res, out.obj_ptr, out.object_score_logits)
+        return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
+
+    def _frame_role(self, obj: ObjectMemory, frame_idx: int) -> tuple[bool, bool, bool]:
+        """(initial conditioning frame?, tracked in reverse?, stored as conditioning?)."""
+        reverse = obj.tracked.get(frame_idx)
+        is_init = reverse is None
+        return is_init, bool(reverse), is_init or self.add_all_frames_to_correct_as_cond
+
+    # ------------------------------------------------------------------ propagation
+    @torch.inference_mode()
+    def propagate_in_video_preflight(self, state: VideoState) -> None:
+        """Encode the memories of new prompt outputs (one batch per frame) and file them."""
+        if not state.objects:
+            raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
+        pending: dict[int, list[FrameEntry]] = {}
+        for obj in state.objects.values():
+            for is_cond in (False, True):
+                for t, entry in obj.temp(is_cond).items():
+                    if entry.maskmem is None:
+                        pending.setdefault(t, []).append(entry)
+        for t, entries in pending.items():
+            feats = self._features(state, t)
+            low = torch.cat([e.pred_masks.to(state.device) for e in entries])
+            high = F.interpolate(low, (self.image_size,) * 2, mode="bilinear", align_corners=False)
+            scores = torch.cat([e.object_score_logits for e in entries])
+            with self._amp(state):
+                maskmem = self.tracker.encode_memory(feats, high, scores, binarize=True)
+            maskmem = maskmem.to(state.storage_device)
+            for j, e in enumerate(entries):
+                e.maskmem = maskmem[j]
+        for obj in state.objects.values():
+            for is_cond in (False, True):
+                dest = obj.cond if is_cond else obj.non_cond
+                temp = obj.temp(is_cond)
+                for t, entry in temp.items():
+                    dest[t] = entry
+                temp.clear()
+            if not obj.cond:
+                raise RuntimeError(
+                    f"No input points or masks are provided for object id {obj.obj_id!r}; please add inputs first."
+                )
+            for t in obj.cond:
+                obj.non_cond.pop(t, None)
+
+    @torch.inference_mode()
+    def propagate_in_video(
+        self,
+        state: VideoState,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+    ) -> Iterator[Result]:
+        """Track every object through the video; yields ``(frame_idx, obj_ids, (N, 1, H, W) logits)``.
+
+        Starts at the earliest prompted frame by default, and covers at most
+        ``max_frame_num_to_track`` frames after the start (in the chosen direction).
+        """
+        self.propagate_in_video_preflight(state)
+        if start_frame_idx is None:
+            start_frame_idx = min(t for obj in state.objects.values() for t in obj.cond)
+        start = self._check_frame(state, start_frame_idx)
+        order = processing_order(start, max_frame_num_to_track, state.num_frames, reverse)
+        obj_ids = state.obj_ids
+        for t in order:
+            if not state.frame_available(t):  # unknown length, or a container that over-counted
+                break
+            low = self._track_frame(state, t, reverse)
+            if state.is_stream and not reverse:
+                state.next_frame = max(state.next_frame, t + 1)
+            yield t, obj_ids, self._video_res(state, low)
+
+    def _track_frame(self, state: VideoState, frame_idx: int, reverse: bool) -> torch.Tensor:
+        """One propagation step over all objects: (N, 1, h, w) low-res logits."""
+        objs = list(state.objects.values())
+        todo = [i for i, obj in enumerate(objs) if frame_idx not in obj.cond]
+        low: list[torch.Tensor | None] = [None] * len(objs)
+        if todo:
+            feats = self._features(state, frame_idx)
+            sels = [self._select(state, objs[i], frame_idx, reverse) for i in todo]
+            with self._amp(state):
+                out, maskmem = self.tracker.track(feats, sels, state.num_frames)
+            pred = self._fill(out.low_res)
+            stored = pred.to(state.storage_device)
+            maskmem = maskmem.to(state.storage_device)
+            for j, i in enumerate(todo):
+                objs[i].non_cond[frame_idx] = FrameEntry(
+                    out.obj_ptr[j : j + 1], out.object_score_logits[j : j + 1], stored[j : j + 1], maskmem[j]
+                )
+                low[i] = pred[j : j + 1]
+        for i, obj in enumerate(objs):
+            if low[i] is None:
+                low[i] = obj.cond[frame_idx].pred_masks.to(state.device)
+            obj.tracked.mark(frame_idx, reverse)
+        if not state.keep_outputs:
+            prune(objs, frame_idx, reverse, self.retention)
+        return torch.cat(low)
+
+    def _select(self, state: VideoState, obj: ObjectMemory, frame_idx: int, reverse: bool) -> MemorySelection:
+        mem = self.model.config.memory
+        sel = select_memory(
+            obj, frame_idx, reverse, state.num_frames, mem.num_maskmem, mem.max_obj_ptrs_in_encoder,
+            mem.use_signed_tpos_enc_to_obj_ptrs,
+        )  # fmt: skip
+        if sel.missing:
+            self._warn_released(state, f"{sel.missing} memories of object {obj.obj_id!r} near frame {frame_idx}")
+        return sel
+
+    # ------------------------------------------------------------------ editing
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(
+        self, state: VideoState, frame_idx: int, obj_id: Hashable, need_output: bool = True
+    ) -> Result | None:
+        """Remove one object's clicks/mask on a frame; its output there becomes a tracked one."""
+        frame_idx = self._check_frame(state, frame_idx, must_be_held=False)
+        obj = state.object(obj_id)
+        obj.point_inputs.pop(frame_idx, None)
+        obj.mask_frames.discard(frame_idx)
+        obj.temp_cond.pop(frame_idx, None)
+        obj.temp_non_cond.pop(frame_idx, None)
+        out = obj.cond.pop(frame_idx, None)
+        if out is not None:
+            obj.non_cond[frame_idx] = out
+            obj.tracked.discard(frame_idx)
+        if not need_output:
+            return None
+        is_cond = any(frame_idx in o.temp_cond for o in state.objects.values())
+        return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
+
+    @torch.inference_mode()
+    def remove_object(
+        self, state: VideoState, obj_id: Hashable, strict: bool = False, need_output: bool = True
+    ) -> tuple[list[Hashable], list[tuple[int, torch.Tensor]]]:
+        """Forget an object; returns the remaining ids and the updated masks of its prompted frames."""
+        if obj_id not in state.objects:
+            if not strict:
+                return state.obj_ids, []
+            raise ValueError(f"cannot remove object id {obj_id!r}: it does not exist (ids: {state.obj_ids})")
+        if len(state.objects) == 1:
+            self.reset_state(state)
+            return state.obj_ids, []
+        frames = set()
+        frames.update(state.objects[obj_id].point_inputs)
+        frames.update(state.objects[obj_id].mask_frames)
+        for t in frames:
+            self.clear_all_prompts_in_frame(state, t, obj_id, need_output=False)
+        del state.objects[obj_id]
+        updated = []
+        if need_output:
+            for t in frames:
+                is_cond = any(t in o.temp_cond for o in state.objects.values())
+                updated.append((t, self._consolidated(state, t, is_cond)))
+        return state.obj_ids, updated
+
+    @torch.inference_mode()
+    def reset_state(self, state: VideoState) -> None:
+        """Remove every object, prompt and output (the video stays open)."""
+        for obj in state.objects.values():
+            obj.clear()
+        state.objects.clear()
+
+    # ------------------------------------------------------------------ helpers
+    def _amp(self, state: VideoState):
+        enabled = state.device.type == "cuda" if self._autocast is None else self._autocast
+        return autocast(state.device, enabled=enabled)
+
+    def _check_frame(self, state: VideoState, frame_idx: Any, must_be_held: bool = True) -> int:
+        if state.is_stream:
+            return frame_index(frame_idx, state.source.count, "the stream so far")
+        t = frame_index(frame_idx, state.num_frames)
+        if state.num_frames is None and must_be_held and not state.frame_available(t):
+            raise ValueError(f"frame index {t} is past the end of the video")
+        return t
+
+    def _features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
+        feats = state.features
+        if feats is None or feats.frame_idx != frame_idx:
+            image = preprocess_video_frame(state.source.get(frame_idx), self.image_size)
+            image = image.to(state.device).float().unsqueeze(0)  # (1, 3, S, S)
+            with self._amp(state):
+                feats = self.tracker.encode_frame(frame_idx, image)
+            state.features = feats
+        return feats
+
+    def _fill(self, low_res: torch.Tensor) -> torch.Tensor:
+        return fill_holes(low_res, self.fill_hole_area) if self.fill_hole_area > 0 else low_res
+
+    def _entry(self, state: VideoState, low: torch.Tensor, ptr: torch.Tensor, score: torch.Tensor) -> FrameEntry:
+        return FrameEntry(ptr, score, self._fill(low).to(state.storage_device))
+
+    def _warn_released(self, state: VideoState, what: str) -> None:
+        if state.warned_released:
+            return
+        state.warned_released = True
+        warnings.warn(
+            f"{what} were released to bound memory (init_state(keep_outputs=False)); this step uses the "
+            "memories left and can differ from the reference. Use keep_outputs=True for corrections "
+            "anywhere in a tracked video.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def _video_res(self, state: VideoState, low: torch.Tensor) -> torch.Tensor:
+        return to_video_res(state, low, self.non_overlap_masks)
+
+    def _consolidated(self, state: VideoState, frame_idx: int, is_cond: bool) -> torch.Tensor:
+        masks, released = consolidate(state, frame_idx, is_cond, self.non_overlap_masks)
+        if released:
+            self._warn_released(state, f"frame {frame_idx}'s masks of objects {released}")
+        return masks
+

@@ -1,0 +1,95 @@
+"""The grounded-sam command, run in subprocesses with tiny random checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+
+from grounded_sam.cli import parse_prompt
+from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "grounded_sam.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=600,
+    )
+
+
+def _model_args(models) -> list[str]:
+    owl, sam = models
+    return ["--detector", str(owl), "--segmenter", "sam2.1_hiera_tiny", "--checkpoint", str(sam),
+            "--image-size", str(SAM_IMAGE_SIZE), "--device", "cpu", "--box-threshold", "0.0"]
+
+
+def test_parse_prompt() -> None:
+    assert parse_prompt("a dog:dog, puppy:dog, person") == {"a dog": "dog", "puppy": "dog", "person": "person"}
+    assert parse_prompt(" cat ,, ") == {"cat": "cat"}
+    with pytest.raises(typer.BadParameter):
+        parse_prompt(" , ")
+    with pytest.raises(typer.BadParameter):
+        parse_prompt(":dog")
+
+
+def test_segment_writes_outputs_and_reports_bad_inputs(models, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, (h, w) in enumerate([(60, 80), (50, 40)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(imgs / f"im{i}.png")
+    (imgs / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "out"
+    r = _run("segment", str(imgs), "--prompt", "a cat:cat, a dog:dog", *_model_args(models), "--out", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "broken.jpg" in r.stderr and "1 input(s) failed" in r.stderr
+    for i, (h, w) in enumerate([(60, 80), (50, 40)]):
+        rec = json.loads((out / f"im{i}.json").read_text())
+        assert (rec["width"], rec["height"]) == (w, h)
+        assert Image.open(out / f"im{i}_annotated.jpg").size == (w, h)
+    assert not (out / "broken.json").exists()
+
+
+def test_label_coco_and_resume(models, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(imgs / f"{i}.jpg")
+    out = tmp_path / "ds"
+    args = ["label", str(imgs), "--out", str(out), "--format", "coco", "--prompt", "a cat:cat", *_model_args(models)]
+    r = _run(*args)
+    assert r.returncode == 0, r.stderr
+    coco = out / "annotations.json"
+    first = coco.read_bytes()
+    data = json.loads(first)
+    assert len(data["images"]) == 3 and data["categories"][0]["name"] == "cat"
+    r2 = _run(*args)
+    assert r2.returncode == 0, r2.stderr
+    assert coco.read_bytes() == first
+
+
+def test_offline_without_weights_says_how_to_pass_files(tmp_path) -> None:
+    r = _run("segment", str(tmp_path), "--prompt", "cat", "--detector", "owlv2", "--device", "cpu",
+             env={"HF_HUB_CACHE": str(tmp_path / "empty_cache"), "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2
+    assert "--checkpoint" in r.stderr and "cache" in r.stderr
+
+
+def test_missing_prompt_is_a_usage_error(tmp_path) -> None:
+    r = _run("segment", str(tmp_path))
+    assert r.returncode != 0 and "--prompt" in (r.stderr + r.stdout)
