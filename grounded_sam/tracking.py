@@ -26,7 +26,7 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
 
-__all__ = ["GroundedTracker", "Track"]
+__all__ = ["GroundedTracker", "Track", "box_masks"]
 
 
 @dataclass
@@ -57,21 +57,24 @@ class GroundedTracker:
         match_iou: float = 0.5,
         max_lost: int = 10,
         fill_hole_area: int = 8,
+        video_predictor: Any = None,
     ) -> None:
-        from segmenter.video_predictor import VideoPredictor
-
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
         if max_lost < 1:
             raise ValueError(f"max_lost must be >= 1, got {max_lost}")
-        model = pipeline.predictor.model
-        if not getattr(model, "with_memory", False):
-            raise ValueError(
-                "tracking needs a SAM 2 model with its memory modules (an official .pt or a "
-                "transformers Sam2VideoModel checkpoint); this segmenter is image-only"
-            )
+        if video_predictor is None:
+            from segmenter.video_predictor import VideoPredictor
+
+            model = pipeline.predictor.model
+            if not getattr(model, "with_memory", False):
+                raise ValueError(
+                    "tracking needs a SAM 2 model with its memory modules (an official .pt or a "
+                    "transformers Sam2VideoModel checkpoint); this segmenter is image-only"
+                )
+            video_predictor = VideoPredictor(model, fill_hole_area=fill_hole_area)
         self.pipeline = pipeline
-        self.predictor = VideoPredictor(model, fill_hole_area=fill_hole_area)
+        self.predictor = video_predictor
         self.redetect_every = int(redetect_every)
         self.match_iou = float(match_iou)
         self.max_lost = int(max_lost)
@@ -120,7 +123,7 @@ class GroundedTracker:
         dets = self.pipeline.detector.detect([frame], onto)[0]
         if len(dets) == 0:
             return ids, logits, masks
-        det_masks = self._box_masks(state, t, dets.xyxy, frame.shape[:2])  # (D, H, W)
+        det_masks = box_masks(self.predictor, state, t, dets.xyxy, frame.shape[:2])  # (D, H, W)
         matched = self._match(ids, masks, dets.class_id, det_masks)
         for d, tid in matched.items():  # refresh the track's detector confidence
             self.tracks[tid].confidence = float(dets.confidence[d])
@@ -137,17 +140,6 @@ class GroundedTracker:
         if new:
             masks = _to_masks(logits, frame.shape[:2])
         return ids, logits, masks
-
-    def _box_masks(self, state: Any, t: int, boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        """SAM masks of boxes on frame ``t`` without memory, from the predictor's frame features."""
-        model = self.predictor.model
-        feats = self.predictor.frame_features(state, t)
-        s = model.image_size
-        corners = torch.as_tensor(boxes, dtype=torch.float32, device=feats.vision.device).reshape(-1, 2, 2)
-        corners = corners / torch.tensor([hw[1], hw[0]], device=corners.device) * s
-        labels = torch.tensor([[2, 3]], dtype=torch.int32, device=corners.device).expand(len(corners), -1)
-        low, _, _, _ = model.decode_masks(feats.no_mem, feats.high_res, (corners, labels), None, False, len(corners) > 1)
-        return _to_masks(low.float(), hw)
 
     def _match(
         self, ids: list[int], masks: np.ndarray, det_classes: np.ndarray, det_masks: np.ndarray
@@ -203,6 +195,24 @@ class GroundedTracker:
                 "mask_score": mask_score,
             },
         )
+
+
+def box_masks(predictor: Any, state: Any, t: int, boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """SAM masks (D, H, W) of boxes on frame ``t`` without memory, from the frame's cached features.
+
+    A predictor may provide its own ``box_masks(state, t, boxes, hw)``; the SAM 2 video predictor
+    is served by its model's prompt encoder and mask decoder (one batched call).
+    """
+    own = getattr(predictor, "box_masks", None)
+    if own is not None:
+        return own(state, t, boxes, hw)
+    model = predictor.model
+    feats = predictor.frame_features(state, t)
+    corners = torch.as_tensor(boxes, dtype=torch.float32, device=feats.vision.device).reshape(-1, 2, 2)
+    corners = corners / torch.tensor([hw[1], hw[0]], device=corners.device) * model.image_size
+    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=corners.device).expand(len(corners), -1)
+    low, _, _, _ = model.decode_masks(feats.no_mem, feats.high_res, (corners, labels), None, False, len(corners) > 1)
+    return _to_masks(low.float(), hw)
 
 
 def _to_masks(logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:

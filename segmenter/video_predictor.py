@@ -402,6 +402,10 @@ class VideoPredictor:
             raise ValueError(f"frame index {t} is past the end of the video")
         return t
 
+    def frame_features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
+        """The image-encoder features of a frame (cached for the current frame; encoded if needed)."""
+        return self._features(state, self._check_frame(state, frame_idx))
+
     def _features(self, state: VideoState, frame_idx: int) -> FrameFeatures:
         feats = state.features
         if feats is None or feats.frame_idx != frame_idx:
