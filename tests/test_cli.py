@@ -93,3 +93,26 @@ def test_offline_without_weights_says_how_to_pass_files(tmp_path) -> None:
 def test_missing_prompt_is_a_usage_error(tmp_path) -> None:
     r = _run("segment", str(tmp_path))
     assert r.returncode != 0 and "--prompt" in (r.stderr + r.stdout)
+
+
+def test_track_and_auto_commands(models, tmp_path) -> None:
+    from segmenter.synthetic import write_synthetic_video
+
+    video = tmp_path / "clip.mp4"
+    write_synthetic_video(video, num_frames=4, size=(48, 64))
+    out = tmp_path / "track"
+    r = _run("track", str(video), "--prompt", "a cat:cat", *_model_args(models), "--redetect-every", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "4 frames" in r.stdout
+    assert (out / "tracked.mp4").stat().st_size > 0 and len((out / "frames.jsonl").read_text().splitlines()) == 4
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(img)
+    owl, sam = models
+    r = _run("auto", str(img), "--segmenter", "sam2.1_hiera_tiny", "--checkpoint", str(sam), "--image-size",
+             str(SAM_IMAGE_SIZE), "--device", "cpu", "--points-per-side", "4", "--pred-iou-thresh", "0",
+             "--stability-score-thresh", "0", "--out", str(tmp_path / "auto"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "auto" / "a_auto.json").read_text())
+    assert (rec["width"], rec["height"]) == (56, 40)
+    r = _run("track", str(tmp_path / "missing.mp4"), "--prompt", "cat", *_model_args(models))
+    assert r.returncode == 1 and "missing.mp4" in r.stderr
