@@ -172,25 +172,43 @@ def segment(
 
 @app.command()
 def label(
-    folder: Annotated[Path, typer.Argument(help="Folder of images to label.")],
+    folder: Annotated[str, typer.Argument(help="Folder of images to label (with --backend ray also a pyarrow URI: s3://...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="coco | yolo | jsonl")] = "coco",
     extension: Annotated[str, typer.Option("--extension", help="Image extension(s), comma-separated.")] = ".jpg,.jpeg,.png",
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel from scratch if the settings changed.")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="local | ray (Ray Data: a pool of workers, one pipeline each).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (auto = the running one); default: RAY_ADDRESS or a new local Ray.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
+    num_gpus_per_worker: Annotated[float, typer.Option("--num-gpus-per-worker", help="GPUs per Ray worker (0: CPU workers).")] = 0.0,
+    cpus_per_worker: Annotated[Optional[float], typer.Option("--cpus-per-worker", help="CPUs per Ray worker (default 1; fractions allowed).")] = None,
     prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
 ) -> None:
     """Auto-label a folder into a COCO / YOLO-seg dataset. Rerun the same command to resume."""
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter(f"expected local or ray, got {backend!r}", param_hint="--backend")
+    ray_opts: dict[str, Any] = {}
+    if backend == "ray":  # this process only lists, checks and assembles: its models stay on the CPU
+        if device is not None:
+            raise typer.BadParameter("Ray workers run on CUDA with --num-gpus-per-worker > 0, else on CPU", param_hint="--device")
+        device = "cpu"
+        ray_opts = dict(backend="ray", ray_address=address, num_workers=workers,
+                        num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=cpus_per_worker)
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     exts = tuple(e.strip() for e in extension.split(",") if e.strip())
-    report = gs.label(folder, extension=exts, output_folder=out, format=fmt, recursive=recursive,
-                      batch_size=batch_size, overwrite=overwrite)
+    try:
+        report = gs.label(folder, extension=exts, output_folder=out, format=fmt, recursive=recursive,
+                          batch_size=batch_size, overwrite=overwrite, **ray_opts)
+    except (FileNotFoundError, NotADirectoryError, ImportError, ValueError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     typer.echo(report.summary())
     _report_failures(dict(report.failed))
 

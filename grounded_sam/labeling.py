@@ -4,8 +4,9 @@ How a job runs (:func:`label_folder`):
 
 1. The input images are listed (:func:`~grounded_sam.images.list_images`, sorted by relative
    path; the output folder is left out when it lies inside the input folder).
-2. Each image without a valid record is loaded, predicted and, as soon as it is done, written
-   as a **record** to ``output/.grounded_sam/records/<xx>/<sha256 of the relative path>.json``
+2. The images without a valid record are taken in consecutive chunks of ``batch_size``; each
+   chunk is loaded, predicted (:func:`predict_chunk`) and, as soon as it is done, each image is
+   written as a **record** to ``output/.grounded_sam/records/<xx>/<sha256 of the relative path>.json``
    (temp file + ``os.replace``), masks as compressed RLE. A record is valid when it parses,
    names the same relative path and fingerprint, and the source file still has the size and
    mtime it had. A rerun skips valid records, so a killed job resumes where it stopped.
@@ -27,8 +28,10 @@ How a job runs (:func:`label_folder`):
      are relative to the input folder, which the COCO ``info.image_root`` names. YOLO label
      names that would collide (``a.jpg`` and ``a.png`` -> ``labels/a.txt``) fail the later image.
 
-Memory holds the list of paths and one batch of images, nothing per finished image. The
-job's **fingerprint** (classes, ``fingerprint`` dict from the pipeline such as ontology and
+The phases are public (:func:`prepare_job`, :func:`pending_items`, :func:`predict_chunk`,
+:func:`store_results`, :func:`assemble`) so that other backends (:mod:`grounded_sam.ray_backend`)
+make the same records and the same files. Memory holds the list of paths and one batch of
+images, nothing per finished image. The job's **fingerprint** (classes, ``fingerprint`` dict from the pipeline such as ontology and
 model settings, input folder) is stored in ``output/.grounded_sam/manifest.json``; a rerun
 with a different one raises :class:`LabelingConfigError` unless ``overwrite=True``, which
 drops the old records and labels everything again. One job per output folder at a time.
@@ -38,13 +41,14 @@ Output paths never leave ``output_folder`` (:func:`~grounded_sam.safe_io.safe_ou
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import supervision as sv
@@ -53,7 +57,8 @@ from grounded_sam.export import CocoWriter, JsonlWriter, detections_to_record, d
 from grounded_sam.images import list_images, load_image
 from grounded_sam.safe_io import TMP_SUFFIX, atomic_copy, atomic_write_text, safe_output_path
 
-__all__ = ["label_folder", "LabelReport", "LabelingConfigError", "STORE_DIR"]
+__all__ = ["label_folder", "LabelReport", "LabelingConfigError", "STORE_DIR", "LabelItem", "LabelJob", "ItemResult",
+           "prepare_job", "pending_items", "predict_chunk", "store_results", "assemble"]
 
 STORE_DIR = ".grounded_sam"
 STORE_VERSION = 1
@@ -97,9 +102,52 @@ class LabelReport:
 
 
 @dataclass(frozen=True)
-class _Item:
+class LabelItem:
+    """One input image: where it is and its POSIX path relative to the input folder."""
+
     path: Path  # source file
-    rel: str  # POSIX path relative to the input folder
+    rel: str
+
+    @property
+    def name(self) -> str:  # how reports name it
+        return str(self.path)
+
+    def stat(self) -> dict[str, int]:
+        st = self.path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def load(self) -> np.ndarray:
+        return load_image(self.path, name=self.name)
+
+    def copy_to(self, dest: Path) -> None:
+        atomic_copy(self.path, dest)
+
+
+class ItemResult(NamedTuple):
+    """One image's outcome: its serialised record (``entry``) or why it failed (``error``)."""
+
+    name: str
+    rel: str
+    entry: str | None
+    error: str | None
+
+
+@dataclass
+class LabelJob:
+    """A prepared job (:func:`prepare_job`): inputs, output store, dataset settings and report."""
+
+    items: list[LabelItem]
+    out: Path
+    store: Path
+    digest: str
+    classes: list[str]
+    format: str
+    copy_images: str
+    polygons: bool
+    multipart: Literal["merge", "largest"]
+    input_id: str  # the input folder as the fingerprint and COCO ``info.image_root`` name it
+    report: LabelReport
+    progress: bool
 
 
 def _class_names(classes: Any) -> list[str]:
@@ -111,12 +159,12 @@ def _class_names(classes: Any) -> list[str]:
     return names
 
 
-def _fingerprint(classes: list[str], extra: Mapping[str, Any] | None, input_root: Path) -> dict[str, Any]:
+def _fingerprint(classes: list[str], extra: Mapping[str, Any] | None, input_root: str) -> dict[str, Any]:
     try:
         extra_json = json.loads(json.dumps(dict(extra or {}), sort_keys=True, default=str))
     except (TypeError, ValueError) as e:
         raise ValueError(f"fingerprint must be JSON-serialisable: {e}") from e
-    return {"classes": classes, "config": extra_json, "input_folder": str(input_root)}
+    return {"classes": classes, "config": extra_json, "input_folder": input_root}
 
 
 def _digest(fp: Mapping[str, Any]) -> str:
@@ -156,12 +204,7 @@ def _record_path(store: Path, rel: str) -> Path:
     return store / "records" / h[:2] / f"{h[2:42]}.json"
 
 
-def _source_stat(path: Path) -> dict[str, int]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _read_record(store: Path, item: _Item, digest: str) -> dict[str, Any] | None:
+def _read_record(store: Path, item: LabelItem, digest: str) -> dict[str, Any] | None:
     """The item's record if it exists and is still valid, else ``None``."""
     try:
         data = json.loads(_record_path(store, item.rel).read_text(encoding="utf-8"))
@@ -169,7 +212,7 @@ def _read_record(store: Path, item: _Item, digest: str) -> dict[str, Any] | None
             data.get("version") == STORE_VERSION
             and data.get("digest") == digest
             and data.get("rel") == item.rel
-            and data.get("source") == _source_stat(item.path)
+            and data.get("source") == item.stat()
         )
         return data["record"] if valid else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -185,63 +228,85 @@ def _check_outputs(out: Path, names: Sequence[str]) -> None:
         safe_output_path(out, name)
 
 
-class _Job:
-    def __init__(self, predict_fn: PredictFn | None, predict_batch_fn: PredictBatchFn | None,
-                 classes: list[str], store: Path, digest: str, report: LabelReport) -> None:
-        self.predict_fn, self.predict_batch_fn = predict_fn, predict_batch_fn
-        self.classes, self.store, self.digest, self.report = classes, store, digest, report
+def predict_chunk(items: Sequence[LabelItem], predict_fn: PredictFn | None, predict_batch_fn: PredictBatchFn | None,
+                  classes: list[str], digest: str) -> list[ItemResult]:
+    """Load, predict and serialise one chunk of images (one batch); a bad image fails alone.
 
-    def run_batch(self, batch: list[tuple[_Item, np.ndarray]]) -> None:
-        results: list[Any] | None = None
-        if self.predict_batch_fn is not None and (len(batch) > 1 or self.predict_fn is None):
-            try:
-                results = list(self.predict_batch_fn([im for _, im in batch]))
-                if len(results) != len(batch):
-                    raise ValueError(f"predict_batch_fn returned {len(results)} results for {len(batch)} images")
-            except Exception as e:  # noqa: BLE001 - isolate the failing image one by one
-                if self.predict_fn is None:
-                    for item, _ in batch:
-                        self.report.failed[str(item.path)] = f"prediction failed: {type(e).__name__}: {e}"
-                    return
-                results = None
-        for k, (item, image) in enumerate(batch):
-            step = "prediction failed"
-            try:  # every failure is reported against its image; none aborts the job
-                dets = results[k] if results is not None else self.predict_fn(image)  # type: ignore[misc]
-                step = "invalid detections"
-                h, w = image.shape[:2]
-                record = detections_to_record(dets, item.rel, w, h, self.classes)
-                step = "could not write its record"
-                entry = {"version": STORE_VERSION, "digest": self.digest, "rel": item.rel,
-                         "source": _source_stat(item.path), "record": record}
-                atomic_write_text(_record_path(self.store, item.rel), dumps(entry))
-                self.report.labeled += 1
-            except Exception as e:  # noqa: BLE001
-                self.report.failed[str(item.path)] = f"{step}: {type(e).__name__}: {e}"
+    The same function runs in the local loop and in Ray workers, so both make the same records.
+    """
+    out: list[ItemResult] = []
+    batch: list[tuple[LabelItem, np.ndarray]] = []
+    for item in items:
+        try:
+            batch.append((item, item.load()))
+        except (ValueError, OSError) as e:
+            out.append(ItemResult(item.name, item.rel, None, str(e)))
+    if not batch:
+        return out
+    results: list[Any] | None = None
+    if predict_batch_fn is not None and (len(batch) > 1 or predict_fn is None):
+        try:
+            results = list(predict_batch_fn([im for _, im in batch]))
+            if len(results) != len(batch):
+                raise ValueError(f"predict_batch_fn returned {len(results)} results for {len(batch)} images")
+        except Exception as e:  # noqa: BLE001 - isolate the failing image one by one
+            if predict_fn is None:
+                return out + [ItemResult(it.name, it.rel, None, f"prediction failed: {type(e).__name__}: {e}")
+                              for it, _ in batch]
+            results = None
+    for k, (item, image) in enumerate(batch):
+        step = "prediction failed"
+        try:  # every failure is reported against its image; none aborts the job
+            dets = results[k] if results is not None else predict_fn(image)  # type: ignore[misc]
+            step = "invalid detections"
+            h, w = image.shape[:2]
+            record = detections_to_record(dets, item.rel, w, h, classes)
+            step = "could not stat its source"
+            entry = {"version": STORE_VERSION, "digest": digest, "rel": item.rel, "source": item.stat(), "record": record}
+            out.append(ItemResult(item.name, item.rel, dumps(entry), None))
+        except Exception as e:  # noqa: BLE001
+            out.append(ItemResult(item.name, item.rel, None, f"{step}: {type(e).__name__}: {e}"))
+    return out
 
 
-def _already_placed(src: Path, dest: Path, mode: str) -> bool:
+def store_results(job: LabelJob, results: Sequence[ItemResult]) -> None:
+    """Write the records of :func:`predict_chunk` results (atomically) and count them in the report."""
+    for r in results:
+        if r.entry is None:
+            job.report.failed[r.name] = r.error or "failed"
+            continue
+        try:
+            atomic_write_text(_record_path(job.store, r.rel), r.entry)
+            job.report.labeled += 1
+        except OSError as e:
+            job.report.failed[r.name] = f"could not write its record: {type(e).__name__}: {e}"
+
+
+def _already_placed(item: LabelItem, dest: Path, mode: str) -> bool:
     if mode == "symlink":
-        return dest.is_symlink() and os.readlink(dest) == str(src)
+        return dest.is_symlink() and os.readlink(dest) == str(item.path.resolve())
     if not dest.is_file() or dest.is_symlink():
         return False
-    if mode == "hardlink" and os.path.samefile(src, dest):
+    if mode == "hardlink" and os.path.samefile(item.path, dest):
         return True
-    s, d = src.stat(), dest.stat()  # a copy is newer than its source unless the source changed since
-    return s.st_size == d.st_size and d.st_mtime_ns >= s.st_mtime_ns
+    s, d = item.stat(), dest.stat()  # a copy is newer than its source unless the source changed since
+    return s["size"] == d.st_size and d.st_mtime_ns >= s["mtime_ns"]
 
 
-def _place_image(item: _Item, out: Path, mode: str) -> str:
+def _place_image(item: LabelItem, out: Path, mode: str) -> str:
     """Put the source under ``images/`` (unless ``mode == "none"``); return its dataset file name."""
     if mode == "none":
         return item.rel
     name = "images/" + item.rel
     parent, leaf = name.rsplit("/", 1)
     dest = safe_output_path(out, parent) / leaf  # the leaf itself is replaced, never written through
-    src = item.path.resolve()
-    if _already_placed(src, dest, mode):
+    if _already_placed(item, dest, mode):
         return name
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "copy":
+        item.copy_to(dest)
+        return name
+    src = item.path.resolve()
     tmp = dest.with_name(f".{leaf}.{os.getpid()}{TMP_SUFFIX}")
     tmp.unlink(missing_ok=True)
     try:
@@ -252,9 +317,6 @@ def _place_image(item: _Item, out: Path, mode: str) -> str:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
-        else:
-            atomic_copy(src, dest)
-            return name
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -294,71 +356,96 @@ def label_folder(
     :class:`LabelingConfigError` for a changed fingerprint and
     :class:`~grounded_sam.safe_io.UnsafePathError` for an output folder whose entries link outside it.
     """
+    if predict_fn is None and predict_batch_fn is None:
+        raise ValueError("give predict_fn or predict_batch_fn")
+    job = prepare_job(input_folder, output_folder, classes, extension, format, recursive, batch_size,
+                      overwrite=overwrite, fingerprint=fingerprint, copy_images=copy_images, polygons=polygons,
+                      multipart=multipart, progress=progress)
+    pending = pending_items(job, "labeling", progress)
+    for chunk in iter(lambda: list(itertools.islice(pending, batch_size)), []):  # consecutive chunks of pending items
+        store_results(job, predict_chunk(chunk, predict_fn, predict_batch_fn, job.classes, job.digest))
+    assemble(job)
+    return job.report
+
+
+def prepare_job(
+    input_folder: str | os.PathLike,
+    output_folder: str | os.PathLike,
+    classes: Sequence[str] | Any,
+    extension: str | Sequence[str] | None = ".jpg",
+    format: str = "coco",  # noqa: A002 - the public name
+    recursive: bool = False,
+    batch_size: int = 1,
+    *,
+    overwrite: bool = False,
+    fingerprint: Mapping[str, Any] | None = None,
+    copy_images: str = "copy",
+    polygons: bool = False,
+    multipart: Literal["merge", "largest"] = "merge",
+    progress: bool = True,
+    listing: tuple[str, list[LabelItem]] | None = None,
+) -> LabelJob:
+    """Check the arguments, list the inputs and open the output store (its manifest) for a job.
+
+    ``listing``: ``(input id, items)`` listed by the caller (e.g. a remote folder); by default
+    the local ``input_folder`` is listed with :func:`~grounded_sam.images.list_images`.
+    """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if copy_images not in COPY_MODES:
         raise ValueError(f"copy_images must be one of {COPY_MODES}, got {copy_images!r}")
-    if predict_fn is None and predict_batch_fn is None:
-        raise ValueError("give predict_fn or predict_batch_fn")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     names = _class_names(classes)
-    in_root = Path(input_folder).resolve()
     out = Path(output_folder).resolve()
-    if out == in_root:
-        raise ValueError(f"output_folder must differ from input_folder ({in_root})")
-    paths = list_images(in_root, extension, recursive=recursive, exclude=out)
+    if listing is None:
+        in_root = Path(input_folder).resolve()
+        if out == in_root:
+            raise ValueError(f"output_folder must differ from input_folder ({in_root})")
+        paths = list_images(in_root, extension, recursive=recursive, exclude=out)
+        input_id, listed = str(in_root), [LabelItem(p, p.relative_to(in_root).as_posix()) for p in paths]
+    else:
+        input_id, listed = listing
     _check_outputs(out, [STORE_DIR, f"{STORE_DIR}/records", "images", "labels",
                          "annotations.json", "annotations.jsonl", "data.yaml"])
     out.mkdir(parents=True, exist_ok=True)
     store = out / STORE_DIR
-    report = LabelReport(output_folder=out, format=format, total=len(paths))
-    digest = _check_manifest(store, _fingerprint(names, fingerprint, in_root), overwrite)
+    report = LabelReport(output_folder=out, format=format, total=len(listed))
+    digest = _check_manifest(store, _fingerprint(names, fingerprint, input_id), overwrite)
 
     items, seen = [], {}
-    for p in paths:
-        item = _Item(p, p.relative_to(in_root).as_posix())
+    for item in listed:
         if format == "yolo":
             label = _yolo_label_name(item.rel)
             if label in seen:
-                report.failed[str(p)] = f"its label file {label} would collide with {seen[label]!r}"
+                report.failed[item.name] = f"its label file {label} would collide with {seen[label]!r}"
                 continue
             seen[label] = item.rel
         items.append(item)
-    del seen
-
-    job = _Job(predict_fn, predict_batch_fn, names, store, digest, report)
-    batch: list[tuple[_Item, np.ndarray]] = []
-    for item in _progress(items, len(items), "labeling", progress):
-        if _read_record(store, item, digest) is not None:
-            report.skipped += 1
-            continue
-        try:
-            batch.append((item, load_image(item.path, name=str(item.path))))
-        except (ValueError, OSError) as e:
-            report.failed[str(item.path)] = str(e)
-            continue
-        if len(batch) >= batch_size:
-            job.run_batch(batch)
-            batch = []
-    if batch:
-        job.run_batch(batch)
-    _assemble(items, out, store, digest, names, format, copy_images, polygons, multipart, in_root, report, progress)
-    return report
+    return LabelJob(items, out, store, digest, names, format, copy_images, polygons, multipart, input_id, report, progress)
 
 
-def _assemble(items: list[_Item], out: Path, store: Path, digest: str, classes: list[str], format: str,
-              copy_images: str, polygons: bool, multipart: Literal["merge", "largest"], in_root: Path,
-              report: LabelReport, progress: bool) -> None:
+def pending_items(job: LabelJob, desc: str = "labeling", progress: bool = True) -> Iterator[LabelItem]:
+    """The job's items without a valid record, in order (the others are counted as skipped)."""
+    for item in _progress(job.items, len(job.items), desc, progress):
+        if _read_record(job.store, item, job.digest) is not None:
+            job.report.skipped += 1
+        else:
+            yield item
+
+
+def assemble(job: LabelJob) -> None:
     """Write the dataset files from the records (one record in memory at a time)."""
+    out, store, digest, classes, format, report = job.out, job.store, job.digest, job.classes, job.format, job.report
+    copy_images, items = job.copy_images, job.items
     writer: CocoWriter | JsonlWriter | None = None
     if format == "coco":
-        info = {"image_root": str(in_root)} if copy_images == "none" else None
-        writer = CocoWriter(out / "annotations.json", classes, polygons=polygons, info=info)
+        info = {"image_root": job.input_id} if copy_images == "none" else None
+        writer = CocoWriter(out / "annotations.json", classes, polygons=job.polygons, info=info)
     elif format == "jsonl":
         writer = JsonlWriter(out / "annotations.jsonl")
     try:
-        for item in _progress(items, len(items), "writing dataset", progress):
+        for item in _progress(items, len(items), "writing dataset", job.progress):
             record = _read_record(store, item, digest)
             if record is None:
                 if format == "yolo":  # a stale label from an earlier run must not outlive its record
@@ -367,7 +454,7 @@ def _assemble(items: list[_Item], out: Path, store: Path, digest: str, classes: 
             try:
                 file_name = _place_image(item, out, copy_images)
             except OSError as e:  # e.g. the source vanished since it was labeled
-                report.failed[str(item.path)] = f"could not copy into the dataset: {e}"
+                report.failed[item.name] = f"could not copy into the dataset: {e}"
                 continue
             report.images_written += 1
             if isinstance(writer, CocoWriter):
@@ -376,7 +463,7 @@ def _assemble(items: list[_Item], out: Path, store: Path, digest: str, classes: 
                 writer.add({**record, "file_name": file_name})
                 report.instances_written += len(record["instances"])
             else:
-                lines = yolo_lines(record["instances"], record["width"], record["height"], multipart=multipart)
+                lines = yolo_lines(record["instances"], record["width"], record["height"], multipart=job.multipart)
                 report.instances_written += len(lines)
                 label = safe_output_path(out, _yolo_label_name(item.rel))
                 text = "".join(line + "\n" for line in lines)

@@ -80,6 +80,12 @@ class GroundedSAM:
         detector_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.ontology = ontology if isinstance(ontology, CaptionOntology) else CaptionOntology(dict(ontology))
+        self._spec: dict[str, Any] = dict(  # what spec() hands to Ray workers
+            ontology=self.ontology, detector=detector, segmenter=segmenter, device=device, box_threshold=box_threshold,
+            text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, detector_model_id=detector_model_id,
+            checkpoint=checkpoint, image_size=image_size, min_hole_area=min_hole_area, min_island_area=min_island_area,
+            smooth_kernel=smooth_kernel, detector_options=dict(detector_options) if detector_options else None,
+        )
         self.device = resolve_device(device)
         self.multimask = bool(multimask)
         self.min_hole_area, self.min_island_area, self.smooth_kernel = min_hole_area, min_island_area, smooth_kernel
@@ -103,6 +109,26 @@ class GroundedSAM:
         from grounded_sam.presets import load_preset
 
         return cls(**{**load_preset(path_or_name), **overrides})
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor kwargs that rebuild this pipeline in another process (e.g. a Ray worker).
+
+        Local paths are made absolute. Raises ``ValueError`` when the detector or segmenter was
+        given as an object: only names, hub ids and paths can be rebuilt elsewhere.
+        """
+        spec = dict(self._spec)
+        for key in ("detector", "segmenter"):
+            if not isinstance(spec[key], (str, Path)):
+                raise ValueError(f"this pipeline's {key} was given as a {type(spec[key]).__name__} object; to rebuild it "
+                                 f"in other processes (backend='ray') give the {key} by name, hub id or path")
+        from segmenter import list_model_configs
+
+        names = {"detector": set(available_detectors()), "segmenter": set(list_model_configs())}  # names win over paths
+        for key in ("detector", "segmenter", "checkpoint", "detector_model_id"):
+            value = spec[key]
+            if isinstance(value, (str, Path)) and str(value) not in names.get(key, ()) and Path(value).exists():
+                spec[key] = str(Path(value).resolve())
+        return spec
 
     @property
     def classes(self) -> list[str]:
@@ -169,12 +195,43 @@ class GroundedSAM:
         batch_size: int = 1,
         progress: bool = True,
         overwrite: bool = False,
+        *,
+        backend: str = "local",
+        ray_address: str | None = None,
+        num_workers: int = 1,
+        num_gpus_per_worker: float = 0,
+        num_cpus_per_worker: float | None = None,
     ) -> Any:
-        """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`)."""
+        """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`).
+
+        ``backend="ray"``: ``num_workers`` Ray actors each rebuild this pipeline from :meth:`spec`
+        (on CUDA when ``num_gpus_per_worker > 0``, else on CPU) and predict batches of
+        ``batch_size`` images; the records and dataset files are the local backend's
+        (:mod:`grounded_sam.ray_backend`). ``input_folder`` may then also be a pyarrow URI
+        (``s3://...``; give ``output_folder``). ``ray_address``: used only when Ray is not
+        initialised (``"auto"`` = the running cluster).
+        """
+        if backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+        if output_folder is None:
+            if isinstance(input_folder, str) and "://" in input_folder:
+                raise ValueError(f"give output_folder for the remote input {input_folder!r}")
+            output_folder = Path(input_folder).with_name(Path(input_folder).name + "_labeled")
+        if backend == "ray":
+            from grounded_sam.ray_backend import PipelineFactory, label_folder_ray
+
+            worker = PipelineFactory({**self.spec(), "device": "cuda" if num_gpus_per_worker > 0 else "cpu"})
+            return label_folder_ray(
+                worker, input_folder, output_folder, self.classes, extension=extension, format=format,
+                recursive=recursive, batch_size=batch_size, progress=progress, overwrite=overwrite,
+                fingerprint=self.fingerprint(), address=ray_address, num_workers=num_workers,
+                num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker,
+            )
         from grounded_sam.labeling import label_folder
 
+        if isinstance(input_folder, str) and "://" in input_folder:
+            raise ValueError(f"the local backend reads local folders; give a path, or backend='ray' for {input_folder!r}")
         input_folder = Path(input_folder)
-        output_folder = Path(output_folder) if output_folder is not None else input_folder.with_name(input_folder.name + "_labeled")
         return label_folder(
             predict_fn=self.predict,
             predict_batch_fn=self.predict_batch,
