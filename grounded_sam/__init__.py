@@ -18,6 +18,7 @@ _LAZY = {
     "CaptionOntology": "ontologies",
     "resolve_device": "grounded_sam.device",
     "autocast": "grounded_sam.device",
+    "plot": "grounded_sam.annotate",
 }
 
 __all__ = ["__version__", *_LAZY]
