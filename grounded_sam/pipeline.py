@@ -160,16 +160,13 @@ class GroundedSAM:
 
     def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
         boxes = torch.as_tensor(dets.xyxy, dtype=torch.float32)
-        masks, scores, _ = self.predictor.predict_torch(
-            boxes=boxes, multimask_output=self.multimask, return_logits=self.multimask, img_idx=img_idx
-        )  # (N, M, H, W), (N, M)
-        if self.multimask:
-            best = scores.argmax(-1)
-            rows = torch.arange(len(best), device=best.device)
-            masks = masks[rows, best] > self.predictor.mask_threshold  # (N, H, W)
-            scores = scores[rows, best]
-        else:
-            masks, scores = masks[:, 0], scores[:, 0]
+        low, scores = self.predictor.predict_low_res(
+            boxes=boxes, multimask_output=self.multimask, img_idx=img_idx
+        )  # (N, M, h, w), (N, M)
+        best = scores.argmax(-1)  # the best of 3 with multimask, else the only one
+        rows = torch.arange(len(best), device=best.device)
+        low, scores = low[rows, best][:, None], scores[rows, best]  # chosen before any full-size work
+        masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (N, H, W)
         mask_np = masks.cpu().numpy().astype(bool, copy=False)
         if self.min_hole_area or self.min_island_area or self.smooth_kernel:
             from segmenter.postprocess import postprocess_masks
