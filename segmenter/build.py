@@ -43,10 +43,19 @@ def build_sam(
     state = None
     if checkpoint is not None:
         state = read_state_dict(resolve_checkpoint(str(checkpoint), filename=cfg.checkpoint_filename))
-    model = _new_model(cfg, state)
-    if state is not None:
-        load_weights(model, state, source=str(checkpoint))
-    return model.to(resolve_device(device)).eval()
+    return _finish(cfg, state, str(checkpoint), device)
+
+
+def _finish(
+    cfg: SAM2Config | SAM1Config, state: dict[str, torch.Tensor] | None, source: str, device: str | torch.device | None
+) -> SAM2Model | SAM1Model:
+    # parameters made under a caller's inference_mode would be inference tensors, which have no
+    # version counter (the modules' caches key on it) and cannot be updated later: build outside it
+    with torch.inference_mode(False):
+        model = _new_model(cfg, state)
+        if state is not None:
+            load_weights(model, state, source=source)
+        return model.to(resolve_device(device)).eval()
 
 
 def _new_model(cfg: SAM2Config | SAM1Config, state: dict[str, torch.Tensor] | None) -> SAM2Model | SAM1Model:
@@ -82,7 +91,4 @@ def from_pretrained(
     path = resolve_checkpoint(source, filename=load_model_config(name).checkpoint_filename if name else None)
     state = read_state_dict(path)
     name = name or infer_config_name(state)
-    cfg = load_model_config(name, image_size=image_size)
-    model = _new_model(cfg, state)
-    load_weights(model, state, source=source)
-    return model.to(resolve_device(device)).eval()
+    return _finish(load_model_config(name, image_size=image_size), state, source, device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -120,3 +122,16 @@ def test_random_model_predicts_and_image_predictor_from_pretrained(tmp_path) -> 
     assert pred.model.image_size == 256
     for a, b in zip(pred.model.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_building_under_inference_mode_gives_a_normal_model() -> None:
+    from segmenter import VideoPredictor
+
+    with torch.inference_mode():
+        model = build_sam("sam2.1_hiera_tiny", device="cpu", image_size=128)
+    assert not any(p.is_inference() for p in model.parameters())
+    frames = [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(2)]
+    vp = VideoPredictor(model)
+    state = vp.init_state(frames)
+    vp.add_new_points_or_box(state, 0, 1, box=[10, 10, 40, 40])
+    assert len(list(vp.propagate_in_video(state))) == 2

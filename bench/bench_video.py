@@ -1,0 +1,145 @@
+"""(b) Video tracking: time per frame for 1, 4 and 8 objects, ours vs the reference.
+
+Same random weights (object-score bias +2 so that objects stay present), same preprocessed
+frames (the reference's frame loader is monkeypatched to return ours), one box per object on
+frame 0, then ``propagate_in_video``. Per-frame time is the median over the propagated frames
+after the first ``--skip`` (they include the frame's image encoding, as in real use). Memory
+attention's achieved GFLOP/s (FLOPs of its last call / that call's time) is reported next to the
+measured matmul rate. The reference gets the fp32 workaround of research/sam2.md §4.
+
+    /work/venv/bin/python bench/bench_video.py --size 512 1024 --objects 1 4 8 --frames 12
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import common
+
+H, W = 480, 640  # video size
+
+
+class Probe:
+    """Wraps a memory attention's forward: times each call, keeps the last call's arguments."""
+
+    def __init__(self, module: torch.nn.Module, cast_float: bool) -> None:
+        self.module, self.forward, self.cast = module, module.forward, cast_float
+        self.last: tuple | None = None
+        self.last_s = 0.0
+        self.total_s = 0.0
+        self.calls = 0
+        module.forward = self
+
+    def __call__(self, *args, **kw):
+        if self.cast:  # the reference stores bf16 memories; its fp32 CPU path needs float here
+            kw["memory"], kw["memory_pos"] = kw["memory"].float(), kw["memory_pos"].float()
+        t0 = time.perf_counter()
+        out = self.forward(*args, **kw)
+        self.last_s = time.perf_counter() - t0
+        self.total_s += self.last_s
+        self.calls += 1
+        self.last = (args, kw)
+        return out
+
+    def gflops(self) -> tuple[float, float]:
+        """(GFLOP of the last call, achieved GFLOP/s of the last call)."""
+        if self.last is None:
+            return 0.0, 0.0
+        args, kw = self.last
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            self.forward(*args, **kw)
+        flops = fc.get_total_flops()
+        return flops / 1e9, flops / self.last_s / 1e9
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0], size=512, repeats=1)
+    p.add_argument("--model", default="sam2.1_hiera_tiny")
+    p.add_argument("--objects", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--frames", type=int, default=12, help="frames per run (memory window is 7)")
+    p.add_argument("--skip", type=int, default=2, help="first propagated frames left out of the median")
+    args = p.parse_args()
+    if args.quick:
+        args.size, args.objects, args.frames, args.skip = [256], [1, 2], 4, 1
+    device = common.setup(args)
+    import sam2.sam2_video_predictor as ref_video
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from reference import REFERENCE_CONFIGS
+    from segmenter import VideoPredictor, build_sam
+    from segmenter.synthetic import SyntheticScene
+    from segmenter.video_io import preprocess_video_frame
+
+    mm = common.matmul_gflops()
+    rows = []
+    tmp = tempfile.TemporaryDirectory()
+    for size in args.size:
+        path, _ = common.random_checkpoint(args.model, size, tmp.name, score_bias=2.0)
+        model = build_sam(args.model, checkpoint=str(path), device=device, image_size=size)
+        if args.compile:
+            model.image_encoder = torch.compile(model.image_encoder)
+        ours = VideoPredictor(model, fill_hole_area=0)
+        ours_probe = Probe(model.memory_attention, cast_float=False)
+        ref = ref_probe = None
+        if not args.no_reference:
+            ref = build_sam2_video_predictor(REFERENCE_CONFIGS[args.model], str(path), device=str(device),
+                                             hydra_overrides_extra=[f"++model.image_size={size}"])
+            ref.fill_hole_area = 0
+            ref_probe = Probe(ref.memory_attention, cast_float=True)
+        for k in args.objects:
+            scene = SyntheticScene((H, W), objects=k, seed=1)
+            video = [scene.frame(t) for t in range(args.frames)]
+            boxes = scene.boxes(0)
+            images = torch.stack([preprocess_video_frame(f, size) for f in video])
+            ref_video.load_video_frames = lambda **_: (images, H, W)
+
+            def run(pred, probe: Probe, is_ref: bool) -> float:
+                probe.total_s, probe.calls = 0.0, 0
+                with torch.inference_mode(), common.amp(device):
+                    state = pred.init_state("injected" if is_ref else video)
+                    for i, b in enumerate(boxes):
+                        pred.add_new_points_or_box(state, 0, i + 1, box=b)
+                    times, t0 = [], time.perf_counter()
+                    for _ in pred.propagate_in_video(state):
+                        common.sync(device)
+                        t1 = time.perf_counter()
+                        times.append(t1 - t0)
+                        t0 = t1
+                return statistics.median(times[args.skip:])
+
+            res: dict[str, list[float]] = {"ours": [], "ref": []}
+            mem_s: dict[str, float] = {}
+            for _ in range(args.repeats):  # interleaved
+                res["ours"].append(run(ours, ours_probe, False))
+                mem_s["ours"] = ours_probe.total_s / max(ours_probe.calls, 1)
+                if ref is not None:
+                    res["ref"].append(run(ref, ref_probe, True))
+                    mem_s["ref"] = ref_probe.total_s / max(ref_probe.calls, 1)
+            t_o = statistics.median(res["ours"])
+            t_r = statistics.median(res["ref"]) if res["ref"] else None
+            g_o = ours_probe.gflops()
+            g_r = ref_probe.gflops() if ref_probe else (0.0, 0.0)
+            # the reference calls memory attention once per object; ours once per frame (batched)
+            rows.append([size, k, t_o * 1e3, t_r * 1e3 if t_r else "-", common.ratio(t_o, t_r), 1 / t_o,
+                         mem_s["ours"] * 1e3, mem_s.get("ref", 0) * 1e3 or "-",
+                         g_o[0], g_o[1], g_r[1] if ref_probe else "-"])
+            print("row:", rows[-1], flush=True)  # partial results survive an interrupted run
+    common.report(
+        f"(b) video tracking per frame, {args.model}, {args.frames} frames {H}x{W}",
+        ["size", "objects", "ours ms/frame", "ref ms/frame", "ours/ref", "ours FPS", "ours mem-attn ms/call",
+         "ref mem-attn ms/call", "ours mem-attn GFLOP (last call)", "ours mem-attn GFLOP/s", "ref mem-attn GFLOP/s"],
+        rows, args,
+        [f"measured fp32 matmul rate (1024^3): {mm:.1f} GFLOP/s",
+         "ours batches all objects into one memory-attention call per frame; the reference calls it once per object",
+         "goal: 8 objects ours/ref <= 0.8 at 512 and 1024"],
+    )
+
+
+if __name__ == "__main__":
+    main()
