@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -82,7 +83,7 @@ def _check_count(value: int | None, what: str) -> int | None:
     return value
 
 
-class TransformersDetector:
+class TransformersDetector(ABC):
     """Base class of the built-in detectors (see the module docstring).
 
     Options shared by every family:
@@ -145,14 +146,15 @@ class TransformersDetector:
         self._plans: dict[tuple[CaptionOntology, int | None], tuple[PromptTable, list[list[int]]]] = {}
 
     # ------------------------------------------------------------------ family hooks
+    @abstractmethod
     def _load(self, model_id: str) -> tuple[Any, Any]:
-        raise NotImplementedError
+        """The family's (model, processor) for a hub id or a local folder."""
 
+    @abstractmethod
     def _forward(
         self, images: list[PILImage.Image], texts: list[str], min_score: float
     ) -> list[RawDetections]:
         """One batch against one pass; boxes in original pixels; keep ``score >= min_score``."""
-        raise NotImplementedError
 
     def _text_cost(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text takes in a joint prompt (families without a joint prompt: 1)."""

@@ -30,7 +30,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -74,8 +74,6 @@ def load_image(
 
 
 def _from_path(path: Path, name: str, background: tuple[int, int, int] | None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {name!r}")
     if path.is_dir():
@@ -86,8 +84,22 @@ def _from_path(path: Path, name: str, background: tuple[int, int, int] | None) -
         raise ImageLoadError(f"cannot load image {name!r}: {e.strerror or e}") from e
     if size == 0:
         raise ImageLoadError(f"cannot load image {name!r}: the file is empty (0 bytes)")
+    return _decode(path, name, background)
+
+
+def load_image_bytes(data: bytes, name: str = "image", background: tuple[int, int, int] | None = (255, 255, 255)) -> np.ndarray:
+    """:func:`load_image` for encoded file contents (e.g. read from a remote filesystem)."""
+    if not data:
+        raise ImageLoadError(f"cannot load image {name!r}: the file is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, background)
+
+
+def _decode(source: Any, name: str, background: tuple[int, int, int] | None) -> np.ndarray:
+    """Open a path or file object with PIL; every decoding failure becomes an ImageLoadError."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()
             return _from_pil(im, name, background)
     except ImageLoadError:

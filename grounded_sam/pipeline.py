@@ -266,7 +266,8 @@ class GroundedSAM:
 GroundedSAM2 = GroundedSAM  # autodistill users change one import
 
 
-def _empty(hw: tuple[int, int]) -> sv.Detections:
+def _empty(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
+    """A valid empty result: (0, H, W) masks and every data key, so that merging works."""
     det = sv.Detections.empty()
     det.mask = np.zeros((0, *hw), dtype=bool)
     det.data = {
@@ -275,6 +276,8 @@ def _empty(hw: tuple[int, int]) -> sv.Detections:
         "has_score": np.array([], dtype=bool),
         "mask_score": np.array([], dtype=np.float32),
     }
+    if tracked:
+        det.tracker_id = np.zeros(0, dtype=int)
     return det
 
 

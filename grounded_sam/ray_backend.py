@@ -37,7 +37,6 @@ them; still, on a small CPU box give CPU workers a fractional ``num_cpus_per_wor
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
@@ -51,7 +50,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from grounded_sam.images import ImageLoadError, _normalise_extensions, load_image
+from grounded_sam.images import _normalise_extensions, load_image_bytes
 from grounded_sam.labeling import (
     ItemResult, LabelItem, LabelJob, LabelReport, assemble, pending_items, predict_chunk, prepare_job, store_results,
 )
@@ -91,24 +90,8 @@ class RemoteItem(LabelItem):
         return {"size": self.size, "mtime_ns": self.mtime_ns}
 
     def load(self) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
         with self.fs.open_input_stream(str(self.path)) as f:
-            data = f.read()
-        if not data:
-            raise ImageLoadError(f"cannot load image {self.uri!r}: the file is empty (0 bytes)")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                return load_image(im, name=self.uri)
-        except ImageLoadError:
-            raise
-        except UnidentifiedImageError as e:
-            raise ImageLoadError(f"cannot load image {self.uri!r}: not a recognised image format") from e
-        except Image.DecompressionBombError as e:
-            raise ImageLoadError(f"cannot load image {self.uri!r}: too many pixels ({e})") from e
-        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-            raise ImageLoadError(f"cannot load image {self.uri!r}: corrupt or unsupported file ({e})") from e
+            return load_image_bytes(f.read(), name=self.uri)
 
     def copy_to(self, dest: Path) -> None:
         with self.fs.open_input_stream(str(self.path)) as src, atomic_open(dest, "wb") as out:

@@ -36,6 +36,7 @@ class Track:
     class_name: str
     caption: str
     confidence: float
+    has_score: bool = True  # False for detectors without scores (Florence-2)
     lost: int = 0  # consecutive frames with an empty mask
 
 
@@ -133,7 +134,7 @@ class GroundedTracker:
             self._next_id += 1
             self.tracks[tid] = Track(
                 tid, int(dets.class_id[d]), str(dets.data["class_name"][d]), str(dets.data["caption"][d]),
-                float(dets.confidence[d]),
+                float(dets.confidence[d]), bool(dets.data.get("has_score", np.ones(len(dets), bool))[d]),
             )
             _, obj_ids, logits = self.predictor.add_new_points_or_box(state, t, tid, box=dets.xyxy[d])
             ids = list(obj_ids)
@@ -173,12 +174,9 @@ class GroundedTracker:
         hw = masks.shape[1:] if masks.ndim == 3 else (0, 0)
         keep = [i for i, tid in enumerate(ids) if tid in self.tracks and masks[i].any()]
         if not keep:
-            det = sv.Detections.empty()
-            det.mask = np.zeros((0, *hw), dtype=bool)
-            det.tracker_id = np.zeros(0, dtype=int)
-            det.data = {k: np.array([], dtype=d) for k, d in
-                        (("class_name", str), ("caption", str), ("mask_score", np.float32))}
-            return det
+            from grounded_sam.pipeline import _empty
+
+            return _empty(hw, tracked=True)
         m = masks[keep]
         prob = torch.sigmoid(logits[keep, 0].float()).cpu().numpy()
         mask_score = np.array([prob[j][m[j]].mean() for j in range(len(keep))], dtype=np.float32)
@@ -192,6 +190,7 @@ class GroundedTracker:
             data={
                 "class_name": np.array([tr.class_name for tr in tracks]),
                 "caption": np.array([tr.caption for tr in tracks]),
+                "has_score": np.array([tr.has_score for tr in tracks], dtype=bool),
                 "mask_score": mask_score,
             },
         )
