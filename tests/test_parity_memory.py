@@ -157,16 +157,23 @@ def test_rope_attention_rejects_inconsistent_keys():
         (64, 1, 1, 1),  # 1024 px grid: the reference recomputes its RoPE table again
     ],
 )
+@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "exact"])
 @torch.no_grad()
 def test_memory_attention_matches_reference(
-    memory_attention, reference, side, frames, pointers, batch, request
+    memory_attention, reference, side, frames, pointers, batch, blocked, request
 ):
+    """Default (cache-blocked CPU kernels): equal to fp32 rounding; ``blocked=False``: bit-identical."""
     inp = _memory_inputs(side, frames, pointers, batch, seed=10 * side + frames)
     cached_before = dict(memory_attention.layers[0].self_attn.rope._cache)
-    out = _ours(memory_attention, inp)
+    memory_attention.blocked = blocked
+    try:
+        out = _ours(memory_attention, inp)
+    finally:
+        memory_attention.blocked = True
     expected = _reference_per_object(reference, inp)
     assert out.shape == (side * side, batch, D_MODEL)
-    _check(request, f"{side}x{side} frames={frames} ptr_tokens={4 * pointers} B={batch}", out, expected)
+    name = f"{side}x{side} frames={frames} ptr_tokens={4 * pointers} B={batch}"
+    _check(request, name, out, expected, TOL if blocked else 0.0)
 
     # the reference really used a table for this grid (it was built for 64x64 at 512 px too)
     for layer in reference.memory_attention.layers:

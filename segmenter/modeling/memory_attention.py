@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from segmenter.config import MemoryConfig
+from segmenter.modeling.blocked_attention import blocked_mlp, folded_memory_attention
 from segmenter.modeling.rope import AxialRoPE, grid_from_length
 
 __all__ = ["RoPEAttention", "MemoryAttentionLayer", "MemoryAttention"]
@@ -57,17 +58,15 @@ class RoPEAttention(nn.Module):
 
     def forward(
         self,
-        q: torch.Tensor,  # (B, Nq, C), Nq = H * W
+        q: torch.Tensor,  # (B or 1, Nq, C), Nq = H * W
         k: torch.Tensor,  # (B, Nk, Ckv)
         v: torch.Tensor,  # (B, Nk, Ckv)
         num_k_exclude_rope: int = 0,
         feat_size: tuple[int, int] | None = None,  # (H, W); default: square grid of Nq tokens
+        blocked: bool = False,
     ) -> torch.Tensor:  # (B, Nq, C)
-        dtype = q.dtype  # memories may arrive in another dtype (e.g. bf16 with an fp32 model)
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k.to(dtype)))
-        v = self._split_heads(self.v_proj(v.to(dtype)))
-
+        """Attention output. ``blocked`` uses the cache-blocked CPU kernel where it applies
+        (inference on the CPU, keys/values narrower than a head): same result to fp32 rounding."""
         num_q, num_k_rope = q.shape[-2], k.shape[-2] - num_k_exclude_rope
         if num_k_rope < 0:
             raise ValueError(f"num_k_exclude_rope={num_k_exclude_rope} exceeds {k.shape[-2]} keys")
@@ -76,15 +75,48 @@ class RoPEAttention(nn.Module):
         grid = feat_size if feat_size is not None else grid_from_length(num_q)
         if grid[0] * grid[1] != num_q:
             raise ValueError(f"{num_q} query tokens do not match the {grid} grid")
-        q = self.rope(q, grid)
+        if blocked and self._can_fold(q, k):
+            return self._forward_folded(q, k, v, num_k_rope, grid)
+
+        dtype = q.dtype  # memories may arrive in another dtype (e.g. bf16 with an fp32 model)
+        q = self.rope(self._split_heads(self.q_proj(q)), grid)
+        k = self._split_heads(self.k_proj(k.to(dtype)))
+        v = self._split_heads(self.v_proj(v.to(dtype)))
         if num_k_exclude_rope == 0:
             k = self.rope(k, grid)
         elif num_k_rope > 0:  # pointer tokens at the end keep their values
             k[..., :num_k_rope, :] = self.rope(k[..., :num_k_rope, :], grid)
+        if q.shape[0] != k.shape[0]:  # queries shared by all objects
+            q = q.expand(k.shape[0], -1, -1, -1)
 
         dropout_p = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, Nq, C/h)
         return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
+
+    def _can_fold(self, q: torch.Tensor, k: torch.Tensor) -> bool:
+        head_dim = self.q_proj.out_features // self.num_heads
+        return (
+            q.device.type == "cpu"
+            and not torch.is_grad_enabled()  # the kernel works in place: inference only
+            and not (self.training and self.dropout_p > 0)
+            and k.shape[-1] < head_dim  # the value fold only pays when values are narrower
+            and (self.rope_k_repeat or k.shape[-2] == q.shape[-2])
+        )
+
+    def _forward_folded(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_rope: int, grid: tuple[int, int]
+    ) -> torch.Tensor:  # (B, Nq, C)
+        q = self.rope(self._split_heads(self.q_proj(q)), grid)  # (Bq, h, Nq, d)
+        table = self.rope.table(grid[0], grid[1], q.device)
+        weighted = folded_memory_attention(
+            q, k, v, self.k_proj.weight, self.k_proj.bias, table, num_k_rope
+        )  # (B, h, Nq, Ckv)
+        # out_proj(v_proj(x)) for each head's weighted raw values, as one (C, h*Ckv) matrix
+        w_v = self.v_proj.weight.unflatten(0, (self.num_heads, -1))  # (h, d, Ckv)
+        w_o = self.out_proj.weight.unflatten(1, (self.num_heads, -1))  # (C, h, d)
+        weight = torch.einsum("chd,hdk->chk", w_o, w_v).flatten(1)
+        bias = self.out_proj.bias + self.out_proj.weight @ self.v_proj.bias
+        return F.linear(rearrange(weighted, "b h n k -> b n (h k)"), weight, bias)
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -127,14 +159,16 @@ class MemoryAttentionLayer(nn.Module):
         memory_v: torch.Tensor,  # (B, M, Ckv)
         num_k_exclude_rope: int = 0,
         feat_size: tuple[int, int] | None = None,
+        blocked: bool = False,
     ) -> torch.Tensor:  # (B, HW, C)
         h = self.norm1(x)
         x = x + self._drop(self.self_attn(h, h, h, feat_size=feat_size))
-        if x.shape[0] != memory_k.shape[0]:  # frame shared by all objects: fan out now
-            x = x.expand(memory_k.shape[0], -1, -1)
+        # a frame shared by all objects fans out in the cross-attention (queries computed once)
         h = self.norm2(x)
-        x = x + self._drop(self.cross_attn_image(h, memory_k, memory_v, num_k_exclude_rope, feat_size))
+        x = x + self._drop(self.cross_attn_image(h, memory_k, memory_v, num_k_exclude_rope, feat_size, blocked))
         h = self.norm3(x)
+        if blocked and x.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.dropout_p > 0):
+            return x + blocked_mlp(h, self.linear1, self.linear2)
         return x + self._drop(self.linear2(self._drop(F.relu(self.linear1(h)))))
 
 
@@ -142,6 +176,9 @@ class MemoryAttention(nn.Module):
     """Stack of ``MemoryAttentionLayer`` + final LayerNorm (keys ``layers.{i}``, ``norm``).
 
     All layers share one RoPE table cache, so the tables are computed once per grid shape.
+    ``blocked`` (default on) runs inference on the CPU with the cache-blocked kernels of
+    ``segmenter.modeling.blocked_attention`` (~1.4x faster, equal to fp32 rounding); set it to
+    False for the reference's exact order of operations (bit-identical results).
     """
 
     def __init__(
@@ -164,6 +201,7 @@ class MemoryAttention(nn.Module):
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
+        self.blocked = True
 
     @classmethod
     def from_config(cls, cfg: MemoryConfig, d_model: int = 256) -> MemoryAttention:
@@ -199,7 +237,7 @@ class MemoryAttention(nn.Module):
         if memory_pos is not None:
             memory_k = memory_v + memory_pos.transpose(0, 1).to(x.dtype)
         for layer in self.layers:
-            x = layer(x, memory_k, memory_v, num_obj_ptr_tokens, feat_size)
+            x = layer(x, memory_k, memory_v, num_obj_ptr_tokens, feat_size, self.blocked)
         if x.shape[0] != batch:  # no layers
             x = x.expand(batch, -1, -1)
         return self.norm(x).transpose(0, 1)

@@ -129,14 +129,28 @@ class MemoryEncoder(nn.Module):
 
     def forward(
         self,
-        pix_feat: torch.Tensor,  # (B, in_dim, h, w)
+        pix_feat: torch.Tensor,  # (B or 1, in_dim, h, w); batch 1 = one frame shared by all masks
         masks: torch.Tensor,  # (B, 1, s*h, s*w) logits, or already scaled if skip_mask_sigmoid
         skip_mask_sigmoid: bool = False,
+        chunk: int | None = None,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """{"vision_features": (B, out_dim, h, w), "vision_pos_enc": [(B, out_dim, h, w)]}."""
+        """{"vision_features": (B, out_dim, h, w), "vision_pos_enc": [(B, out_dim, h, w)]}.
+
+        Masks are encoded ``chunk`` at a time (default: one at a time on the CPU, where large
+        batches fall out of the cache and run slower; all at once elsewhere).
+        """
+        if pix_feat.shape[0] not in (1, masks.shape[0]):
+            raise ValueError(f"{pix_feat.shape[0]} feature maps for {masks.shape[0]} masks")
         if not skip_mask_sigmoid:
             masks = torch.sigmoid(masks)
-        masks = self.mask_downsampler(masks)  # (B, in_dim, h, w)
-        x = self.pix_feat_proj(pix_feat.to(masks.device)) + masks  # features may be offloaded
-        x = self.out_proj(self.fuser(x))
-        return {"vision_features": x, "vision_pos_enc": [self.position_encoding(x)]}
+        chunk = chunk or (1 if masks.device.type == "cpu" else masks.shape[0])
+        # projected once when the frame is shared; features may be offloaded to another device
+        feats = self.pix_feat_proj(pix_feat.to(masks.device))
+        outs = []
+        for i in range(0, masks.shape[0], chunk):
+            f = feats if feats.shape[0] == 1 else feats[i : i + chunk]
+            x = f + self.mask_downsampler(masks[i : i + chunk])  # (b, in_dim, h, w)
+            outs.append(self.out_proj(self.fuser(x)))
+        x = torch.cat(outs) if len(outs) > 1 else outs[0]
+        pos = self.position_encoding(x[:1]).expand(x.shape[0], -1, -1, -1)
+        return {"vision_features": x, "vision_pos_enc": [pos]}
