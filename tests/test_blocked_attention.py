@@ -138,3 +138,14 @@ def test_memory_encoder_chunks_and_shared_frame():
     torch.testing.assert_close(one_by_one["vision_pos_enc"][0], at_once["vision_pos_enc"][0])
     with pytest.raises(ValueError, match="feature maps"):
         enc(torch.randn(2, 256, 8, 8), masks)
+
+
+def test_cpu_autocast_takes_the_plain_path():
+    torch.manual_seed(3)
+    model = MemoryAttention(num_layers=1, dim_feedforward=64).eval()
+    args = (torch.randn(16, 1, 256), None, torch.randn(40, 2, 64), torch.randn(40, 2, 64), 8)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model(*args)
+        model.blocked = False
+        exact = model(*args)
+    assert fast.dtype == exact.dtype and torch.equal(fast, exact)

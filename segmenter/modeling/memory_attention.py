@@ -21,6 +21,17 @@ from segmenter.modeling.rope import AxialRoPE, grid_from_length
 __all__ = ["RoPEAttention", "MemoryAttentionLayer", "MemoryAttention"]
 
 
+def _blocked_cpu_inference(x: torch.Tensor, dropout: bool) -> bool:
+    """Where the blocked kernels run: CPU, no autograd (they work in place), no dropout and no
+    autocast (they compute in float32 by design)."""
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not dropout
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
 class RoPEAttention(nn.Module):
     """Multi-head attention with axial RoPE on queries and keys (batch-first tensors).
 
@@ -96,9 +107,7 @@ class RoPEAttention(nn.Module):
     def _can_fold(self, q: torch.Tensor, k: torch.Tensor) -> bool:
         head_dim = self.q_proj.out_features // self.num_heads
         return (
-            q.device.type == "cpu"
-            and not torch.is_grad_enabled()  # the kernel works in place: inference only
-            and not (self.training and self.dropout_p > 0)
+            _blocked_cpu_inference(q, self.training and self.dropout_p > 0)
             and k.shape[-1] < head_dim  # the value fold only pays when values are narrower
             and (self.rope_k_repeat or k.shape[-2] == q.shape[-2])
         )
@@ -167,7 +176,7 @@ class MemoryAttentionLayer(nn.Module):
         h = self.norm2(x)
         x = x + self._drop(self.cross_attn_image(h, memory_k, memory_v, num_k_exclude_rope, feat_size, blocked))
         h = self.norm3(x)
-        if blocked and x.device.type == "cpu" and not torch.is_grad_enabled() and not (self.training and self.dropout_p > 0):
+        if blocked and _blocked_cpu_inference(x, self.training and self.dropout_p > 0):
             return x + blocked_mlp(h, self.linear1, self.linear2)
         return x + self._drop(self.linear2(self._drop(F.relu(self.linear1(h)))))
 
