@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +178,21 @@ def random_checkpoint(name: str, image_size: int, folder: Path, score_bias: floa
     path = Path(folder) / f"{name}_{image_size}.pt"
     torch.save({"model": sd}, path)
     return path, ref
+
+
+def mosaic(h: int, w: int, n: int = 6, seed: int = 0) -> np.ndarray:
+    """(h, w, 3) uint8 image: an n x n grid of flat rectangles and ellipses in random colours."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 40, np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        for j in range(n):
+            cy, cx = (i + 0.5) * h / n, (j + 0.5) * w / n
+            dy = (yy - cy) / (rng.uniform(0.25, 0.45) * h / n)
+            dx = (xx - cx) / (rng.uniform(0.25, 0.45) * w / n)
+            inside = dx**2 + dy**2 < 1 if (i + j) % 2 else (abs(dx) < 1) & (abs(dy) < 1)
+            img[inside] = rng.integers(60, 255, 3)
+    return img
 
 
 def ratio(ours: float, ref: float | None) -> float | str:

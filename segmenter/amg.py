@@ -51,7 +51,7 @@ __all__ = ["AutomaticMaskGenerator"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 LOW_RES_CLAMP = 32.0  # low-res logits fed back as mask prompts (use_m2m) are clamped, as returned by predict
-CHUNK_PIXELS = 1 << 25  # full-resolution logits processed at once (128 MiB of float32)
+CHUNK_PIXELS = 1 << 20  # full-resolution logits processed at once (4 MiB of float32: cache- and allocator-friendly)
 
 
 @dataclass

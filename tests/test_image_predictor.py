@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from segmenter import ImagePredictor, build_sam
+from segmenter.modeling.mask_decoder import CPU_CHUNK_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,30 @@ def test_batch_api_guards(predictor: ImagePredictor) -> None:
     torch.testing.assert_close(single.get_image_embedding()[0], pred.get_image_embedding()[1], atol=1e-5, rtol=0)
     pred.reset_predictor()
     assert not pred.is_image_set
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_chunked_decoding_is_bit_identical(predictor, multimask):
+    """On the CPU many prompts are decoded a few at a time (image-side tensors kept small);
+    the token heads still see the whole batch, so the result is the same to the bit."""
+    decoder = predictor.model.sam_mask_decoder
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 60, (7, 2))
+    boxes = np.concatenate([xy, xy + 25], axis=1)  # 7 boxes: chunks of 2, 2 and 3 (no chunk of 1)
+    points = torch.as_tensor(rng.uniform(0, 90, (7, 1, 2)), dtype=torch.float32)
+    labels = torch.ones(7, 1, dtype=torch.int32)
+    per_prompt = 256 * 16 * 16 * 4  # one prompt's image tokens at 256 px
+    results = {}
+    try:
+        for chunk_bytes in (0, 2 * per_prompt):
+            decoder.chunk_bytes = chunk_bytes
+            with torch.inference_mode():
+                chunks = decoder._prompt_chunks(7, 8, torch.zeros(1, 256, 16, 16))
+            assert [c.stop - c.start for c in chunks] == ([2, 2, 3] if chunk_bytes else [7])
+            masks, iou, low = predictor.predict(box=boxes, multimask_output=multimask, return_logits=True)
+            low_pts, iou_pts = predictor.predict_low_res(points, labels, multimask_output=multimask)
+            results[chunk_bytes] = (masks, iou, low, low_pts.numpy(), iou_pts.numpy())
+    finally:
+        decoder.chunk_bytes = CPU_CHUNK_BYTES
+    for whole, chunked in zip(results[0], results[2 * per_prompt]):
+        assert np.array_equal(whole, chunked)

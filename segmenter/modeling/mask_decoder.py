@@ -17,6 +17,9 @@ from segmenter.modeling.transformer import TwoWayTransformer
 __all__ = ["MaskDecoder", "stability_scores"]
 
 
+CPU_CHUNK_BYTES = 8 << 20  # image-side tensors of one decoding chunk on the CPU
+
+
 def stability_scores(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:
     """IoU of the masks thresholded at +delta and -delta: (..., H, W) -> (...)."""
     flat = mask_logits.flatten(-2)
@@ -69,6 +72,9 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = cfg.dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = cfg.dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = cfg.dynamic_multimask_stability_thresh
+        # CPU inference decodes many prompts in chunks whose image-side tensors stay this small
+        # (cache- and allocator-friendly; 0 disables). Results are the same to the bit.
+        self.chunk_bytes = CPU_CHUNK_BYTES
 
     def forward(
         self,
@@ -144,11 +150,54 @@ class MaskDecoder(nn.Module):
             src = src.expand(b, -1, -1, -1)
         h, w = src.shape[-2:]
 
-        hs, keys = self.transformer(src, image_pe, tokens)  # (B, 6+N, C), (B, hw, C)
+        chunks = self._prompt_chunks(b, tokens.shape[1], src)
+        hs_parts, key_parts = [], []
+        for part in chunks:  # image-side work one chunk of prompts at a time
+            hs_i, keys_i = self.transformer(src[part], image_pe, tokens[part])
+            hs_parts.append(hs_i)  # (b_i, 6+N, C)
+            key_parts.append(keys_i)  # (b_i, hw, C)
+        hs = torch.cat(hs_parts) if len(hs_parts) > 1 else hs_parts[0]
         obj_token_out = hs[:, 0]
         iou_token_out = hs[:, 1]
         mask_tokens_out = hs[:, 2 : 2 + self.num_mask_tokens]  # (B, 4, C)
 
+        # token heads on the whole batch (their tiny GEMMs round differently with fewer rows)
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )  # (B, 4, C/8)
+        masks = [
+            self._upscale_and_project(keys_i, hyper_in[part], h, w, high_res_features, part)
+            for part, keys_i in zip(chunks, key_parts)
+        ]
+        masks = torch.cat(masks) if len(masks) > 1 else masks[0]  # (B, 4, 4h, 4w)
+
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        object_score_logits = self.pred_obj_score_head(obj_token_out)
+        return masks, iou_pred, mask_tokens_out, object_score_logits
+
+    def _prompt_chunks(self, batch: int, num_tokens: int, src: torch.Tensor) -> list[slice]:
+        """Prompts decoded together: all of them, except on the CPU with large image-side tensors."""
+        if src.device.type != "cpu" or not self.chunk_bytes or torch.is_grad_enabled():
+            return [slice(0, batch)]
+        per_prompt = src[0].numel() * src.element_size()  # (C, h, w) image tokens of one prompt
+        # every chunk keeps >= 16 token rows: GEMMs with fewer rows may round differently
+        smallest = -(-16 // num_tokens)
+        size = max(self.chunk_bytes // per_prompt, smallest)
+        starts = list(range(0, batch, size))
+        if len(starts) > 1 and batch - starts[-1] < smallest:  # fold a short tail into its neighbour
+            starts.pop()
+        return [slice(a, b) for a, b in zip(starts, [*starts[1:], batch])]
+
+    def _upscale_and_project(
+        self,
+        keys: torch.Tensor,  # (b, hw, C) image tokens after the transformer
+        hyper_in: torch.Tensor,  # (b, 4, C/8)
+        h: int,
+        w: int,
+        high_res_features: list[torch.Tensor] | None,
+        part: slice,  # these prompts' rows of batched high-res features
+    ) -> torch.Tensor:  # (b, 4, 4h, 4w) mask logits
+        b = keys.shape[0]
         # a (B, C, h, w) view of the tokens, strides as in the reference (conv kernels pick
         # their memory format from them, which changes the rounding of the mask logits)
         src = keys.transpose(1, 2).view(b, -1, h, w)
@@ -156,18 +205,10 @@ class MaskDecoder(nn.Module):
         if high_res_features is None:
             upscaled = act2(dc2(act1(ln1(dc1(src)))))
         else:
-            feat_s0, feat_s1 = high_res_features
+            feat_s0, feat_s1 = (f if f.shape[0] == 1 else f[part] for f in high_res_features)
             upscaled = act1(ln1(dc1(src) + feat_s1))
-            upscaled = act2(dc2(upscaled) + feat_s0)  # (B, C/8, 4h, 4w)
-
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )  # (B, 4, C/8)
-        masks = (hyper_in @ upscaled.flatten(2)).unflatten(-1, upscaled.shape[-2:])  # (B, 4, 4h, 4w)
-
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        object_score_logits = self.pred_obj_score_head(obj_token_out)
-        return masks, iou_pred, mask_tokens_out, object_score_logits
+            upscaled = act2(dc2(upscaled) + feat_s0)  # (b, C/8, 4h, 4w)
+        return (hyper_in @ upscaled.flatten(2)).unflatten(-1, upscaled.shape[-2:])
 
     def _dynamic_multimask_via_stability(
         self, all_masks: torch.Tensor, all_iou: torch.Tensor
