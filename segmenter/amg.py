@@ -170,6 +170,7 @@ class AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = bool(use_m2m)
         self.multimask_output = bool(multimask_output)
+        self._group = 1  # masks upscaled per interpolation channel dimension (set per batch)
         # the references differ in number types: SAM 2 returns float32 points and float boxes,
         # SAM 1 float64 points and integer boxes
         self._sam1_style = getattr(getattr(self.predictor.model, "config", None), "family", "sam2") == "sam1"
@@ -256,8 +257,9 @@ class AutomaticMaskGenerator:
 
         stab, boxes = [], []
         crop_hw = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
-        for chunk in low.split(_chunk_len(crop_hw)):
-            logits = self.predictor.upscale_logits(chunk[:, None])[:, 0]  # (n, crop_h, crop_w)
+        self._group = 1 if self.use_m2m else n_out  # masks the reference upscales per call channel
+        for chunk in low.split(_chunk_len(crop_hw, self._group)):
+            logits = self._upscale(chunk, self._group)  # (n, crop_h, crop_w)
             stab.append(stability_score(logits, self.mask_threshold, self.stability_score_offset))
             boxes.append(logits_to_box(logits, self.mask_threshold))
         cand = _Candidates(low, iou, torch.cat(stab), point_idx, torch.cat(boxes))
@@ -284,14 +286,25 @@ class AutomaticMaskGenerator:
     def _materialise(self, low_res: torch.Tensor, crop_box: list[int], orig_hw: tuple[int, int]) -> list[Any]:
         """Binary masks in the original image frame: numpy arrays, or RLEs for the RLE output modes."""
         out: list[Any] = []
-        for chunk in low_res.split(_chunk_len(orig_hw)):
-            masks = self.predictor.upscale_logits(chunk[:, None])[:, 0] > self.mask_threshold
+        for chunk in low_res.split(_chunk_len(orig_hw, self._group)):
+            masks = self._upscale(chunk, self._group) > self.mask_threshold
             masks = uncrop_masks(masks, crop_box, *orig_hw)  # (n, H, W)
             if self.output_mode == "binary_mask":
                 out.extend(masks.cpu().numpy())
             else:
                 out.extend(mask_to_rle(masks))
         return out
+
+    def _upscale(self, low: torch.Tensor, group: int) -> torch.Tensor:
+        """Low-res logits (n, h, w) -> (n, crop_h, crop_w), interpolated ``group`` masks per call
+        channel dimension: the reference upscales each point's masks together, and the bilinear
+        kernel's rounding depends on the channel count (not on the neighbours' values)."""
+        n = len(low)
+        pad = -n % group
+        if pad:
+            low = torch.cat([low, low[-1:].expand(pad, -1, -1)])
+        out = self.predictor.upscale_logits(low.view(-1, group, *low.shape[-2:]))  # (n/g, g, H, W)
+        return out.flatten(0, 1)[:n]
 
     def _empty_masks(self) -> _Masks:
         point_dtype = torch.float64 if self._sam1_style else torch.float32
@@ -379,6 +392,7 @@ def _point_grids(
     return grids
 
 
-def _chunk_len(hw: tuple[int, int]) -> int:
-    return max(1, CHUNK_PIXELS // (hw[0] * hw[1]))
+def _chunk_len(hw: tuple[int, int], group: int = 1) -> int:
+    """Masks per post-processing chunk: about CHUNK_PIXELS, a whole number of groups."""
+    return group * max(1, CHUNK_PIXELS // (group * hw[0] * hw[1]))
 

@@ -231,3 +231,19 @@ def test_bad_images(model) -> None:
         amg.generate(np.zeros((32, 32), np.uint8))
     with pytest.raises(ValueError, match="torch.Tensor"):
         amg.generate(torch.zeros(32, 32, 3, dtype=torch.uint8))
+
+
+def test_filtered_masks_upscale_as_the_reference_groups_them(model, image):
+    """The reference upscales each point's 3 masks in one (P, 3, h, w) call; the bilinear kernel
+    rounds differently with another channel count, so survivors of the IoU filter are upscaled in
+    groups of 3 too (padding the last group): bit-identical to upscaling whole points."""
+    gen = AutomaticMaskGenerator(model, **KEEP_ALL)
+    gen.predictor.set_image(image)
+    low = 8 * torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # 4 points x 3 masks
+    whole = gen.predictor.upscale_logits(low).flatten(0, 1)  # as the reference: (4, 3, H, W)
+    survivors = torch.tensor([0, 2, 3, 7, 11])
+    grouped = gen._upscale(low.flatten(0, 1)[survivors], group=3)
+    assert grouped.shape == (5, *image.shape[:2])
+    assert torch.equal(grouped, whole[survivors])
+    one_by_one = gen._upscale(low.flatten(0, 1)[survivors], group=1)  # what a (n, 1, h, w) call gives
+    assert torch.allclose(one_by_one, whole[survivors], atol=1e-4)
