@@ -149,3 +149,27 @@ def test_cpu_autocast_takes_the_plain_path():
         model.blocked = False
         exact = model(*args)
     assert fast.dtype == exact.dtype and torch.equal(fast, exact)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_mask_decoder_chunks_per_object_images_bit_identical(multimask):
+    """Video heads: one memory-conditioned embedding and high-res features per object
+    (repeat_image=False); chunked CPU decoding equals decoding all objects at once."""
+    from segmenter.config import load_model_config
+    from segmenter.modeling.mask_decoder import MaskDecoder
+
+    torch.manual_seed(4)
+    decoder = MaskDecoder(load_model_config("sam2.1_hiera_tiny", image_size=256).decoder).eval()
+    b, side = 5, 16
+    image = torch.randn(b, 256, side, side)
+    high_res = [torch.randn(b, 32, 4 * side, 4 * side), torch.randn(b, 64, 2 * side, 2 * side)]
+    args = (image, torch.randn(1, 256, side, side), torch.randn(b, 3, 256), torch.randn(1, 256, side, side))
+    outs = {}
+    with torch.inference_mode():
+        for chunk_bytes in (0, 256 * side * side * 4):  # one object's image tokens per chunk
+            decoder.chunk_bytes = chunk_bytes
+            outs[chunk_bytes] = decoder(*args, multimask_output=multimask, repeat_image=False,
+                                        high_res_features=high_res)
+        assert len(decoder._prompt_chunks(b, 9, image)) == 2  # 9 tokens: >= 2 per chunk -> 2 + 3
+    for whole, chunked in zip(*outs.values()):
+        assert torch.equal(whole, chunked)
