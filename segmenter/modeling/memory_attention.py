@@ -108,6 +108,7 @@ class RoPEAttention(nn.Module):
         head_dim = self.q_proj.out_features // self.num_heads
         return (
             _blocked_cpu_inference(q, self.training and self.dropout_p > 0)
+            and k.shape[-2] > 0
             and k.shape[-1] < head_dim  # the value fold only pays when values are narrower
             and (self.rope_k_repeat or k.shape[-2] == q.shape[-2])
         )
