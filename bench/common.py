@@ -67,18 +67,7 @@ def sync(device: torch.device) -> None:
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
     """Median wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device is not None:
-            sync(device)
-        t0 = time.perf_counter()
-        fn()
-        if device is not None:
-            sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return interleaved({"fn": fn}, repeats, warmup, device)["fn"]
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
