@@ -27,7 +27,7 @@ H, W = 720, 1280
 
 def child(impl: str, video: str, frames: int, size: int, ckpt: str, model_name: str, objects: int) -> None:
     torch.set_num_threads(1)
-    from segmenter.synthetic import SyntheticScene
+    from synthetic import SyntheticScene
 
     boxes = SyntheticScene((H, W), objects=objects, seed=0).boxes(0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -46,7 +46,7 @@ def child(impl: str, video: str, frames: int, size: int, ckpt: str, model_name: 
             from sam2.build_sam import build_sam2_video_predictor
 
             from reference import REFERENCE_CONFIGS
-            from segmenter.video_io import preprocess_video_frame
+            from segmenter.video.frames import preprocess_video_frame
 
             pred = build_sam2_video_predictor(REFERENCE_CONFIGS[model_name], ckpt, device="cpu",
                                               hydra_overrides_extra=[f"++model.image_size={size}"])
@@ -84,7 +84,7 @@ def main() -> None:
     if args.quick:
         args.size, args.frames = [256], [10, 40]
     common.setup(args)
-    from segmenter.synthetic import write_synthetic_video
+    from synthetic import write_synthetic_video
 
     tmp = tempfile.TemporaryDirectory()
     size = args.size[0]

@@ -84,8 +84,8 @@ def main() -> None:
 
     from reference import REFERENCE_CONFIGS
     from segmenter import VideoPredictor, build_sam
-    from segmenter.synthetic import SyntheticScene
-    from segmenter.video_io import preprocess_video_frame
+    from synthetic import SyntheticScene
+    from segmenter.video.frames import preprocess_video_frame
 
     mm = common.matmul_gflops()
     rows = []

@@ -16,8 +16,8 @@ _LAZY = {
     "GroundedSAM": "grounded_sam.pipeline",
     "GroundedSAM2": "grounded_sam.pipeline",
     "CaptionOntology": "ontologies",
-    "resolve_device": "grounded_sam.device",
-    "autocast": "grounded_sam.device",
+    "resolve_device": "runtime.device",
+    "autocast": "runtime.device",
     "plot": "grounded_sam.annotate",
 }
 

@@ -29,7 +29,7 @@ def run_auto(
 
     from grounded_sam.annotate import annotate_image
     from grounded_sam.export import detections_to_record, dumps
-    from grounded_sam.images import load_image
+    from runtime.images import load_image
     from grounded_sam.pipeline import _make_predictor
     from grounded_sam.safe_io import atomic_write_text, safe_output_path
     from segmenter import AutomaticMaskGenerator
@@ -58,7 +58,7 @@ def run_auto(
 
 
 def _device(device: str | None) -> Any:
-    from grounded_sam.device import resolve_device
+    from runtime.device import resolve_device
 
     return resolve_device(device)
 

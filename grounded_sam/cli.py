@@ -123,7 +123,7 @@ def version() -> None:
 @app.command("models")
 def models() -> None:
     """List the bundled segmentation model configs."""
-    from grounded_sam.configs import list_model_configs
+    from segmenter.config import list_model_configs
 
     for name in list_model_configs():
         typer.echo(name)
@@ -141,7 +141,8 @@ def segment(
     """Segment images from text: annotated images + one JSON (RLE masks) per image."""
     from grounded_sam.annotate import annotate_image
     from grounded_sam.export import detections_to_record, dumps
-    from grounded_sam.images import list_images, load_image
+    from grounded_sam.files import list_images
+    from runtime.images import load_image
     from grounded_sam.safe_io import atomic_write_text, safe_output_path
     from PIL import Image
 

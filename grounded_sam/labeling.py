@@ -2,7 +2,7 @@
 
 How a job runs (:func:`label_folder`):
 
-1. The input images are listed (:func:`~grounded_sam.images.list_images`, sorted by relative
+1. The input images are listed (:func:`~grounded_sam.files.list_images`, sorted by relative
    path; the output folder is left out when it lies inside the input folder).
 2. The images without a valid record are taken in consecutive chunks of ``batch_size``; each
    chunk is loaded, predicted (:func:`predict_chunk`) and, as soon as it is done, each image is
@@ -54,7 +54,8 @@ import numpy as np
 import supervision as sv
 
 from grounded_sam.export import CocoWriter, JsonlWriter, detections_to_record, dumps, write_data_yaml, yolo_lines
-from grounded_sam.images import list_images, load_image
+from grounded_sam.files import list_images
+from runtime.images import load_image
 from grounded_sam.safe_io import TMP_SUFFIX, atomic_copy, atomic_write_text, safe_output_path
 
 __all__ = ["label_folder", "LabelReport", "LabelingConfigError", "STORE_DIR", "LabelItem", "LabelJob", "ItemResult",
@@ -388,7 +389,7 @@ def prepare_job(
     """Check the arguments, list the inputs and open the output store (its manifest) for a job.
 
     ``listing``: ``(input id, items)`` listed by the caller (e.g. a remote folder); by default
-    the local ``input_folder`` is listed with :func:`~grounded_sam.images.list_images`.
+    the local ``input_folder`` is listed with :func:`~grounded_sam.files.list_images`.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")

@@ -16,7 +16,7 @@ import supervision as sv
 import torch
 
 from detectors import available_detectors, load_detector
-from grounded_sam.device import resolve_device
+from runtime.device import resolve_device
 from ontologies import CaptionOntology
 
 __all__ = ["GroundedSAM", "GroundedSAM2", "ImageInput"]
@@ -143,7 +143,7 @@ class GroundedSAM:
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[Any]) -> list[sv.Detections]:
         """:meth:`predict` for several images: one detector batch, one segmenter encoder batch."""
-        from grounded_sam.images import load_image
+        from runtime.images import load_image
 
         if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
             raise ValueError("predict_batch expects a list of images; use predict for a single image")

@@ -21,7 +21,7 @@ step spread over a pool of Ray actors:
 Same chunks, same function, same records, same assembly: for a deterministic predictor the
 files are byte-identical to :func:`~grounded_sam.labeling.label_folder`'s. That is also why the
 actors decode the images with the local loader (EXIF orientation, CMYK, 16-bit, alpha handled
-as :func:`~grounded_sam.images.load_image` does) rather than ``ray.data.read_images``.
+as :func:`~runtime.images.load_image` does) rather than ``ray.data.read_images``.
 
 Inputs: a local folder (shared with the workers on a multi-node cluster), a ``file://`` URI,
 or any URI pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``abfs://`` ...), or a path
@@ -50,7 +50,8 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from grounded_sam.images import _normalise_extensions, load_image_bytes
+from grounded_sam.files import normalise_extensions
+from runtime.images import load_image_bytes
 from grounded_sam.labeling import (
     ItemResult, LabelItem, LabelJob, LabelReport, assemble, pending_items, predict_chunk, prepare_job, store_results,
 )
@@ -112,7 +113,7 @@ def list_remote_images(
 ) -> tuple[str, list[RemoteItem], Any]:
     """``(input id, items, filesystem)`` for a URI or a path on ``filesystem``.
 
-    The rules of :func:`~grounded_sam.images.list_images`: case-insensitive extensions, hidden
+    The rules of :func:`~grounded_sam.files.list_images`: case-insensitive extensions, hidden
     files and folders skipped, sorted by the POSIX path relative to ``folder``.
     """
     from pyarrow import fs as pafs
@@ -128,7 +129,7 @@ def list_remote_images(
         raise FileNotFoundError(f"input folder not found: {folder!r}")
     if kind != pafs.FileType.Directory:
         raise NotADirectoryError(f"not a folder: {folder!r}")
-    suffixes = _normalise_extensions(extension)
+    suffixes = normalise_extensions(extension)
     found = []
     for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=recursive)):
         rel = posixpath.relpath("/" + info.path.lstrip("/"), "/" + root.strip("/"))  # some filesystems drop the "/"

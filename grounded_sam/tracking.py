@@ -65,7 +65,7 @@ class GroundedTracker:
         if max_lost < 1:
             raise ValueError(f"max_lost must be >= 1, got {max_lost}")
         if video_predictor is None:
-            from segmenter.video_predictor import VideoPredictor
+            from segmenter.video.predictor import VideoPredictor
 
             model = pipeline.predictor.model
             if not getattr(model, "with_memory", False):
@@ -91,7 +91,7 @@ class GroundedTracker:
     @torch.inference_mode()
     def frames(self, video: Any) -> Iterator[tuple[int, np.ndarray, sv.Detections]]:
         """Like :meth:`run`, also yielding each RGB frame (for annotation)."""
-        from segmenter.video_io import open_video
+        from segmenter.video.frames import open_video
 
         vp = self.predictor
         state = vp.init_stream()

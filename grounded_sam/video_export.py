@@ -28,7 +28,7 @@ def write_tracking_outputs(
     from grounded_sam.export import CocoWriter, JsonlWriter, detections_to_record
     from grounded_sam.safe_io import safe_output_path
     from grounded_sam.tracking import GroundedTracker
-    from segmenter.video_io import open_video
+    from segmenter.video.frames import open_video
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

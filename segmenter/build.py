@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from grounded_sam.device import resolve_device
-from segmenter.checkpoint import (
+from runtime.device import resolve_device
+from segmenter.checkpoints.read import (
     check_state_dict,
     config_name_for_hub_id,
     infer_config_name,
@@ -18,7 +18,7 @@ from segmenter.checkpoint import (
 from segmenter.config import SAM1Config, SAM2Config, load_model_config
 from segmenter.modeling.sam1 import SAM1Model
 from segmenter.modeling.sam2 import SAM2Model
-from segmenter.sam1_checkpoint import fit_to_image_size
+from segmenter.checkpoints.sam1 import fit_to_image_size
 
 __all__ = ["build_sam", "from_pretrained", "load_weights"]
 

@@ -1,4 +1,4 @@
-"""Model configs: dataclasses filled from the YAML files in ``configs/models``.
+"""Model configs: dataclasses filled from the YAML files in ``segmenter/configs``.
 
 ``family: sam2`` files become :class:`SAM2Config`, ``family: sam1`` files :class:`SAM1Config`.
 Every released SAM 2 / 2.1 config shares the heads, the memory modules and the neck width;
@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from grounded_sam.configs import list_model_configs, model_config_path
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The model configs shipped with the package, one YAML file per model."""
 
 __all__ = [
     "HieraConfig",
@@ -249,4 +251,15 @@ def load_model_config(name_or_path: str | Path, image_size: int | None = None) -
     return config_from_dict(name, data).with_image_size(image_size)
 
 
-_ = list_model_configs  # re-exported
+
+
+def list_model_configs() -> list[str]:
+    """Names of the shipped model configs, e.g. ``["sam2.1_hiera_base_plus", ...]``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def model_config_path(name: str) -> Path:
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown model config {name!r}; available: {', '.join(list_model_configs())}")
+    return path

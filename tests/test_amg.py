@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segmenter import AutomaticMaskGenerator, ImagePredictor, build_sam
-from segmenter.amg_utils import batched_nms, mask_to_rle, rle_to_mask
+from segmenter.amg.utils import batched_nms, mask_to_rle, rle_to_mask
 from segmenter.postprocess import remove_small_regions
 
 FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}

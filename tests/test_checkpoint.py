@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from segmenter.checkpoint import (
+from segmenter.checkpoints.read import (
     CheckpointNotCachedError,
     check_state_dict,
     config_name_for_hub_id,

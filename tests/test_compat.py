@@ -44,7 +44,7 @@ from reference import reference_sam2
 from segmenter import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, build_sam
 from segmenter.compat import sam2 as compat_sam2
 from segmenter.compat import segment_anything as compat_sa
-from segmenter.synthetic import SyntheticScene
+from synthetic import SyntheticScene
 from test_checkpoint import _cache_file
 from test_parity_amg import shapes_image
 from test_parity_sam1 import reference_sam1

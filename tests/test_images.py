@@ -1,4 +1,4 @@
-"""grounded_sam.images: robust loading of awkward image files, and listing folders."""
+"""runtime.images: robust loading of awkward image files, and listing folders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grounded_sam.images import ImageLoadError, list_images, load_image
+from grounded_sam.files import list_images
+from runtime.images import ImageLoadError, load_image
 
 
 def _rgb(h: int = 12, w: int = 16) -> np.ndarray:

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 from pycocotools.coco import COCO
 
-from grounded_sam.images import load_image
+from runtime.images import load_image
 from grounded_sam.labeling import LabelingConfigError, label_folder
 from grounded_sam.safe_io import UnsafePathError
 

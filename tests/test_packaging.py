@@ -27,13 +27,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_contains_packages_and_configs(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    for pkg in ("grounded_sam", "segmenter", "detectors", "ontologies"):
+    for pkg in ("grounded_sam", "segmenter", "detectors", "ontologies", "runtime"):
         assert f"{pkg}/__init__.py" in names, pkg
-    shipped = {n for n in names if n.startswith("grounded_sam/configs/") and n.endswith(".yaml")}
-    on_disk = {f"grounded_sam/configs/{p.relative_to(ROOT / 'configs').as_posix()}" for p in (ROOT / "configs").rglob("*.yaml")}
-    assert on_disk, "the source tree has no configs"
-    assert shipped == on_disk
-    assert "grounded_sam/configs/models/sam2.1_hiera_tiny.yaml" in shipped
+    # model configs are the segmenter's package data; pipeline presets ship as grounded_sam/configs
+    shipped = {n for n in names if n.endswith(".yaml")}
+    models = {f"segmenter/configs/{p.name}" for p in (ROOT / "segmenter" / "configs").glob("*.yaml")}
+    presets = {f"grounded_sam/configs/pipelines/{p.name}" for p in (ROOT / "configs" / "pipelines").glob("*.yaml")}
+    assert models and presets, "the source tree has no configs"
+    assert shipped == models | presets
+    assert "segmenter/configs/sam2.1_hiera_tiny.yaml" in shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "grounded-sam = grounded_sam.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -42,15 +44,17 @@ def test_installed_wheel_finds_its_configs(wheel: Path, tmp_path: Path) -> None:
     # unpack the wheel somewhere else and import from there, away from the source tree
     zipfile.ZipFile(wheel).extractall(tmp_path)
     code = (
-        "import grounded_sam.configs as c, pathlib; r = c.config_root(); "
-        "print(r); print(len(c.list_model_configs()))"
+        "import grounded_sam.configs as c, segmenter.config as m; "
+        "print(c.pipeline_config_root()); print(m.CONFIG_DIR); "
+        "print(len(m.list_model_configs())); print(len(c.list_pipeline_configs()))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
         env={"PYTHONPATH": str(tmp_path), "PATH": ""},
     ).stdout.split()
     assert Path(out[0]).is_relative_to(tmp_path / "grounded_sam")
-    assert int(out[1]) >= 8
+    assert Path(out[1]).is_relative_to(tmp_path / "segmenter")
+    assert int(out[2]) >= 11 and int(out[3]) >= 2
 
 
 def test_cli_module_does_not_import_torch() -> None:

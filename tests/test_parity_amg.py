@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from reference import reference_sam2
 from segmenter import AutomaticMaskGenerator, build_sam
-from segmenter import amg_utils as ours_utils
+from segmenter.amg import utils as ours_utils
 
 pytestmark = pytest.mark.parity
 

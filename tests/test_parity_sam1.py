@@ -20,10 +20,10 @@ from segment_anything.modeling.image_encoder import get_rel_pos
 
 from reference import randomize_
 from segmenter import ImagePredictor, SAM1Model, build_sam, from_pretrained, load_model_config
-from segmenter.checkpoint import infer_config_name, read_state_dict
+from segmenter.checkpoints.read import infer_config_name, read_state_dict
 from segmenter.config import SAM1Config, ViTConfig
 from segmenter.modeling.sam1.image_encoder import rel_pos_lookup
-from segmenter.sam1_checkpoint import sam1_to_official
+from segmenter.checkpoints.sam1 import sam1_to_official
 from test_checkpoint import _cache_file
 
 TOL = 1e-4

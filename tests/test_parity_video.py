@@ -21,9 +21,9 @@ from sam2.build_sam import build_sam2_video_predictor
 
 from reference import REFERENCE_CONFIGS, reference_sam2
 from segmenter import build_sam
-from segmenter.synthetic import SyntheticScene
-from segmenter.video_io import preprocess_video_frame
-from segmenter.video_predictor import VideoPredictor
+from synthetic import SyntheticScene
+from segmenter.video.frames import preprocess_video_frame
+from segmenter.video.predictor import VideoPredictor
 
 S = 256  # model input size: fast, and the reference supports it via ++model.image_size
 H, W = 96, 128  # video size

@@ -17,7 +17,8 @@ from PIL import Image
 from pyarrow import fs as pafs
 
 from grounded_sam import GroundedSAM
-from grounded_sam.images import ImageLoadError, list_images, load_image
+from grounded_sam.files import list_images
+from runtime.images import ImageLoadError, load_image
 from grounded_sam.labeling import STORE_DIR
 from grounded_sam.ray_backend import PipelineFactory, label_folder_ray, list_remote_images
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam

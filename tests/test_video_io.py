@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segmenter import video_file
-from segmenter.synthetic import SyntheticScene, write_synthetic_video
-from segmenter.transforms import IMAGENET_MEAN, IMAGENET_STD
-from segmenter.video_io import (
+from segmenter.video import decoder as video_file
+from synthetic import SyntheticScene, write_synthetic_video
+from segmenter.image.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segmenter.video.frames import (
     ArraySource,
     FolderSource,
     FrameDroppedError,
@@ -320,7 +320,7 @@ def test_bad_frames_are_named_by_index(tmp_path: Path) -> None:
 _MEMORY_PROBE = textwrap.dedent(
     """
     import resource, sys
-    from segmenter.video_io import open_video, preprocess_video_frame
+    from segmenter.video.frames import open_video, preprocess_video_frame
     path, n = sys.argv[1], int(sys.argv[2])
     with open_video(path) as src:
         preprocess_video_frame(src.get(0), 256)

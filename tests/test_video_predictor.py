@@ -8,7 +8,7 @@ import torch
 
 from reference import randomize_
 from segmenter import VideoPredictor, build_sam
-from segmenter.synthetic import SyntheticScene
+from synthetic import SyntheticScene
 
 S = 256
 H, W = 96, 128
@@ -149,7 +149,7 @@ def test_state_stays_bounded(predictor, scene, frames) -> None:
 
 
 def test_options_hole_filling_non_overlap_and_offload(predictor, scene, frames, monkeypatch) -> None:
-    import segmenter.video_predictor as vp
+    import segmenter.video.predictor as vp
 
     fill_calls: list[int] = []
     fill = vp.fill_holes

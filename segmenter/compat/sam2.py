@@ -22,7 +22,7 @@ is an error that says so, never a silent switch to the CPU.
 
 Differences that remain: models are our :class:`~segmenter.SAM2Model` and predictors our
 classes (``SAM2VideoPredictor`` wraps the model instead of being it; its state is a
-:class:`~segmenter.video_state.VideoState`, not a dict); ``vos_optimized=True`` runs uncompiled
+:class:`~segmenter.video.state.VideoState`, not a dict); ``vos_optimized=True`` runs uncompiled
 (with a warning); ``max_hole_area`` / ``max_sprinkle_area`` work on every device (Meta's need a
 CUDA extension and are skipped without it).
 """
@@ -39,17 +39,17 @@ from typing import Any
 
 import torch
 
-from grounded_sam.device import resolve_device
-from segmenter.amg import AutomaticMaskGenerator
+from runtime.device import resolve_device
+from segmenter.amg.generator import AutomaticMaskGenerator
 from segmenter.build import load_weights
-from segmenter.checkpoint import config_name_for_hub_id, is_image_only, read_state_dict, resolve_checkpoint
+from segmenter.checkpoints.read import config_name_for_hub_id, is_image_only, read_state_dict, resolve_checkpoint
 from segmenter.compat.hydra_overrides import SAM2Settings, parse_overrides, postprocessing_overrides
 from segmenter.config import SAM2Config, list_model_configs, load_model_config
-from segmenter.image_predictor import ImagePredictor
+from segmenter.image.predictor import ImagePredictor
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import _small_components, fill_holes
-from segmenter.tracking import Tracker
-from segmenter.video_predictor import VideoPredictor
+from segmenter.video.tracking import Tracker
+from segmenter.video.predictor import VideoPredictor
 
 __all__ = [
     "HF_MODEL_ID_TO_FILENAMES",

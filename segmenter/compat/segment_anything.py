@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segmenter.amg import AutomaticMaskGenerator
+from segmenter.amg.generator import AutomaticMaskGenerator
 from segmenter.build import load_weights
-from segmenter.checkpoint import read_state_dict, resolve_checkpoint
+from segmenter.checkpoints.read import read_state_dict, resolve_checkpoint
 from segmenter.config import SAM1Config, load_model_config
-from segmenter.image_predictor import ImagePredictor, _Features
+from segmenter.image.predictor import ImagePredictor, _Features
 from segmenter.modeling.sam1 import SAM1Model
 from segmenter.modeling.sam1.transforms import preprocess_shape, resize_longest_side
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from segmenter.tracking import NO_OBJ_SCORE
-from segmenter.video_state import VideoState
+from segmenter.video.tracking import NO_OBJ_SCORE
+from segmenter.video.state import VideoState
 
 __all__ = ["non_overlapping", "to_video_res", "consolidate"]
 

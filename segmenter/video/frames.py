@@ -2,7 +2,7 @@
 
 :func:`open_video` turns any supported input into a :class:`FrameSource`:
 
-- a video file (.mp4/.avi/.mov/.mkv/.webm/...): :class:`VideoFileSource` (``segmenter.video_file``),
+- a video file (.mp4/.avi/.mov/.mkv/.webm/...): :class:`VideoFileSource` (``segmenter.video.decoder``),
   decoded with PyAV (OpenCV only when PyAV cannot open the file);
 - a folder of frames (.jpg/.jpeg/.png/.bmp/.webp, any case; hidden files and sub-folders are
   ignored): :class:`FolderSource`, decoded with PIL like the reference's JPEG loader. Order:
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segmenter.transforms import IMAGENET_MEAN, IMAGENET_STD, as_rgb_array
+from segmenter.image.transforms import IMAGENET_MEAN, IMAGENET_STD, as_rgb_array
 
 __all__ = [
     "FrameSource",
@@ -322,11 +322,11 @@ def open_video(video: Any, cache_size: int = DEFAULT_CACHE_SIZE) -> FrameSource:
                 f"{str(path)!r} is a single image, not a video; pass the folder that holds the "
                 "frames, or a list of frames"
             )
-        from segmenter.video_file import VideoFileSource
+        from segmenter.video.decoder import VideoFileSource
 
         return VideoFileSource(path, cache_size)
     if isinstance(video, (bytes, bytearray, memoryview)):
-        from segmenter.video_file import VideoFileSource
+        from segmenter.video.decoder import VideoFileSource
 
         return VideoFileSource(bytes(video), cache_size)
     if isinstance(video, (list, tuple, np.ndarray)):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grounded_sam.device import autocast
-from segmenter.transforms import (
+from runtime.device import autocast
+from segmenter.image.transforms import (
     as_rgb_array,
     check_boxes,
     check_mask_input,

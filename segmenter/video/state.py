@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from segmenter.memory_bank import ObjectMemory
-from segmenter.tracking import FrameFeatures
-from segmenter.transforms import as_rgb_array
+from segmenter.video.memory_bank import ObjectMemory
+from segmenter.video.tracking import FrameFeatures
+from segmenter.image.transforms import as_rgb_array
 
 __all__ = ["VideoState", "FrameBuffer"]
 
@@ -65,14 +65,14 @@ class FrameBuffer:
 
 @dataclass
 class VideoState:
-    """Everything a :class:`~segmenter.video_predictor.VideoPredictor` session keeps.
+    """Everything a :class:`~segmenter.video.predictor.VideoPredictor` session keeps.
 
     ``objects`` keeps insertion order (= the order of ``obj_ids`` and of the output masks).
-    Per-frame outputs live in each object's :class:`~segmenter.memory_bank.ObjectMemory`;
+    Per-frame outputs live in each object's :class:`~segmenter.video.memory_bank.ObjectMemory`;
     with ``keep_outputs=False`` only the entries later steps can read are kept.
     """
 
-    source: Any  # a FrameSource (segmenter.video_io) or a FrameBuffer
+    source: Any  # a FrameSource (segmenter.video.frames) or a FrameBuffer
     num_frames: int | None  # None: unknown (stream, iterator)
     device: torch.device
     storage_device: torch.device  # where memory features and masks are stored

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "autocast", "DeviceLike"]
-
-DeviceLike = "str | torch.device | None"
+__all__ = ["resolve_device", "autocast"]
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from segmenter.memory_bank import MemorySelection
+from segmenter.video.memory_bank import MemorySelection
 from segmenter.modeling.position_encoding import sine_1d
 from segmenter.modeling.sam2 import SAM2Model
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segmenter.amg_utils import (
+from segmenter.amg.utils import (
     batched_mask_to_box,
     batched_nms,
     box_area,
@@ -43,9 +43,9 @@ from segmenter.amg_utils import (
     uncrop_masks,
     uncrop_points,
 )
-from segmenter.image_predictor import ImagePredictor
+from segmenter.image.predictor import ImagePredictor
 from segmenter.postprocess import remove_small_regions
-from segmenter.transforms import as_rgb_array
+from segmenter.image.transforms import as_rgb_array
 
 __all__ = ["AutomaticMaskGenerator"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segmenter.transforms import check_boxes, check_points
+from segmenter.image.transforms import check_boxes, check_points
 
 __all__ = ["frame_index", "processing_order", "point_prompt", "mask_prompt"]
 

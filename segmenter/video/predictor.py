@@ -8,7 +8,7 @@ Differences from the reference, none of which changes a number:
 * with ``keep_outputs=False`` (default) the state keeps only what later steps read: prompted
   frames' outputs, the memories of the last ``num_maskmem - 1`` tracked frames and of frames
   near a prompt, the pointers of the last ``max_obj_ptrs_in_encoder - 1`` ones (see
-  :class:`segmenter.memory_bank.RetentionPolicy`). Memory does not grow with video length.
+  :class:`segmenter.video.memory_bank.RetentionPolicy`). Memory does not grow with video length.
   Propagating on from where tracking stopped or from a prompted frame (either direction),
   and correcting the last tracked frame or a frame near a prompt, are exact. Other actions
   that would read released outputs (a correction click in the middle of a long tracked
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grounded_sam.device import autocast
-from segmenter.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune, select_memory
+from runtime.device import autocast
+from segmenter.video.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune, select_memory
 from segmenter.postprocess import fill_holes
-from segmenter.tracking import FrameFeatures, Tracker, use_multimask
-from segmenter.video_inputs import frame_index, mask_prompt, point_prompt, processing_order
-from segmenter.video_io import open_video, preprocess_video_frame
-from segmenter.video_outputs import consolidate, to_video_res
-from segmenter.video_state import FrameBuffer, VideoState
+from segmenter.video.tracking import FrameFeatures, Tracker, use_multimask
+from segmenter.video.prompts import frame_index, mask_prompt, point_prompt, processing_order
+from segmenter.video.frames import open_video, preprocess_video_frame
+from segmenter.video.outputs import consolidate, to_video_res
+from segmenter.video.state import FrameBuffer, VideoState
 
 __all__ = ["VideoPredictor", "VideoState"]
 

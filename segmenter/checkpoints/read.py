@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from segmenter.config import list_model_configs, load_model_config
-from segmenter.hf_keymap import detect_layout, hf_to_official
-from segmenter.hub import (
+from segmenter.checkpoints.hf_keymap import detect_layout, hf_to_official
+from segmenter.checkpoints.hub import (
     HF_INDEX,
     HF_WEIGHTS,
     TORCH_SUFFIXES,
@@ -27,7 +27,7 @@ from segmenter.hub import (
     config_name_for_hub_id,
     resolve_checkpoint,
 )
-from segmenter.sam1_checkpoint import infer_sam1_config_name, sam1_layout, sam1_to_official
+from segmenter.checkpoints.sam1 import infer_sam1_config_name, sam1_layout, sam1_to_official
 
 __all__ = [
     "read_state_dict",
@@ -188,7 +188,7 @@ def _official(sd: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
 
 
 def infer_config_name(sd: Mapping[str, torch.Tensor]) -> str:
-    """The config (``configs/models/<name>.yaml``) whose architecture matches the state dict's shapes.
+    """The config (``segmenter/configs/<name>.yaml``) whose architecture matches the state dict's shapes.
 
     Size from the trunk (embed dim, stage layout, background pos-embed grid); SAM 2.1 from its extra
     keys. An image-only checkpoint cannot tell 2.0 from 2.1 (same image model): 2.1 is returned.

@@ -1,0 +1,5 @@
+"""Single-image prompting: ``ImagePredictor`` (embed once, decode many prompts) and its transforms."""
+
+from segmenter.image.predictor import ImagePredictor
+
+__all__ = ["ImagePredictor"]

@@ -1,0 +1,12 @@
+"""Video tracking: ``VideoPredictor`` and the parts of one tracking step.
+
+- :mod:`~segmenter.video.predictor` — the public verbs (offline and streaming sessions).
+- :mod:`~segmenter.video.tracking` — one SAM 2 tracking step for a batch of objects.
+- :mod:`~segmenter.video.memory_bank` / :mod:`~segmenter.video.state` — per-object memory, session state.
+- :mod:`~segmenter.video.prompts` / :mod:`~segmenter.video.outputs` — prompt checks, output resizing.
+- :mod:`~segmenter.video.frames` / :mod:`~segmenter.video.decoder` — lazy frame sources, video decoding.
+"""
+
+from segmenter.video.predictor import VideoPredictor
+
+__all__ = ["VideoPredictor"]
