@@ -198,3 +198,15 @@ def write_synthetic_video(
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return boxes
+
+
+def shapes_image(h: int = 120, w: int = 160) -> np.ndarray:
+    """Four flat shapes of distinct colours, one near each corner, on a flat background (H, W, 3) uint8."""
+    img = np.full((h, w, 3), 40, np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    colours = [(230, 40, 40), (40, 200, 60), (50, 90, 240), (240, 200, 30)]
+    for k, (fx, fy) in enumerate([(0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8)]):
+        dx, dy = (xx - fx * w) / (0.12 * w), (yy - fy * h) / (0.12 * h)
+        inside = dx**2 + dy**2 < 1 if k % 2 else (abs(dx) < 1) & (abs(dy) < 1)
+        img[inside] = colours[k]
+    return img

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from synthetic import shapes_image
 from segmenter import AutomaticMaskGenerator, ImagePredictor, build_sam
 from segmenter.amg.utils import batched_nms, mask_to_rle, rle_to_mask
 from segmenter.postprocess import remove_small_regions
@@ -17,18 +18,6 @@ from segmenter.postprocess import remove_small_regions
 FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 # thresholds low enough that a random model keeps masks; box NMS off so that many survive
 KEEP_ALL = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
-
-
-def shapes_image(h: int = 120, w: int = 160) -> np.ndarray:
-    """Four flat shapes of distinct colours on a flat background."""
-    img = np.full((h, w, 3), 40, np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    colours = [(230, 40, 40), (40, 200, 60), (50, 90, 240), (240, 200, 30)]
-    for k, (fx, fy) in enumerate([(0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8)]):
-        dx, dy = (xx - fx * w) / (0.12 * w), (yy - fy * h) / (0.12 * h)
-        inside = dx**2 + dy**2 < 1 if k % 2 else (abs(dx) < 1) & (abs(dy) < 1)
-        img[inside] = colours[k]
-    return img
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,10 @@ import torch
 
 from reference import reference_sam2
 from segmenter import ImagePredictor, build_sam, from_pretrained
-from test_checkpoint import SIZE, _cache_file, _hf_model, _save_pretrained
+from checkpoint_fixtures import SIZE
+from checkpoint_fixtures import cache_file as _cache_file
+from checkpoint_fixtures import hf_sam2_model as _hf_model
+from checkpoint_fixtures import save_pretrained as _save_pretrained
 
 TOL = 1e-4
 

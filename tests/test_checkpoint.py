@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 from unittest import mock
 
@@ -30,7 +28,10 @@ from segmenter.checkpoints.read import (
     resolve_checkpoint,
 )
 from segmenter.config import list_model_configs, load_model_config
-from tests.reference import REFERENCE_CONFIGS, reference_sam2
+from checkpoint_fixtures import cache_file as _cache_file
+from checkpoint_fixtures import hf_sam2_model as _hf_model
+from checkpoint_fixtures import save_pretrained as _save_pretrained
+from reference import REFERENCE_CONFIGS, reference_sam2
 
 SIZE = 512  # image size of every model built here (embedding grid 32 x 32)
 TOL = 1e-5
@@ -79,55 +80,6 @@ def official_shapes(config_name: str) -> dict[str, tuple[int, ...]]:
 
 def _shape_sd(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-
-
-def _hf_model(video: bool, seed: int) -> torch.nn.Module:
-    """A randomised transformers SAM 2.1 tiny at SIZE px, its object score biased to "present"."""
-    from transformers import (
-        Sam2Config,
-        Sam2HieraDetConfig,
-        Sam2Model,
-        Sam2VideoConfig,
-        Sam2VideoModel,
-        Sam2VisionConfig,
-    )
-
-    vision = Sam2VisionConfig(
-        backbone_config=Sam2HieraDetConfig(image_size=[SIZE, SIZE]),
-        backbone_feature_sizes=[[SIZE // 4] * 2, [SIZE // 8] * 2, [SIZE // 16] * 2],
-    )
-    if video:
-        config = Sam2VideoConfig(
-            image_size=SIZE,
-            vision_config=vision,
-            prompt_encoder_config={"image_size": SIZE},
-            memory_attention_rope_feat_sizes=[SIZE // 16] * 2,
-        )
-        model = Sam2VideoModel(config)
-    else:
-        model = Sam2Model(Sam2Config(vision_config=vision, prompt_encoder_config={"image_size": SIZE}))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():  # persistent tensors only (RoPE tables stay exact)
-            if t.is_floating_point():
-                noise = torch.randn(t.shape, generator=gen)
-                if "norm" in name and name.endswith("weight"):
-                    t.copy_(1.0 + 0.1 * noise)
-                else:
-                    t.add_(0.05 * noise)
-        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(2.0)
-        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
-            model.shared_image_embedding.positional_embedding
-        )
-    return model.eval()
-
-
-def _save_pretrained(model: torch.nn.Module, folder: Path, **kwargs) -> Path:
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    model.save_pretrained(folder, **kwargs)
-    return folder
 
 
 def _reference_heads(
@@ -449,23 +401,6 @@ def test_check_state_dict_reports_every_problem():
 
 
 # ----------------------------------------------------------------------------- Hub ids and the HF cache
-
-
-def _cache_file(cache: Path, repo_id: str, source: Path, filename: str, sha: str = "a" * 40) -> Path:
-    """Put ``source`` into a Hub-style cache: blobs/<hash>, snapshots/<sha>/<filename> -> blob, refs/main."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    blob = repo / "blobs" / hashlib.sha256(f"{repo_id}/{filename}".encode()).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, blob)
-    except OSError:
-        shutil.copyfile(source, blob)
-    link = repo / "snapshots" / sha / filename
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(sha)
-    return link
 
 
 def test_hub_ids_resolve_from_the_cache_offline(tmp_path, monkeypatch, meta_pt, hf_video, ref_tiny):

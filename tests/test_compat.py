@@ -45,10 +45,10 @@ from segmenter import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, bu
 from segmenter.compat import sam2 as compat_sam2
 from segmenter.compat import segment_anything as compat_sa
 from synthetic import SyntheticScene
-from test_checkpoint import _cache_file
-from test_parity_amg import shapes_image
-from test_parity_sam1 import reference_sam1
-from test_postprocess import _cuda_kernel_restated
+from checkpoint_fixtures import cache_file as _cache_file
+from synthetic import shapes_image
+from reference import reference_sam1
+from reference import cuda_connected_components as _cuda_kernel_restated
 
 S1 = 128  # SAM 1 input size: AMG's 1024 default prompts cost ~S1**2 in the mask decoder
 
@@ -81,7 +81,7 @@ def sam1(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, sam2_ckpt):
     """A Hugging Face cache holding the samples' default hub ids, tiny and random."""
-    from test_detectors_models import tiny_grounding_dino
+    from tiny_detectors import tiny_grounding_dino
 
     cache = tmp_path_factory.mktemp("hub")
     _cache_file(cache, "facebook/sam2.1-hiera-tiny", sam2_ckpt, "sam2.1_hiera_tiny.pt")

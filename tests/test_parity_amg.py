@@ -14,6 +14,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from reference import reference_sam2
+from synthetic import shapes_image
 from segmenter import AutomaticMaskGenerator, build_sam
 from segmenter.amg import utils as ours_utils
 
@@ -22,18 +23,6 @@ pytestmark = pytest.mark.parity
 SIZE = 256
 TOL = 1e-4
 FEW = dict(points_per_side=8, pred_iou_thresh=0.4, stability_score_thresh=0.2, box_nms_thresh=1.0)
-
-
-def shapes_image(h: int = 150, w: int = 200) -> np.ndarray:
-    """Four flat shapes of distinct colours, one near each corner, on a flat background."""
-    img = np.full((h, w, 3), 40, np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    colours = [(230, 40, 40), (40, 200, 60), (50, 90, 240), (240, 200, 30)]
-    for k, (fx, fy) in enumerate([(0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8)]):
-        dx, dy = (xx - fx * w) / (0.12 * w), (yy - fy * h) / (0.12 * h)
-        inside = dx**2 + dy**2 < 1 if k % 2 else (abs(dx) < 1) & (abs(dy) < 1)
-        img[inside] = colours[k]
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +35,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    return shapes_image()
+    return shapes_image(150, 200)
 
 
 def _reference_amg(model, **kwargs):
@@ -237,7 +226,7 @@ def test_nms_matches_torchvision(threshold) -> None:
 # ------------------------------------------------------------------------------ SAM 1
 @pytest.fixture(scope="module")
 def sam1_models(tmp_path_factory):
-    from test_parity_sam1 import reference_sam1
+    from reference import reference_sam1
 
     ref = reference_sam1(SIZE)
     path = tmp_path_factory.mktemp("ckpt") / "sam_vit_b.pth"

@@ -13,7 +13,7 @@ from torch import nn
 from segmenter.config import load_model_config
 from segmenter.modeling.hiera import Hiera
 from segmenter.modeling.image_encoder import ImageEncoder, build_image_encoder
-from tests.reference import REFERENCE_CONFIGS, reference_sam2
+from reference import REFERENCE_CONFIGS, reference_sam2
 
 TOL = 1e-5
 OUTPUT_KEYS = {"vision_features", "vision_pos_enc", "backbone_fpn"}

@@ -8,74 +8,24 @@ loader from a bare ``.pth`` state dict, as Meta ships them.
 from __future__ import annotations
 
 import functools
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor
 from segment_anything.build_sam import sam_model_registry
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.modeling.image_encoder import get_rel_pos
 
-from reference import randomize_
+from reference import randomize_, reference_sam1
 from segmenter import ImagePredictor, SAM1Model, build_sam, from_pretrained, load_model_config
 from segmenter.checkpoints.read import infer_config_name, read_state_dict
 from segmenter.config import SAM1Config, ViTConfig
 from segmenter.modeling.sam1.image_encoder import rel_pos_lookup
 from segmenter.checkpoints.sam1 import sam1_to_official
-from test_checkpoint import _cache_file
+from checkpoint_fixtures import cache_file as _cache_file
 
 TOL = 1e-4
 SIZE = 256
-VIT_B = dict(
-    encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=(2, 5, 8, 11)
-)
-PIXEL_MEAN, PIXEL_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-
-
-def reference_sam1(image_size: int, seed: int = 0, **vit) -> Sam:
-    """``segment_anything.build_sam._build_sam``'s network at ``image_size``, weights perturbed."""
-    vit = vit or VIT_B
-    torch.manual_seed(seed)
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=vit["encoder_depth"],
-            embed_dim=vit["encoder_embed_dim"],
-            img_size=image_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=vit["encoder_num_heads"],
-            patch_size=16,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=list(vit["encoder_global_attn_indexes"]),
-            window_size=14,
-            out_chans=256,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=256,
-            image_embedding_size=(image_size // 16, image_size // 16),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-        pixel_mean=PIXEL_MEAN,
-        pixel_std=PIXEL_STD,
-    )
-    randomize_(sam, seed=seed)
-    with torch.no_grad():  # constants, not weights (not in checkpoints): keep the official values
-        sam.pixel_mean.copy_(torch.tensor(PIXEL_MEAN).view(-1, 1, 1))
-        sam.pixel_std.copy_(torch.tensor(PIXEL_STD).view(-1, 1, 1))
-    return sam.eval()
-
-
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]

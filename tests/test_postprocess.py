@@ -6,77 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from reference import cuda_connected_components as _cuda_kernel_restated
 from segmenter.postprocess import fill_holes, postprocess_masks, remove_small_regions, smooth_mask
-
-
-def _cuda_kernel_restated(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """sam2/csrc/connected_components.cu, run sequentially: (N, 1, H, W) uint8 -> labels, counts.
-
-    Block-based union-find over 2x2 blocks (all foreground pixels of a block share a label), the
-    same neighbour bitmask ``P`` and the same unions with the top-left, top, top-right and left
-    blocks; labels are root index + 1 and counts the pixel count of each pixel's label.
-    """
-    n, _, h, w = mask.shape
-    assert h % 2 == 0 and w % 2 == 0  # the kernel's own requirement
-    labels_out = np.zeros((n, 1, h, w), np.int32)
-    counts_out = np.zeros((n, 1, h, w), np.int32)
-    for b in range(n):
-        img = mask[b, 0].numpy().astype(bool).ravel()
-        label = np.arange(h * w)
-
-        def find(x: int) -> int:
-            while label[x] != x:
-                x = label[x]
-            return x
-
-        def union(a: int, c: int) -> None:
-            a, c = find(a), find(c)
-            if a < c:
-                label[c] = a
-            elif c < a:
-                label[a] = c
-
-        bit = lambda p, pos: (p >> pos) & 1  # noqa: E731
-        for row in range(0, h, 2):
-            for col in range(0, w, 2):
-                idx = row * w + col
-                p = 0
-                if img[idx]:
-                    p |= 0x777
-                if row + 1 < h and img[idx + w]:
-                    p |= 0x777 << 4
-                if col + 1 < w and img[idx + 1]:
-                    p |= 0x777 << 1
-                if col == 0:
-                    p &= 0xEEEE
-                if col + 1 >= w:
-                    p &= 0x3333
-                elif col + 2 >= w:
-                    p &= 0x7777
-                if row == 0:
-                    p &= 0xFFF0
-                if row + 1 >= h:
-                    p &= 0xFF
-                if p:
-                    if bit(p, 0) and img[idx - w - 1]:
-                        union(idx, idx - 2 * w - 2)
-                    if (bit(p, 1) and img[idx - w]) or (bit(p, 2) and img[idx - w + 1]):
-                        union(idx, idx - 2 * w)
-                    if bit(p, 3) and img[idx + 2 - w]:
-                        union(idx, idx - 2 * w + 2)
-                    if (bit(p, 4) and img[idx - 1]) or (bit(p, 8) and img[idx + w - 1]):
-                        union(idx, idx - 2)
-        lab = np.zeros(h * w, np.int64)
-        for row in range(0, h, 2):
-            for col in range(0, w, 2):
-                idx = row * w + col
-                y = find(idx) + 1
-                for q in (idx, idx + 1, idx + w, idx + w + 1):
-                    lab[q] = y if img[q] else 0
-        area = np.bincount(lab, minlength=h * w + 1)
-        labels_out[b, 0] = lab.reshape(h, w)
-        counts_out[b, 0] = np.where(lab > 0, area[lab], 0).reshape(h, w)
-    return torch.from_numpy(labels_out), torch.from_numpy(counts_out)
 
 
 @pytest.fixture()

@@ -35,8 +35,8 @@ def test_top_commands_are_what_ci_runs() -> None:
 def hub_cache(tmp_path, monkeypatch):
     """facebook/sam2.1-hiera-tiny and iSEE-Laboratory/llmdet_tiny, tiny and random, in an offline cache."""
     import huggingface_hub.constants as hc
-    from test_checkpoint import _cache_file
-    from test_detectors_models import tiny_grounding_dino
+    from checkpoint_fixtures import cache_file as _cache_file
+    from tiny_detectors import tiny_grounding_dino
 
     from segmenter import build_sam
 

@@ -24,7 +24,7 @@ def save_tiny_sam(folder: Path, name: str = "sam2.1_hiera_tiny", seed: int = 0) 
 
 def save_tiny_owlv2(folder: Path, seed: int = 0) -> Path:
     """A randomly initialised OWLv2 + processor saved with ``save_pretrained``."""
-    from test_detectors_models import tiny_owl
+    from tiny_detectors import tiny_owl
 
     torch.manual_seed(seed)
     model, proc = tiny_owl(v2=True)

@@ -1,0 +1,265 @@
+"""Tiny random detector models of the five transformers families, with processors (no network)."""
+
+from __future__ import annotations
+
+
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import (
+    BartTokenizer,
+    BertTokenizer,
+    CLIPImageProcessor,
+    CLIPTokenizer,
+    DetrImageProcessor,
+    Florence2Config,
+    Florence2ForConditionalGeneration,
+    Florence2Processor,
+    GroundingDinoConfig,
+    GroundingDinoForObjectDetection,
+    GroundingDinoImageProcessor,
+    GroundingDinoProcessor,
+    MMGroundingDinoConfig,
+    MMGroundingDinoForObjectDetection,
+    OmDetTurboConfig,
+    OmDetTurboForObjectDetection,
+    OmDetTurboProcessor,
+    Owlv2Config,
+    Owlv2ForObjectDetection,
+    Owlv2ImageProcessor,
+    Owlv2Processor,
+    OwlViTConfig,
+    OwlViTForObjectDetection,
+    OwlViTImageProcessor,
+    OwlViTProcessor,
+    SwinConfig,
+)
+
+
+WORDS = ("a", "cat", "dog", "remote", "control", "red", "the", "person", "car")
+
+
+def bert_tokenizer() -> BertTokenizer:
+    vocab = [f"[unused{i}]" for i in range(1030)]
+    # Grounding DINO hard-codes the bert-base ids of [CLS] [SEP] . ? as phrase separators
+    vocab[0], vocab[100], vocab[101], vocab[102], vocab[103] = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+    vocab[1012], vocab[1029] = ".", "?"
+    for i, w in enumerate(WORDS):
+        vocab[200 + i] = w
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+
+
+def clip_tokenizer(max_len: int) -> CLIPTokenizer:
+    chars = sorted(ByteLevel.alphabet())  # character-level byte BPE: any text encodes
+    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": len(chars) + i for i, c in enumerate(chars)}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_len)
+
+
+def bart_tokenizer() -> BartTokenizer:
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for c in sorted(ByteLevel.alphabet()):
+        vocab[c] = len(vocab)
+    tok = BartTokenizer(vocab=vocab, merges=[], image_token="<image>")
+    tok.add_tokens(
+        ["<od>", "</od>", "<ocr>", "</ocr>", "<poly>", "</poly>", "<sep>"]
+        + [f"<loc_{i}>" for i in range(1000)]
+    )
+    return tok
+
+
+def tiny_grounding_dino(mm: bool):
+    tok = bert_tokenizer()
+    proc = GroundingDinoProcessor(
+        GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}), tok
+    )
+    config_cls, model_cls = (
+        (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
+        if mm
+        else (GroundingDinoConfig, GroundingDinoForObjectDetection)
+    )
+    cfg = config_cls(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=10,
+        num_feature_levels=4,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        use_timm_backbone=False,
+        backbone=None,
+        use_pretrained_backbone=False,
+        backbone_config=SwinConfig(
+            window_size=7,
+            embed_dim=8,
+            depths=[1] * 4,
+            num_heads=[1] * 4,
+            image_size=128,
+            out_indices=[2, 3, 4],
+        ),
+        max_text_len=32,
+        text_config={
+            "model_type": "bert",
+            "vocab_size": len(tok),
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 8,
+            "max_position_embeddings": 32,
+        },
+    )
+    return model_cls(cfg).eval(), proc
+
+
+def tiny_owl(v2: bool):
+    tok = clip_tokenizer(16)
+    size = {"height": 64, "width": 64}
+    if v2:
+        proc = Owlv2Processor(Owlv2ImageProcessor(size=size), tok)
+        config_cls, model_cls = Owlv2Config, Owlv2ForObjectDetection
+    else:
+        proc = OwlViTProcessor(OwlViTImageProcessor(size=size, crop_size=size), tok)
+        config_cls, model_cls = OwlViTConfig, OwlViTForObjectDetection
+    cfg = config_cls(
+        projection_dim=32,
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "intermediate_size": 37,
+            "max_position_embeddings": 16,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={
+            "image_size": 64,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "intermediate_size": 37,
+        },
+    )
+    return model_cls(cfg).eval(), proc
+
+
+def tiny_omdet():
+    tok = clip_tokenizer(77)
+    proc = OmDetTurboProcessor(DetrImageProcessor(size={"height": 224, "width": 224}, do_pad=False), tok)
+    cfg = OmDetTurboConfig(
+        text_config={
+            "model_type": "clip_text_model",
+            "vocab_size": len(tok),
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 16,
+            "max_position_embeddings": 77,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        },
+        backbone_config={
+            "model_type": "swin",
+            "embed_dim": 8,
+            "depths": (1,) * 4,
+            "num_heads": (1,) * 4,
+            "window_size": 7,
+            "image_size": 224,
+            "out_indices": (2, 3, 4),
+        },
+        use_timm_backbone=False,
+        backbone=None,
+        use_pretrained_backbone=False,
+        apply_layernorm_after_vision_backbone=False,
+        image_size=224,
+        encoder_in_channels=(16, 32, 64),
+        vision_features_channels=[8, 8, 8],
+        num_queries=20,
+        encoder_layers=1,
+        decoder_num_layers=2,
+        encoder_projection_indices=[2],
+        encoder_attention_heads=2,
+        decoder_num_heads=2,
+        decoder_num_points=4,
+        num_feature_levels=3,
+        encoder_dim_feedforward=32,
+        task_encoder_hidden_dim=32,
+        decoder_dim_feedforward=32,
+        class_embed_dim=16,
+        text_projection_in_dim=16,
+        text_projection_out_dim=16,
+        encoder_hidden_dim=8,
+        decoder_hidden_dim=8,
+    )
+    return OmDetTurboForObjectDetection(cfg).eval(), proc
+
+
+FLORENCE_POST = {  # every key must be present (real checkpoints ship it in processor_config.json)
+    "ocr": {"pattern": r"(.+?)" + r"<loc_(\d+)>" * 8, "area_threshold": 0.0},
+    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
+
+
+def tiny_florence():
+    tok = bart_tokenizer()
+    ip = CLIPImageProcessor(
+        size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=False
+    )
+    ip.image_seq_length = (32 // 4) ** 2 + 1
+    proc = Florence2Processor(image_processor=ip, tokenizer=tok, post_processor_config=FLORENCE_POST)
+    cfg = Florence2Config(
+        image_token_id=tok.image_token_id,
+        text_config={
+            "model_type": "bart",
+            "vocab_size": len(tok),
+            "max_position_embeddings": 128,
+            "d_model": 16,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_ffn_dim": 16,
+            "decoder_ffn_dim": 16,
+            "encoder_attention_heads": 1,
+            "decoder_attention_heads": 1,
+            "bos_token_id": 0,
+            "pad_token_id": 1,
+            "eos_token_id": 2,
+            "decoder_start_token_id": 2,
+            "forced_bos_token_id": 0,
+        },
+        vision_config={
+            "depths": [1],
+            "patch_size": [7],
+            "patch_stride": [4],
+            "patch_padding": [3],
+            "patch_prenorm": [False],
+            "embed_dim": [16],
+            "num_heads": [1],
+            "num_groups": [1],
+            "window_size": 12,
+            "projection_dim": 16,
+            "max_position_embeddings": 32 // 4 + 1,
+        },
+    )
+    return Florence2ForConditionalGeneration(cfg).eval(), proc
+
+
+BUILDERS = {
+    "grounding-dino": lambda: tiny_grounding_dino(mm=False),
+    "mm-grounding-dino": lambda: tiny_grounding_dino(mm=True),
+    "owlv2": lambda: tiny_owl(v2=True),
+    "owlvit": lambda: tiny_owl(v2=False),
+    "omdet-turbo": tiny_omdet,
+    "florence-2": tiny_florence,
+}
