@@ -84,7 +84,7 @@ def main() -> None:
 
     from reference import REFERENCE_CONFIGS
     from segmenter import VideoPredictor, build_sam
-    from synthetic import SyntheticScene
+    from grounded_sam.samples import SyntheticScene
     from segmenter.video.frames import preprocess_video_frame
 
     mm = common.matmul_gflops()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from synthetic import shapes_image
+from grounded_sam.samples import shapes_image
 from segmenter import AutomaticMaskGenerator, ImagePredictor, build_sam
 from segmenter.amg.utils import batched_nms, mask_to_rle, rle_to_mask
 from segmenter.postprocess import remove_small_regions

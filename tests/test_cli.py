@@ -96,7 +96,7 @@ def test_missing_prompt_is_a_usage_error(tmp_path) -> None:
 
 
 def test_track_and_auto_commands(models, tmp_path) -> None:
-    from synthetic import write_synthetic_video
+    from grounded_sam.samples import write_synthetic_video
 
     video = tmp_path / "clip.mp4"
     write_synthetic_video(video, num_frames=4, size=(48, 64))

@@ -44,9 +44,9 @@ from reference import reference_sam2
 from segmenter import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, build_sam
 from segmenter.compat import sam2 as compat_sam2
 from segmenter.compat import segment_anything as compat_sa
-from synthetic import SyntheticScene
+from grounded_sam.samples import SyntheticScene
 from checkpoint_fixtures import cache_file as _cache_file
-from synthetic import shapes_image
+from grounded_sam.samples import shapes_image
 from reference import reference_sam1
 from reference import cuda_connected_components as _cuda_kernel_restated
 

@@ -1,4 +1,7 @@
-"""Synthetic videos of moving coloured shapes, with exact ground truth, for tests and benchmarks.
+"""Sample inputs with exact ground truth: synthetic scenes of moving coloured shapes.
+
+The notebooks use them when no data path is given; the tests and benchmarks use them as data
+whose true masks and boxes are known.
 
 A :class:`SyntheticScene` renders frame ``t`` deterministically: a smooth static background and
 ``K`` objects (rectangles / ellipses) moving at constant velocity and bouncing off the frame
