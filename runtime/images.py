@@ -35,7 +35,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["ImageLoadError", "ImageSource", "load_image", "load_image_bytes"]
+__all__ = ["ImageLoadError", "ImageTypeError", "ImageSource", "load_image", "load_image_bytes"]
 
 ImageSource = Union[str, os.PathLike, np.ndarray, "PILImage.Image"]
 
@@ -44,6 +44,10 @@ WHITE = (255, 255, 255)
 
 class ImageLoadError(ValueError):
     """An image could not be decoded; the message names the file (or input) and the reason."""
+
+
+class ImageTypeError(ImageLoadError, TypeError):
+    """The input is no image at all: neither a path, a PIL image nor an array."""
 
 
 def load_image(
@@ -65,7 +69,9 @@ def load_image(
         return _from_pil(image, name or "image", background)
     if isinstance(image, (str, os.PathLike)):
         return _from_path(Path(image), name or str(image), background)
-    raise TypeError(f"expected an image path, PIL image or numpy array, got {type(image).__name__}")
+    raise ImageTypeError(
+        f"{name or 'image'}: expected an image path, PIL image or numpy array, got {type(image).__name__}"
+    )
 
 
 def _from_path(path: Path, name: str, background: tuple[int, int, int] | None) -> np.ndarray:

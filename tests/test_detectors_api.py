@@ -132,8 +132,8 @@ def test_load_images_accepts_arrays_pil_paths(tmp_path) -> None:
     ("bad", "match"),
     [
         (np.zeros((4, 4, 3), np.float32), "uint8.*float32"),
-        (np.zeros((4, 4), np.uint8), r"shape \(4, 4\)"),
-        (np.zeros((4, 4, 4), np.uint8), r"\(H, W, 3\).*\(4, 4, 4\)"),
+        (np.zeros((4, 4, 2), np.uint8), r"shape \(4, 4, 2\)"),
+        (np.zeros((4, 4, 5), np.uint8), r"\(H, W, 3\).*\(4, 4, 5\)"),
         (np.zeros((0, 4, 3), np.uint8), "empty"),
         (3.5, "float"),
     ],
@@ -152,3 +152,17 @@ def test_load_image_bad_files(tmp_path) -> None:
         load_image(corrupt)
     with pytest.raises(FileNotFoundError, match="missing.png"):
         load_image(tmp_path / "missing.png")
+
+
+def test_detectors_decode_like_every_other_package(tmp_path) -> None:
+    """One decoder: grey, RGBA and 16-bit inputs come out as runtime.images.load_image makes them."""
+    from runtime.images import load_image as shared_load_image
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 255, (5, 7), dtype=np.uint8)
+    rgba = rng.integers(0, 255, (5, 7, 4), dtype=np.uint8)
+    deep = (rng.integers(0, 65535, (5, 7), dtype=np.uint16))
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # a 16-bit grey PNG
+    inputs = [grey, rgba, tmp_path / "deep.png"]
+    for got, src in zip(load_images(inputs), inputs, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), shared_load_image(src))

@@ -434,3 +434,27 @@ def test_florence_shared_image_features_match_the_model(model_dir) -> None:
     torch.testing.assert_close(enc.last_hidden_state, ref, rtol=1e-4, atol=1e-5)
     # rows of different images really differ (the comparison above is not vacuous)
     assert not torch.allclose(enc.last_hidden_state[0], enc.last_hidden_state[3])
+
+
+@pytest.mark.parametrize("kind", ["owlv2", "grounding-dino"])
+def test_exif_rotated_file_is_detected_upright(model_dir, kind, tmp_path) -> None:
+    """detect([path]) reads a file the way predict() does: EXIF-upright, so it equals the upright array."""
+    upright = np.random.default_rng(3).integers(0, 255, (40, 64, 3), dtype=np.uint8)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # (64, 40, 3): what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=100, subsampling=0)
+    decoded = np.asarray(Image.open(path).convert("RGB"))  # JPEG's own rounding, still sideways
+    expected_input = np.ascontiguousarray(np.rot90(decoded, k=-1))
+    assert expected_input.shape == upright.shape
+
+    detector = load(model_dir, kind, box_threshold=0.0)
+    onto = CaptionOntology({"a cat": "cat", "a dog": "dog"})
+    (from_file,) = detector.detect([path], onto)
+    (from_array,) = detector.detect([expected_input], onto)
+    assert len(from_array) > 0
+    np.testing.assert_array_equal(from_file.xyxy, from_array.xyxy)
+    np.testing.assert_array_equal(from_file.confidence, from_array.confidence)
+    np.testing.assert_array_equal(from_file.class_id, from_array.class_id)
+    assert from_file.xyxy[:, 2].max() > 40  # boxes live in the upright frame (width 64), not the stored one
