@@ -5,7 +5,7 @@ default quality thresholds and box NMS keep almost nothing (one mask), so they a
 (``--pred-iou 0.4 --stability 0.2 --box-nms 1.0``, as in the parity tests) to leave hundreds of
 masks to score, filter and encode; the two mask sets are compared (pixel-identical masks).
 
-    /work/venv/bin/python bench/bench_amg.py --size 1024 --repeats 3
+    python bench/bench_amg.py --size 1024 --repeats 3
 """
 
 from __future__ import annotations

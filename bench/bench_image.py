@@ -4,7 +4,7 @@ Same random weights (the reference's, loaded into ours through ``build_sam``), s
 fp32 CPU (bf16 autocast on CUDA). Also reports the image encoder's FLOPs (torch's flop counter)
 and our achieved GFLOP/s next to the measured matmul rate and the CPU's theoretical peak.
 
-    /work/venv/bin/python bench/bench_image.py --size 1024 --models sam2.1_hiera_tiny sam2.1_hiera_small
+    python bench/bench_image.py --size 1024 --models sam2.1_hiera_tiny sam2.1_hiera_small
 """
 
 from __future__ import annotations

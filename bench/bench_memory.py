@@ -5,7 +5,7 @@ design: its own loader wants a JPEG folder, so the frames are decoded with PyAV,
 way ours are, and injected) and keeps every frame's outputs. One box per object on frame 0.
 Peak RSS is ``ru_maxrss`` of the child process.
 
-    /work/venv/bin/python bench/bench_memory.py --size 256 --frames 100 600
+    python bench/bench_memory.py --size 256 --frames 100 600
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Batch 1 is ``predict`` on each image in turn; batch 8 is one ``predict_batch`` o
 ``box_threshold=0`` so that the random detector finds boxes for the segmenter to decode.
 No reference (the reference has no grounded pipeline).
 
-    /work/venv/bin/python bench/bench_pipeline.py --size 1024 --repeats 3
+    python bench/bench_pipeline.py --size 1024 --repeats 3
 """
 
 from __future__ import annotations

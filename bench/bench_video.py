@@ -9,7 +9,7 @@ encoding, as in real use). Memory attention's achieved GFLOP/s (the reference fo
 FLOPs for its last call / that call's time) is reported next to the measured matmul rate. The
 reference gets the fp32 workaround of research/sam2.md §4.
 
-    /work/venv/bin/python bench/bench_video.py --size 512 1024 --objects 1 4 8 --frames 12
+    python bench/bench_video.py --size 512 1024 --objects 1 4 8 --frames 12
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def report(title: str, headers: list[str], rows: list[list[object]], args: argparse.Namespace,
            notes: list[str] | None = None) -> str:
     """Print the table; append it with the command, date and machine to docs/benchmarks.md."""
-    cmd = "/work/venv/bin/python " + " ".join(shlex.quote(a) for a in sys.argv)
+    cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join([
         f"### {title}", "",
