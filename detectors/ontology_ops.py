@@ -23,10 +23,11 @@ produced each box. :func:`finalize_detections` then applies, in this order:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import supervision as sv
 
 from ontologies import CaptionOntology
@@ -46,7 +47,8 @@ __all__ = [
     "split_passes",
 ]
 
-DATA_KEYS = ("class_name", "caption", "has_score")
+_DATA_DTYPES = {"class_name": str, "caption": str, "has_score": bool}
+DATA_KEYS = tuple(_DATA_DTYPES)
 """Keys of ``Detections.data`` set by every detector (also on empty results)."""
 
 
@@ -327,14 +329,25 @@ def negative_suppression(
 
 
 # ----------------------------------------------------------------------------- output
-def empty_detections() -> sv.Detections:
-    """``sv.Detections.empty()`` with the detector data keys present (so merging works)."""
+def empty_detections(
+    mask_hw: tuple[int, int] | None = None,
+    *,
+    tracked: bool = False,
+    extra_data: Mapping[str, npt.DTypeLike] | None = None,
+) -> sv.Detections:
+    """``sv.Detections.empty()`` with every :data:`DATA_KEYS` column present (so merging works).
+
+    ``mask_hw``: also ``(0, H, W)`` masks; ``tracked``: also an empty ``tracker_id``;
+    ``extra_data``: more empty ``data`` columns, name -> dtype (the pipeline's ``mask_score``).
+    This is the one builder of empty results; the pipeline and the tracker use it too.
+    """
     det = sv.Detections.empty()
-    det.data = {
-        "class_name": np.array([], dtype=str),
-        "caption": np.array([], dtype=str),
-        "has_score": np.array([], dtype=bool),
-    }
+    columns = {**_DATA_DTYPES, **(extra_data or {})}
+    det.data = {key: np.array([], dtype=dtype) for key, dtype in columns.items()}
+    if mask_hw is not None:
+        det.mask = np.zeros((0, *mask_hw), dtype=bool)
+    if tracked:
+        det.tracker_id = np.zeros(0, dtype=int)
     return det
 
 

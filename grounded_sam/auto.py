@@ -28,14 +28,14 @@ def run_auto(
     from PIL import Image
 
     from grounded_sam.annotate import annotate_image
-    from grounded_sam.export import detections_to_record, dumps
+    from grounded_sam.export.records import detections_to_record, dumps
+    from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
+    from grounded_sam.pipeline import make_predictor
     from runtime.images import load_image
-    from grounded_sam.pipeline import _make_predictor
-    from grounded_sam.safe_io import atomic_write_text, safe_output_path
     from segmenter import AutomaticMaskGenerator
 
     try:
-        predictor = _make_predictor(segmenter, checkpoint, _device(device), image_size)
+        predictor = make_predictor(segmenter, checkpoint, _device(device), image_size)
     except Exception as e:  # noqa: BLE001
         if on_load_error is None:
             raise

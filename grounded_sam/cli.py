@@ -139,12 +139,13 @@ def segment(
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
 ) -> None:
     """Segment images from text: annotated images + one JSON (RLE masks) per image."""
+    from PIL import Image
+
     from grounded_sam.annotate import annotate_image
-    from grounded_sam.export import detections_to_record, dumps
+    from grounded_sam.export.records import detections_to_record, dumps
+    from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
     from grounded_sam.files import list_images
     from runtime.images import load_image
-    from grounded_sam.safe_io import atomic_write_text, safe_output_path
-    from PIL import Image
 
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
@@ -225,7 +226,7 @@ def track(
     text_threshold: TextThr = None, nms_iou: NmsIou = None, image_size: ImageSize = None,
 ) -> None:
     """Track text-prompted objects through a video."""
-    from grounded_sam.video_export import write_tracking_outputs
+    from grounded_sam.export.video import write_tracking_outputs
 
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,

@@ -9,19 +9,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import supervision as sv
 import torch
 
 from detectors import available_detectors, load_detector
-from runtime.device import resolve_device
+from detectors.ontology_ops import empty_detections
 from ontologies import CaptionOntology
+from runtime.device import resolve_device
 
-__all__ = ["GroundedSAM", "GroundedSAM2", "ImageInput"]
+if TYPE_CHECKING:
+    from grounded_sam.labeling import LabelReport
+    from grounded_sam.labeling.options import Format
 
-ImageInput = "str | Path | np.ndarray | PIL.Image.Image"
+__all__ = ["GroundedSAM", "GroundedSAM2", "empty_result", "make_predictor"]
 
 # transformers ``model_type`` of a local detector checkpoint -> our detector name
 _DETECTOR_FOR_MODEL_TYPE = {
@@ -32,7 +35,6 @@ _DETECTOR_FOR_MODEL_TYPE = {
     "florence2": "florence-2",
     "omdet-turbo": "omdet-turbo",
 }
-DATA_KEYS = ("class_name", "caption", "mask_score")
 
 
 class GroundedSAM:
@@ -93,7 +95,7 @@ class GroundedSAM:
         if text_threshold is not None:
             threshold = max(text_threshold, box_threshold if box_threshold is not None else 0.0)
         self.detector = _make_detector(detector, detector_model_id, self.device, threshold, nms_iou, detector_options)
-        self.predictor = _make_predictor(segmenter, checkpoint, self.device, image_size)
+        self.predictor = make_predictor(segmenter, checkpoint, self.device, image_size)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -154,7 +156,7 @@ class GroundedSAM:
         if any(len(d) for d in found):
             self.predictor.set_image_batch(arrays)
         return [
-            self._segment(i, img, dets) if len(dets) else _empty(img.shape[:2])
+            self._segment(i, img, dets) if len(dets) else empty_result(img.shape[:2])
             for i, (img, dets) in enumerate(zip(arrays, found))
         ]
 
@@ -185,64 +187,53 @@ class GroundedSAM:
     def label(
         self,
         input_folder: str | Path,
-        extension: str | Sequence[str] = ".jpg",
+        extension: str | Sequence[str] | None = ".jpg",
         output_folder: str | Path | None = None,
-        format: str = "coco",  # noqa: A002 (the public name)
-        recursive: bool = False,
-        batch_size: int = 1,
-        progress: bool = True,
-        overwrite: bool = False,
+        format: Format = "coco",  # noqa: A002 (the public name)
         *,
-        backend: str = "local",
+        backend: Literal["local", "ray"] = "local",
         ray_address: str | None = None,
-        num_workers: int = 1,
-        num_gpus_per_worker: float = 0,
-        num_cpus_per_worker: float | None = None,
-    ) -> Any:
+        **options: Any,
+    ) -> LabelReport:
         """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`).
+
+        ``options``: the other fields of :class:`~grounded_sam.labeling.LabelOptions`
+        (``recursive``, ``batch_size``, ``progress``, ``overwrite``, ``copy_images``,
+        ``polygons``, ``multipart``) and, for ``backend="ray"``, of
+        :class:`~grounded_sam.labeling.RayOptions` (``num_workers``, ``num_gpus_per_worker``,
+        ``num_cpus_per_worker``). ``output_folder`` defaults to ``<input_folder>_labeled``.
 
         ``backend="ray"``: ``num_workers`` Ray actors each rebuild this pipeline from :meth:`spec`
         (on CUDA when ``num_gpus_per_worker > 0``, else on CPU) and predict batches of
         ``batch_size`` images; the records and dataset files are the local backend's
-        (:mod:`grounded_sam.ray_backend`). ``input_folder`` may then also be a pyarrow URI
+        (:mod:`grounded_sam.labeling.ray_backend`). ``input_folder`` may then also be a pyarrow URI
         (``s3://...``; give ``output_folder``). ``ray_address``: used only when Ray is not
-        initialised (``"auto"`` = the running cluster).
+        initialised (``"auto"`` = the running cluster; the same as ``address`` of ``RayOptions``).
         """
+        from grounded_sam.labeling import LabelOptions, RayOptions, label_folder, label_folder_ray
+        from grounded_sam.labeling.options import split_options
+
         if backend not in ("local", "ray"):
             raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+        label_changes, ray_changes = split_options(options, LabelOptions, RayOptions)
+        opts = LabelOptions(extension=extension, format=format, **label_changes)
+        remote = isinstance(input_folder, str) and "://" in input_folder
         if output_folder is None:
-            if isinstance(input_folder, str) and "://" in input_folder:
+            if remote:
                 raise ValueError(f"give output_folder for the remote input {input_folder!r}")
             output_folder = Path(input_folder).with_name(Path(input_folder).name + "_labeled")
         if backend == "ray":
-            from grounded_sam.ray_backend import PipelineFactory, label_folder_ray
+            from grounded_sam.labeling import PipelineFactory
 
-            worker = PipelineFactory({**self.spec(), "device": "cuda" if num_gpus_per_worker > 0 else "cpu"})
-            return label_folder_ray(
-                worker, input_folder, output_folder, self.classes, extension=extension, format=format,
-                recursive=recursive, batch_size=batch_size, progress=progress, overwrite=overwrite,
-                fingerprint=self.fingerprint(), address=ray_address, num_workers=num_workers,
-                num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker,
-            )
-        from grounded_sam.labeling import label_folder
-
-        if isinstance(input_folder, str) and "://" in input_folder:
-            raise ValueError(f"the local backend reads local folders; give a path, or backend='ray' for {input_folder!r}")
-        input_folder = Path(input_folder)
-        return label_folder(
-            predict_fn=self.predict,
-            predict_batch_fn=self.predict_batch,
-            input_folder=input_folder,
-            output_folder=output_folder,
-            classes=self.classes,
-            extension=extension,
-            format=format,
-            recursive=recursive,
-            batch_size=batch_size,
-            progress=progress,
-            overwrite=overwrite,
-            fingerprint=self.fingerprint(),
-        )
+            cluster = RayOptions(**{"address": ray_address, **ray_changes})
+            worker = PipelineFactory({**self.spec(), "device": "cuda" if cluster.num_gpus_per_worker > 0 else "cpu"})
+            return label_folder_ray(worker, input_folder, output_folder, self.classes, opts, cluster,
+                                    fingerprint=self.fingerprint())
+        if remote:
+            raise ValueError(f"the local backend reads local folders; give a path, "
+                             f"or backend='ray' for {input_folder!r}")
+        return label_folder(self.predict, Path(input_folder), output_folder, self.classes, opts,
+                            predict_batch_fn=self.predict_batch, fingerprint=self.fingerprint())
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines the labels: a rerun with a different fingerprint is refused."""
@@ -266,19 +257,11 @@ class GroundedSAM:
 GroundedSAM2 = GroundedSAM  # autodistill users change one import
 
 
-def _empty(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
-    """A valid empty result: (0, H, W) masks and every data key, so that merging works."""
-    det = sv.Detections.empty()
-    det.mask = np.zeros((0, *hw), dtype=bool)
-    det.data = {
-        "class_name": np.array([], dtype=str),
-        "caption": np.array([], dtype=str),
-        "has_score": np.array([], dtype=bool),
-        "mask_score": np.array([], dtype=np.float32),
-    }
-    if tracked:
-        det.tracker_id = np.zeros(0, dtype=int)
-    return det
+def empty_result(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
+    """A valid empty prediction of an ``(H, W)`` image: (0, H, W) masks and every data key the
+    pipeline sets (the detector's and ``mask_score``), so that merging works; ``tracked`` adds
+    an empty ``tracker_id``."""
+    return empty_detections(hw, tracked=tracked, extra_data={"mask_score": np.float32})
 
 
 def _describe(detector: Any) -> str:
@@ -322,7 +305,9 @@ def _detector_name_for_folder(folder: Path) -> str:
         ) from None
 
 
-def _make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.device, image_size: int | None) -> Any:
+def make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.device, image_size: int | None) -> Any:
+    """An :class:`segmenter.ImagePredictor` from a config name (+ ``checkpoint``), hub id, path,
+    model or predictor (the ``segmenter`` argument of :class:`GroundedSAM`)."""
     from segmenter import ImagePredictor, build_sam, from_pretrained, list_model_configs, load_model_config
 
     if isinstance(spec, ImagePredictor):

@@ -174,9 +174,9 @@ class GroundedTracker:
         hw = masks.shape[1:] if masks.ndim == 3 else (0, 0)
         keep = [i for i, tid in enumerate(ids) if tid in self.tracks and masks[i].any()]
         if not keep:
-            from grounded_sam.pipeline import _empty
+            from grounded_sam.pipeline import empty_result
 
-            return _empty(hw, tracked=True)
+            return empty_result(hw, tracked=True)
         m = masks[keep]
         prob = torch.sigmoid(logits[keep, 0].float()).cpu().numpy()
         mask_score = np.array([prob[j][m[j]].mean() for j in range(len(keep))], dtype=np.float32)

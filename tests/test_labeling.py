@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 
 from runtime.images import load_image
 from grounded_sam.labeling import LabelingConfigError, label_folder
-from grounded_sam.safe_io import UnsafePathError
+from grounded_sam.export.safe_io import UnsafePathError
 
 H, W = 40, 56
 CLASSES = ["red thing", "green thing", "blue thing"]

@@ -19,8 +19,7 @@ from pyarrow import fs as pafs
 from grounded_sam import GroundedSAM
 from grounded_sam.files import list_images
 from runtime.images import ImageLoadError, load_image
-from grounded_sam.labeling import STORE_DIR
-from grounded_sam.ray_backend import PipelineFactory, label_folder_ray, list_remote_images
+from grounded_sam.labeling import STORE_DIR, PipelineFactory, label_folder_ray, list_remote_images
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
 N_IMAGES, BATCH = 20, 2
@@ -110,9 +109,9 @@ def test_remote_filesystem_input(setup, ray_session, tmp_path) -> None:
     gs, folder, root, local = setup
     fs = pafs.SubTreeFileSystem(str(root), pafs.LocalFileSystem())
     factory = PipelineFactory({**gs.spec(), "device": "cpu"})
-    report = label_folder_ray(factory, "/images", tmp_path / "remote", gs.classes, ".png", batch_size=BATCH,
-                              progress=False, fingerprint=gs.fingerprint(), filesystem=fs, num_workers=1,
-                              num_cpus_per_worker=0.5)
+    report = label_folder_ray(factory, "/images", tmp_path / "remote", gs.classes, extension=".png",
+                              batch_size=BATCH, progress=False, fingerprint=gs.fingerprint(), filesystem=fs,
+                              num_workers=1, num_cpus_per_worker=0.5)
     bad = str(folder / "broken.png")
     assert report.labeled == N_IMAGES  # reported by URI, with the reason the local loader gives
     assert report.failed == {"/images/broken.png": local.failed[bad].replace(bad, "/images/broken.png")}
@@ -162,6 +161,6 @@ def test_argument_errors(setup, tmp_path) -> None:
     for kwargs, match in [({"num_workers": 0}, "num_workers"), ({"num_gpus_per_worker": -1}, "num_gpus_per_worker"),
                           ({"num_cpus_per_worker": 0}, "num_cpus_per_worker")]:
         with pytest.raises(ValueError, match=match):
-            label_folder_ray(factory, folder, tmp_path / "x", gs.classes, ".png", **kwargs)
+            label_folder_ray(factory, folder, tmp_path / "x", gs.classes, extension=".png", **kwargs)
     with pytest.raises(ValueError, match="needs local inputs"):
         label_folder_ray(factory, "s3://bucket/images", tmp_path / "x", gs.classes, copy_images="symlink")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from segmenter.amg.utils import (
+    area_from_rle,
     batched_mask_to_box,
     batched_nms,
     box_area,
@@ -148,11 +149,6 @@ class AutomaticMaskGenerator:
             raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
-        if output_mode == "coco_rle":
-            try:
-                import pycocotools  # noqa: F401
-            except ImportError as e:
-                raise ImportError("output_mode='coco_rle' needs pycocotools: pip install pycocotools") from e
         self.point_grids = _point_grids(points_per_side, point_grids, crop_n_layers, crop_n_points_downscale_factor)
 
         self.predictor = model if isinstance(model, ImagePredictor) else ImagePredictor(model)
@@ -343,8 +339,8 @@ class AutomaticMaskGenerator:
             if self.output_mode == "binary_mask":
                 area, segmentation = int(np.count_nonzero(seg)), seg
             else:
-                area = int(sum(seg["counts"][1::2]))
                 segmentation = coco_encode_rle(seg) if self.output_mode == "coco_rle" else seg
+                area = area_from_rle(segmentation)
             records.append(
                 {
                     "segmentation": segmentation,

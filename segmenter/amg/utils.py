@@ -3,7 +3,9 @@
 Conventions follow Meta's AMG utilities: boxes are ``xyxy`` integer pixel boxes whose right /
 bottom edge is the last foreground column / row (``[0, 0, 0, 0]`` for an empty mask);
 uncompressed RLE is ``{"size": [h, w], "counts": [...]}`` over the column-major (Fortran)
-flattened mask, starting with a run of zeros (possibly empty). Everything here works on
+flattened mask, starting with a run of zeros (possibly empty). :func:`mask_to_rle` makes it from
+torch masks (the output format of ``output_mode="uncompressed_rle"``); decoding, areas and COCO
+compression go through the project's one codec, :mod:`runtime.rle`. Everything here works on
 whatever device its tensors live on; torchvision is not needed.
 """
 
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from runtime.rle import compress_rle, decode_rle, rle_area
 
 __all__ = [
     "build_point_grid",
@@ -234,26 +238,15 @@ def mask_to_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Uncompressed RLE -> (H, W) bool mask (C-contiguous)."""
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    if counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {int(counts.sum())}, expected {h * w} for size {[h, w]}")
-    values = np.arange(len(counts)) % 2 == 1  # runs alternate, starting with background
-    flat = np.repeat(values, counts)
-    return np.ascontiguousarray(flat.reshape(w, h).T)
+    """Uncompressed RLE -> (H, W) bool mask (C-contiguous); decoded by :func:`runtime.rle.decode_rle`."""
+    return np.ascontiguousarray(decode_rle(rle))
 
 
 def area_from_rle(rle: dict[str, Any]) -> int:
-    """Number of foreground pixels of an uncompressed RLE."""
-    return int(sum(rle["counts"][1::2]))
+    """Number of foreground pixels of an RLE, uncompressed or COCO-compressed (:func:`runtime.rle.rle_area`)."""
+    return rle_area(rle)
 
 
 def coco_encode_rle(uncompressed_rle: dict[str, Any]) -> dict[str, Any]:
-    """Uncompressed RLE -> COCO compressed RLE with a ``str`` counts field (JSON-serialisable)."""
-    from pycocotools import mask as mask_utils
-
-    h, w = uncompressed_rle["size"]
-    rle = mask_utils.frPyObjects(uncompressed_rle, h, w)
-    rle["counts"] = rle["counts"].decode("utf-8")
-    return rle
+    """Uncompressed RLE -> COCO compressed RLE with a ``str`` counts field (:func:`runtime.rle.compress_rle`)."""
+    return compress_rle(uncompressed_rle)

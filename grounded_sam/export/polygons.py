@@ -1,14 +1,10 @@
-"""Mask encodings for export: COCO compressed RLE, polygons, and one-polygon-per-instance merging.
+"""Masks as polygons: COCO polygons and YOLO-seg's one polygon per instance.
 
-- RLE: :func:`encode_masks` / :func:`decode_rle` over pycocotools, ``counts`` as an ASCII
-  ``str`` (JSON-ready). :func:`rle_bbox` is the mask's tight extent ``[x, y, w, h]`` with an
-  exclusive width (a mask covering columns 10..39 has ``x=10, w=30``); :func:`rle_area` is
-  the mask's pixel count.
-- Polygons: :func:`mask_to_polygons` traces the outer boundary of every connected part with
+- :func:`mask_to_polygons` traces the outer boundary of every connected part with
   ``cv2.findContours`` (``RETR_EXTERNAL``), vertices on pixel centres. Polygons cannot carry
   holes, so holes are filled; parts whose contour has fewer than 3 vertices (single pixels,
   1-pixel lines) are dropped, and a mask with no usable contour becomes its tight box
-  (pixel edges). Use RLE when the mask must survive exactly.
+  (pixel edges). Use RLE (:mod:`runtime.rle`) when the mask must survive exactly.
 - :func:`merge_polygons` joins several parts into ONE closed polygon (what YOLO-seg needs) in
   the manner of Ultralytics' ``merge_multi_segment``: parts are chained (largest first, then
   always the nearest remaining part), consecutive parts are linked at their closest pair of
@@ -18,72 +14,12 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
-__all__ = [
-    "encode_masks",
-    "encode_mask",
-    "decode_rle",
-    "rle_bbox",
-    "rle_area",
-    "mask_to_polygons",
-    "merge_polygons",
-    "mask_to_single_polygon",
-]
-
-RLE = dict  # {"size": [H, W], "counts": str}
-
-
-def encode_masks(masks: np.ndarray) -> list[RLE]:
-    """``(N, H, W)`` bool masks -> N compressed RLEs with ``counts`` as ``str``."""
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must have shape (N, H, W), got {masks.shape}")
-    out = []
-    for start in range(0, masks.shape[0], 16):  # chunks bound the Fortran-order copy
-        chunk = masks[start : start + 16].astype(np.uint8, copy=False)
-        stacked = np.asfortranarray(np.moveaxis(chunk, 0, -1))  # (H, W, n)
-        for r in mask_utils.encode(stacked):
-            out.append({"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")})
-    return out
-
-
-def encode_mask(mask: np.ndarray) -> RLE:
-    """One ``(H, W)`` mask -> compressed RLE."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must have shape (H, W), got {mask.shape}")
-    return encode_masks(mask[None])[0]
-
-
-def _as_coco(rle: RLE) -> dict:
-    counts = rle["counts"]
-    if isinstance(counts, list):  # uncompressed RLE
-        h, w = rle["size"]
-        return mask_utils.frPyObjects(rle, h, w)
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-
-
-def decode_rle(rle: RLE) -> np.ndarray:
-    """RLE (compressed, ``str`` or ``bytes`` counts, or uncompressed) -> ``(H, W)`` bool."""
-    with warnings.catch_warnings():  # pycocotools' __array__ trips a NumPy 2 DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(_as_coco(rle)).astype(bool)
-
-
-def rle_bbox(rle: RLE) -> list[float]:
-    """Tight ``[x, y, w, h]`` of the mask (exclusive width/height); zeros for an empty mask."""
-    return [float(v) for v in mask_utils.toBbox(_as_coco(rle))]
-
-
-def rle_area(rle: RLE) -> int:
-    """Number of pixels in the mask."""
-    return int(mask_utils.area(_as_coco(rle)))
+__all__ = ["mask_to_polygons", "merge_polygons", "mask_to_single_polygon"]
 
 
 def _tight_box_polygon(mask: np.ndarray) -> np.ndarray | None:  # (4, 2) on pixel edges

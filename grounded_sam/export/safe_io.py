@@ -3,7 +3,7 @@
 - :func:`safe_output_path` joins a relative name onto an output folder and refuses names that
   would land outside it: absolute paths, drive letters, ``..`` components (POSIX or Windows
   separators), NUL bytes, and symlinks (in the folder or on the way) that resolve outside.
-- :func:`atomic_open` / :func:`atomic_write_bytes` / :func:`atomic_write_text` /
+- :class:`AtomicFile`, :func:`atomic_open` / :func:`atomic_write_bytes` / :func:`atomic_write_text` /
   :func:`atomic_copy` write to a temporary file in the target's folder and ``os.replace`` it
   over the target, so a reader (or a resumed job) sees either the old file or the complete new
   one, never a torn one. Durability against power loss (``fsync``) is not attempted.
@@ -23,6 +23,7 @@ __all__ = [
     "UnsafePathError",
     "check_relative_name",
     "safe_output_path",
+    "AtomicFile",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -79,28 +80,50 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
 
 
+class AtomicFile:
+    """A file written under a temporary name next to ``path``; :meth:`commit` puts it in place.
+
+    :meth:`discard` removes the temporary file and leaves ``path`` as it was. Text mode
+    defaults to UTF-8 with ``\\n`` line ends. ``file`` is the open temporary file.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> None:
+        if not any(c in mode for c in "wx") or "+" in mode:
+            raise ValueError(f"atomic files are new files only; mode {mode!r} is not supported")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _tmp_name(self.path)
+        if "b" not in mode:
+            kwargs.setdefault("encoding", "utf-8")
+            kwargs.setdefault("newline", "\n")
+        self.file: IO[Any] = open(self._tmp, mode.replace("x", "w"), **kwargs)  # noqa: SIM115 - commit/discard close it
+
+    def commit(self) -> Path:
+        """Close the temporary file and replace ``path`` with it; returns ``path``."""
+        self.file.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (``path`` is left untouched). Safe to repeat."""
+        self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file for writing; on clean exit it replaces ``path`` atomically.
+    """Open an :class:`AtomicFile`; on clean exit it replaces ``path`` atomically.
 
     On an exception (including ``KeyboardInterrupt``) the temporary file is removed and
-    ``path`` is left untouched. Text mode defaults to UTF-8 with ``\\n`` line ends.
+    ``path`` is left untouched.
     """
-    if not any(c in mode for c in "wx") or "+" in mode:
-        raise ValueError(f"atomic_open writes new files only; mode {mode!r} is not supported")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    if "b" not in mode:
-        kwargs.setdefault("encoding", "utf-8")
-        kwargs.setdefault("newline", "\n")
+    target = AtomicFile(path, mode, **kwargs)
     try:
-        with open(tmp, mode.replace("x", "w"), **kwargs) as f:
-            yield f
-        os.replace(tmp, path)
+        yield target.file
+        target.commit()
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        target.discard()
         raise
 
 

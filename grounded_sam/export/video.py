@@ -1,9 +1,14 @@
-"""Write a tracking run to disk: annotated H.264 MP4, per-frame JSONL and a video COCO file."""
+"""Video export: a tracking run as an annotated H.264 MP4, per-frame JSONL and a video COCO file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from grounded_sam.export.coco import CocoWriter
+from grounded_sam.export.jsonl import JsonlWriter
+from grounded_sam.export.records import detections_to_record
+from grounded_sam.export.safe_io import safe_output_path
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -25,8 +30,6 @@ def write_tracking_outputs(
     Every file is written to a temporary name and renamed when complete. Returns a summary line.
     """
     from grounded_sam.annotate import VideoWriter, annotate_image
-    from grounded_sam.export import CocoWriter, JsonlWriter, detections_to_record
-    from grounded_sam.safe_io import safe_output_path
     from grounded_sam.tracking import GroundedTracker
     from segmenter.video.frames import open_video
 

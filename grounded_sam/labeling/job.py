@@ -1,0 +1,200 @@
+"""A labeling job and its phases, shared by every backend so that all make the same records.
+
+:func:`prepare_job` checks the inputs and opens the output store; :func:`pending_items` yields
+the images without a valid record; :func:`predict_chunk` loads, predicts and serialises one
+chunk of them (one predictor batch; this is what a Ray worker runs); :func:`store_results`
+writes the records; :func:`~grounded_sam.labeling.assemble.assemble` then writes the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from grounded_sam.export.records import detections_to_record
+from grounded_sam.export.safe_io import safe_output_path
+from grounded_sam.export.yolo import yolo_label_name
+from grounded_sam.labeling.options import LabelOptions
+from grounded_sam.labeling.sources import LabelItem, Listing, list_local_items
+from grounded_sam.labeling.store import STORE_DIR, RecordStore, StoredRecord, job_fingerprint
+
+__all__ = ["PredictFn", "PredictBatchFn", "LabelReport", "LabelJob", "ItemResult", "prepare_job", "pending_items",
+           "predict_chunk", "store_results", "progress_bar"]
+
+PredictFn = Callable[[np.ndarray], sv.Detections]
+PredictBatchFn = Callable[[list[np.ndarray]], list[sv.Detections]]
+
+OUTPUT_NAMES = (STORE_DIR, f"{STORE_DIR}/records", "images", "labels", "annotations.json", "annotations.jsonl",
+                "data.yaml")  # what a job may write in its output folder
+
+
+@dataclass
+class LabelReport:
+    """What a labeling run did."""
+
+    output_folder: Path
+    format: str
+    total: int = 0  # images found
+    labeled: int = 0  # predicted in this run
+    skipped: int = 0  # valid records from an earlier run
+    failed: dict[str, str] = field(default_factory=dict)  # path -> reason
+    images_written: int = 0  # images in the assembled dataset
+    instances_written: int = 0  # annotations / label lines in the dataset
+    files: list[Path] = field(default_factory=list)  # main dataset files
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.total} images: {self.labeled} labeled, {self.skipped} already done, {len(self.failed)} failed; "
+            f"{self.instances_written} instances in {self.images_written} images -> "
+            f"{self.output_folder} ({self.format})"
+        ]
+        lines += [f"  failed: {p}: {reason}" for p, reason in self.failed.items()]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One image's outcome: its serialised :class:`StoredRecord` (``entry``) or why it failed (``error``)."""
+
+    name: str
+    rel: str
+    entry: str | None
+    error: str | None
+
+
+@dataclass
+class LabelJob:
+    """A prepared job (:func:`prepare_job`): inputs, output store, options and report."""
+
+    items: list[LabelItem]
+    out: Path
+    store: RecordStore
+    classes: list[str]
+    options: LabelOptions
+    input_id: str  # the input folder as the fingerprint and COCO ``info.image_root`` name it
+    report: LabelReport
+
+
+def _class_names(classes: Any) -> list[str]:
+    names = list(classes.classes()) if hasattr(classes, "classes") else list(classes)
+    if isinstance(classes, str) or not names or not all(isinstance(c, str) and c for c in names):
+        raise ValueError(f"classes must be a non-empty list of class names, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names must be unique (they become category ids), got {names}")
+    return names
+
+
+def prepare_job(
+    input_folder: str | os.PathLike,
+    output_folder: str | os.PathLike,
+    classes: Sequence[str] | Any,
+    options: LabelOptions,
+    *,
+    fingerprint: Mapping[str, Any] | None = None,
+    listing: Listing | None = None,
+) -> LabelJob:
+    """Check the arguments, list the inputs and open the output store (its manifest) for a job.
+
+    ``classes``: names or an ontology with ``classes()``. ``fingerprint``: the predictor's
+    settings (JSON-able), see :mod:`~grounded_sam.labeling.store`. ``listing``: inputs listed by
+    the caller (e.g. a remote folder); by default the local ``input_folder`` is listed.
+    """
+    names = _class_names(classes)
+    out = Path(output_folder).resolve()
+    if listing is None:
+        listing = list_local_items(input_folder, options.extension, options.recursive, out)
+    for name in OUTPUT_NAMES:  # raises UnsafePathError if a symlinked entry points outside
+        safe_output_path(out, name)
+    out.mkdir(parents=True, exist_ok=True)
+    report = LabelReport(output_folder=out, format=options.format, total=len(listing.items))
+    store = RecordStore.open(out, job_fingerprint(names, fingerprint, listing.input_id), options.overwrite)
+
+    items, seen = [], {}
+    for item in listing.items:
+        if options.format == "yolo":
+            label = yolo_label_name(item.rel, image_dir=None)
+            if label in seen:
+                report.failed[item.name] = f"its label file {label} would collide with {seen[label]!r}"
+                continue
+            seen[label] = item.rel
+        items.append(item)
+    return LabelJob(items, out, store, names, options, listing.input_id, report)
+
+
+def progress_bar(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", disable=not enabled)
+
+
+def pending_items(job: LabelJob, desc: str = "labeling") -> Iterator[LabelItem]:
+    """The job's items without a valid record, in order (the others are counted as skipped)."""
+    for item in progress_bar(job.items, len(job.items), desc, job.options.progress):
+        if job.store.read(item) is not None:
+            job.report.skipped += 1
+        else:
+            yield item
+
+
+def predict_chunk(items: Sequence[LabelItem], predict_fn: PredictFn | None, predict_batch_fn: PredictBatchFn | None,
+                  classes: list[str], digest: str) -> list[ItemResult]:
+    """Load, predict and serialise one chunk of images (one batch); a bad image fails alone.
+
+    The same function runs in the local loop and in Ray workers, so both make the same records.
+    """
+    out: list[ItemResult] = []
+    batch: list[tuple[LabelItem, np.ndarray]] = []
+    for item in items:
+        try:
+            batch.append((item, item.load()))
+        except (ValueError, OSError) as e:
+            out.append(ItemResult(item.name, item.rel, None, str(e)))
+    if not batch:
+        return out
+    results: list[Any] | None = None
+    if predict_batch_fn is not None and (len(batch) > 1 or predict_fn is None):
+        try:
+            results = list(predict_batch_fn([im for _, im in batch]))
+            if len(results) != len(batch):
+                raise ValueError(f"predict_batch_fn returned {len(results)} results for {len(batch)} images")
+        except Exception as e:  # noqa: BLE001 - isolate the failing image one by one
+            if predict_fn is None:
+                return out + [ItemResult(it.name, it.rel, None, f"prediction failed: {type(e).__name__}: {e}")
+                              for it, _ in batch]
+            results = None
+    for k, (item, image) in enumerate(batch):
+        step = "prediction failed"
+        try:  # every failure is reported against its image; none aborts the job
+            dets = results[k] if results is not None else predict_fn(image)  # type: ignore[misc]
+            step = "invalid detections"
+            h, w = image.shape[:2]
+            record = detections_to_record(dets, item.rel, w, h, classes)
+            step = "could not stat its source"
+            entry = StoredRecord(digest=digest, rel=item.rel, source=item.stat(), record=record)
+            out.append(ItemResult(item.name, item.rel, entry.to_json(), None))
+        except Exception as e:  # noqa: BLE001
+            out.append(ItemResult(item.name, item.rel, None, f"{step}: {type(e).__name__}: {e}"))
+    return out
+
+
+def store_results(job: LabelJob, results: Sequence[ItemResult]) -> None:
+    """Write the records of :func:`predict_chunk` results (atomically) and count them in the report."""
+    for r in results:
+        if r.entry is None:
+            job.report.failed[r.name] = r.error or "failed"
+            continue
+        try:
+            job.store.write(r.rel, r.entry)
+            job.report.labeled += 1
+        except OSError as e:
+            job.report.failed[r.name] = f"could not write its record: {type(e).__name__}: {e}"
