@@ -1,9 +1,11 @@
-"""What every package of grounded-sam shares: the device policy and the image decoder.
+"""What every package of grounded-sam shares: the device policy, the image decoder, the RLE codec.
 
 - :mod:`runtime.device` — ``resolve_device`` (``None`` -> CUDA, then MPS, then CPU; a requested
   device that is missing is an error) and ``autocast`` (bf16 on CUDA, fp32 elsewhere).
 - :mod:`runtime.images` — ``load_image``: paths, bytes, PIL images and arrays -> ``(H, W, 3)``
   uint8 RGB, EXIF-upright, alpha composited, CMYK / 16-bit / palette converted.
+- :mod:`runtime.rle` — COCO run-length encoding of masks (pycocotools): the segmenter's automatic
+  masks and grounded_sam's dataset export use the same codec.
 
 It imports none of ``ontologies``, ``detectors``, ``segmenter`` or ``grounded_sam``; all four may
 import it. Importing it loads neither torch nor PIL.

@@ -134,7 +134,7 @@ def pipeline(tmp_path_factory) -> GroundedSAM:
 
 
 def test_track_end_to_end_with_tiny_models(pipeline: GroundedSAM, tmp_path) -> None:
-    from grounded_sam.video_export import write_tracking_outputs
+    from grounded_sam.export import write_tracking_outputs
     from grounded_sam.samples import write_synthetic_video
 
     video = tmp_path / "clip.mp4"
