@@ -5,6 +5,17 @@ A detector is anything with ``detect(images, ontology) -> list[sv.Detections]``:
 ``class_id`` indexing ``ontology.classes()``, and ``data["class_name"]``, ``data["caption"]``,
 ``data["has_score"]`` as numpy arrays (present, empty, on images without detections).
 
+Two optional kinds, declared as class attributes (absent means ``False``; read them with
+:func:`returns_masks` / :func:`supports_exemplars`, never by checking the family's name):
+
+- ``returns_masks = True``: every ``Detections`` also carries ``mask`` ``(N, H, W)`` bool at
+  the original image size (``(0, H, W)`` when empty); the class-wise NMS and the negative
+  captions of the ontology then compare masks (mask IoU), not boxes. ``sam3`` is one: the
+  pipeline uses its masks and runs a segmenter only when asked to.
+- ``supports_exemplars = True``: ``detect(images, ontology, exemplars=None,
+  negative_exemplars=None)`` also takes visual exemplars, boxes ``{class name: [[x1, y1, x2,
+  y2], ...]}`` in original pixels (see :mod:`detectors.exemplars`).
+
 Built-in names resolve lazily (``import detectors`` imports neither torch nor transformers).
 A user plugs in their own detector with :func:`register_detector`::
 
@@ -38,6 +49,8 @@ __all__ = [
     "default_model_id",
     "load_detector",
     "register_detector",
+    "returns_masks",
+    "supports_exemplars",
 ]
 
 
@@ -50,6 +63,16 @@ class Detector(Protocol):
     ) -> list[sv.Detections]: ...
 
 
+def returns_masks(detector: Any) -> bool:
+    """Whether ``detector``'s results carry ``mask`` (its class sets ``returns_masks = True``)."""
+    return bool(getattr(detector, "returns_masks", False))
+
+
+def supports_exemplars(detector: Any) -> bool:
+    """Whether ``detector.detect`` takes ``exemplars=`` / ``negative_exemplars=`` (visual prompts)."""
+    return bool(getattr(detector, "supports_exemplars", False))
+
+
 DetectorFactory = Callable[..., Detector]
 """Called as ``factory(model_id=..., device=..., **options)``; a detector class qualifies."""
 
@@ -59,6 +82,7 @@ DEFAULT_MODEL_IDS: dict[str, str] = {
     "owlvit": "google/owlvit-base-patch32",
     "florence-2": "florence-community/Florence-2-base",
     "omdet-turbo": "omlab/omdet-turbo-swin-tiny-hf",
+    "sam3": "facebook/sam3",
 }
 """Hub id used when ``load_detector`` gets no ``model_id`` (reasons in ``detectors/__init__``)."""
 
@@ -68,6 +92,7 @@ _BUILTINS: dict[str, str] = {
     "owlvit": "detectors.owl:OwlVitDetector",
     "florence-2": "detectors.florence2:Florence2Detector",
     "omdet-turbo": "detectors.omdet_turbo:OmDetTurboDetector",
+    "sam3": "detectors.sam3:Sam3Detector",
 }
 
 

@@ -1,13 +1,15 @@
-"""Tiny random detector models of the five transformers families, with processors (no network)."""
+"""Tiny random detector models of the six transformers families, with processors (no network)."""
 
 from __future__ import annotations
 
 
+import torch
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (
     BartTokenizer,
     BertTokenizer,
     CLIPImageProcessor,
+    CLIPTextConfig,
     CLIPTokenizer,
     DetrImageProcessor,
     Florence2Config,
@@ -30,6 +32,16 @@ from transformers import (
     OwlViTForObjectDetection,
     OwlViTImageProcessor,
     OwlViTProcessor,
+    Sam3Config,
+    Sam3DETRDecoderConfig,
+    Sam3DETREncoderConfig,
+    Sam3GeometryEncoderConfig,
+    Sam3ImageProcessor,
+    Sam3MaskDecoderConfig,
+    Sam3Model,
+    Sam3Processor,
+    Sam3ViTConfig,
+    Sam3VisionConfig,
     SwinConfig,
 )
 
@@ -255,6 +267,78 @@ def tiny_florence():
     return Florence2ForConditionalGeneration(cfg).eval(), proc
 
 
+def tiny_sam3(
+    *,
+    vit_hidden: int = 64,
+    vit_layers: int = 2,
+    image_size: int = 224,
+    hidden: int = 32,
+    num_queries: int = 10,
+    presence_bias: float = 4.0,
+):
+    """SAM 3 image model (``Sam3Model``) and ``Sam3Processor`` at toy size (~0.4M parameters).
+
+    The defaults build in well under a second. ``vit_hidden``/``vit_layers``/``image_size`` grow
+    the image side alone (the real model spends most of its time in the ViT). The presence
+    head's bias is raised so that the random model is "sure" the concept is present: query
+    scores then sit around 0.45, so a threshold near there keeps some detections.
+    """
+    tok = clip_tokenizer(32)
+    tokens = image_size // 14
+    proc = Sam3Processor(
+        Sam3ImageProcessor(
+            size={"height": image_size, "width": image_size},
+            mask_size={"height": 4 * tokens, "width": 4 * tokens},
+        ),
+        tok,
+        target_size=image_size,
+    )
+    vit = Sam3ViTConfig(
+        hidden_size=vit_hidden,
+        intermediate_size=2 * vit_hidden,
+        num_hidden_layers=vit_layers,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=14,
+        window_size=8,
+        global_attn_indexes=[vit_layers - 1],
+        pretrain_image_size=image_size,
+    )
+    heads = {"hidden_size": hidden, "num_attention_heads": 2}
+    cfg = Sam3Config(
+        vision_config=Sam3VisionConfig(
+            backbone_config=vit,
+            fpn_hidden_size=hidden,
+            backbone_feature_sizes=[[4 * tokens] * 2, [2 * tokens] * 2, [tokens] * 2],
+        ),
+        text_config=CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            projection_dim=32,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        geometry_encoder_config=Sam3GeometryEncoderConfig(num_layers=1, intermediate_size=64, **heads),
+        detr_encoder_config=Sam3DETREncoderConfig(num_layers=1, intermediate_size=64, **heads),
+        detr_decoder_config=Sam3DETRDecoderConfig(
+            num_layers=2, num_queries=num_queries, intermediate_size=64, **heads
+        ),
+        mask_decoder_config=Sam3MaskDecoderConfig(**heads),
+    )
+    model = Sam3Model(cfg).eval()
+    with torch.no_grad():  # PyTorch's default init: transformers' std-0.02 one makes every query alike
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.reset_parameters()
+        model.detr_decoder.presence_head.layer3.bias.fill_(presence_bias)
+    return model, proc
+
+
 BUILDERS = {
     "grounding-dino": lambda: tiny_grounding_dino(mm=False),
     "mm-grounding-dino": lambda: tiny_grounding_dino(mm=True),
@@ -262,4 +346,5 @@ BUILDERS = {
     "owlvit": lambda: tiny_owl(v2=False),
     "omdet-turbo": tiny_omdet,
     "florence-2": tiny_florence,
+    "sam3": tiny_sam3,
 }
