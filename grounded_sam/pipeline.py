@@ -1,7 +1,9 @@
 """``GroundedSAM``: captions -> detector boxes -> SAM masks, as ``sv.Detections``.
 
 One image is decoded once, encoded once by the segmenter, and all of its boxes are decoded by
-the mask decoder in one batched call.
+the mask decoder in one batched call. A detector that returns masks itself (``sam3``; see
+``detectors.returns_masks``) needs no segmenter: its masks are used as they are, unless a
+segmenter is given explicitly, which then re-segments the detector's boxes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import supervision as sv
 import torch
 
-from detectors import available_detectors, load_detector
+from detectors import available_detectors, load_detector, returns_masks, supports_exemplars
 from detectors.ontology_ops import empty_detections
 from ontologies import CaptionOntology
 from runtime.device import resolve_device
@@ -34,7 +36,10 @@ _DETECTOR_FOR_MODEL_TYPE = {
     "owlvit": "owlvit",
     "florence2": "florence-2",
     "omdet-turbo": "omdet-turbo",
+    "sam3": "sam3",
+    "sam3_video": "sam3",  # facebook/sam3 holds the video model, detector included
 }
+DEFAULT_SEGMENTER = "sam2.1_hiera_tiny"
 
 
 class GroundedSAM:
@@ -43,11 +48,13 @@ class GroundedSAM:
     Args:
         ontology: ``CaptionOntology`` or a ``{caption: class}`` dict.
         detector: a detector name (``"grounding-dino"``, ``"owlv2"``, ``"owlvit"``,
-            ``"florence-2"``, ``"omdet-turbo"``), a local ``save_pretrained`` directory, or an
-            object with ``detect(images, ontology)``.
+            ``"florence-2"``, ``"omdet-turbo"``, ``"sam3"``), a local ``save_pretrained``
+            directory, or an object with ``detect(images, ontology)``.
         segmenter: a config name (``"sam2.1_hiera_tiny"``: Meta's weights from the hub, or
             ``checkpoint``), a hub id or local checkpoint, a model from
-            :func:`segmenter.build_sam`, or an :class:`segmenter.ImagePredictor`.
+            :func:`segmenter.build_sam`, or an :class:`segmenter.ImagePredictor`. ``None``
+            (default): ``"sam2.1_hiera_tiny"``, or no segmenter at all when the detector returns
+            masks itself (``sam3``).
         device: ``None`` = CUDA, then MPS, then CPU; used by both models.
         box_threshold: detector score threshold (per-class thresholds of the ontology win).
         text_threshold: Grounding-DINO-style text threshold; a detection's credited caption must
@@ -66,7 +73,7 @@ class GroundedSAM:
         self,
         ontology: CaptionOntology | Mapping[str, str],
         detector: Any = "grounding-dino",
-        segmenter: Any = "sam2.1_hiera_tiny",
+        segmenter: Any = None,
         device: str | torch.device | None = None,
         box_threshold: float | None = None,
         text_threshold: float | None = None,
@@ -95,7 +102,13 @@ class GroundedSAM:
         if text_threshold is not None:
             threshold = max(text_threshold, box_threshold if box_threshold is not None else 0.0)
         self.detector = _make_detector(detector, detector_model_id, self.device, threshold, nms_iou, detector_options)
-        self.predictor = make_predictor(segmenter, checkpoint, self.device, image_size)
+        if segmenter is None and returns_masks(self.detector):
+            if checkpoint is not None or image_size is not None:
+                raise ValueError("checkpoint / image_size apply to a segmenter; this detector segments by itself "
+                                 "(give segmenter=... to re-segment its boxes)")
+            self.predictor = None  # the detector's own masks
+        else:
+            self.predictor = make_predictor(segmenter or DEFAULT_SEGMENTER, checkpoint, self.device, image_size)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,7 +133,7 @@ class GroundedSAM:
         """
         spec = dict(self._spec)
         for key in ("detector", "segmenter"):
-            if not isinstance(spec[key], (str, Path)):
+            if not isinstance(spec[key], (str, Path)) and not (key == "segmenter" and spec[key] is None):
                 raise ValueError(f"this pipeline's {key} was given as a {type(spec[key]).__name__} object; to rebuild it "
                                  f"in other processes (backend='ray') give the {key} by name, hub id or path")
         from segmenter import list_model_configs
@@ -138,13 +151,31 @@ class GroundedSAM:
 
     # ------------------------------------------------------------------ images
     @torch.inference_mode()
-    def predict(self, image: Any) -> sv.Detections:
-        """Detections with masks for one image (path, PIL image or RGB uint8 array)."""
-        return self.predict_batch([image])[0]
+    def predict(
+        self,
+        image: Any,
+        exemplars: Mapping[str, Any] | None = None,
+        negative_exemplars: Mapping[str, Any] | None = None,
+    ) -> sv.Detections:
+        """Detections with masks for one image (path, PIL image or RGB uint8 array).
+
+        ``exemplars`` / ``negative_exemplars``: visual prompts ``{class name: [[x1, y1, x2, y2],
+        ...]}`` in the image's pixels: find every instance like (unlike) the given boxes, with the
+        class's captions. Only detectors that take visual prompts accept them (``sam3``).
+        """
+        return self.predict_batch([image], exemplars=exemplars, negative_exemplars=negative_exemplars)[0]
 
     @torch.inference_mode()
-    def predict_batch(self, images: Sequence[Any]) -> list[sv.Detections]:
-        """:meth:`predict` for several images: one detector batch, one segmenter encoder batch."""
+    def predict_batch(
+        self,
+        images: Sequence[Any],
+        exemplars: Any = None,
+        negative_exemplars: Any = None,
+    ) -> list[sv.Detections]:
+        """:meth:`predict` for several images: one detector batch, one segmenter encoder batch.
+
+        ``exemplars``: one mapping for every image, or a list with one mapping (or ``None``) per image.
+        """
         from runtime.images import load_image
 
         if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
@@ -152,13 +183,43 @@ class GroundedSAM:
         arrays = [load_image(im) for im in images]
         if not arrays:
             return []
-        found = self.detector.detect(arrays, self.ontology)
+        found = self._detect(arrays, exemplars, negative_exemplars)
+        if self.predictor is None:  # the detector's own masks
+            return [self._finish_detector_masks(img, dets) for img, dets in zip(arrays, found)]
         if any(len(d) for d in found):
             self.predictor.set_image_batch(arrays)
         return [
             self._segment(i, img, dets) if len(dets) else empty_result(img.shape[:2])
             for i, (img, dets) in enumerate(zip(arrays, found))
         ]
+
+    def _detect(self, arrays: list[np.ndarray], exemplars: Any, negative_exemplars: Any) -> list[sv.Detections]:
+        if exemplars is None and negative_exemplars is None:
+            return self.detector.detect(arrays, self.ontology)
+        if not supports_exemplars(self.detector):
+            raise ValueError(
+                f"exemplars (visual prompts) need a detector that takes them, such as detector='sam3'; "
+                f"{_describe(self.detector)} takes text only"
+            )
+        return self.detector.detect(arrays, self.ontology, exemplars=exemplars, negative_exemplars=negative_exemplars)
+
+    def _finish_detector_masks(self, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
+        """A masks-returning detector's result with the pipeline's keys: ``mask_score`` is the
+        detector's own score (SAM 3 scores the mask), post-processing as for SAM masks."""
+        if not len(dets):
+            return empty_result(image.shape[:2])
+        mask_np = dets.mask.astype(bool, copy=False)
+        if self.min_hole_area or self.min_island_area or self.smooth_kernel:
+            from segmenter.postprocess import postprocess_masks
+
+            mask_np = postprocess_masks(mask_np, self.min_hole_area, self.min_island_area, self.smooth_kernel)
+        return sv.Detections(
+            xyxy=dets.xyxy.astype(np.float32),
+            mask=mask_np,
+            confidence=dets.confidence,
+            class_id=dets.class_id,
+            data={**dets.data, "mask_score": np.asarray(dets.confidence, dtype=np.float32)},
+        )
 
     def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
         boxes = torch.as_tensor(dets.xyxy, dtype=torch.float32)
@@ -240,10 +301,16 @@ class GroundedSAM:
         return {
             "ontology": self.ontology.to_dict(),
             "detector": _describe(self.detector),
-            "segmenter": getattr(getattr(self.predictor.model, "config", None), "name", type(self.predictor.model).__name__),
+            "segmenter": self._segmenter_name(),
             "multimask": self.multimask,
             "postprocess": [self.min_hole_area, self.min_island_area, self.smooth_kernel],
         }
+
+    def _segmenter_name(self) -> str | None:
+        if self.predictor is None:
+            return None
+        model = self.predictor.model
+        return getattr(getattr(model, "config", None), "name", type(model).__name__)
 
     # ------------------------------------------------------------------ video
     def track(self, video: Any, redetect_every: int = 15, **kwargs: Any) -> Iterator[tuple[int, sv.Detections]]:

@@ -1,0 +1,112 @@
+"""GroundedSAM with the ``sam3`` detector: SAM 3's own masks, no SAM 2 pass unless asked, exemplars."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detectors import load_detector
+from grounded_sam import GroundedSAM
+from ontologies import CaptionOntology
+from tiny import save_tiny_owlv2, save_tiny_sam
+from tiny_detectors import tiny_sam3
+
+rng = np.random.default_rng(0)
+IMAGES = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), rng.integers(0, 255, (60, 41, 3), dtype=np.uint8)]
+ONTO = CaptionOntology({"a cat": "cat", "the cat": "cat", "a dog": "dog"})
+THRESHOLD = 0.4  # the tiny random model's scores sit around 0.45
+
+
+@pytest.fixture(scope="module")
+def sam3_dir(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    model, proc = tiny_sam3()
+    folder = tmp_path_factory.mktemp("sam3")
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def pipeline(sam3_dir) -> GroundedSAM:
+    return GroundedSAM(ONTO, detector=sam3_dir, device="cpu", box_threshold=THRESHOLD)
+
+
+def test_sam3_masks_are_used_without_a_segmenter(pipeline, sam3_dir) -> None:
+    assert pipeline.predictor is None  # no SAM 2 is even built
+    detector = load_detector("sam3", model_id=sam3_dir, device="cpu", box_threshold=THRESHOLD)
+    expected = detector.detect(IMAGES, ONTO)
+    got = pipeline.predict_batch(IMAGES)
+    assert sum(len(d) for d in got) > 0
+    for g, e, image in zip(got, expected, IMAGES, strict=True):
+        assert g.mask.shape == (len(e), *image.shape[:2]) and g.mask.dtype == bool
+        np.testing.assert_array_equal(g.mask, e.mask)
+        np.testing.assert_array_equal(g.xyxy, e.xyxy)
+        np.testing.assert_array_equal(g.confidence, e.confidence)
+        np.testing.assert_array_equal(g.class_id, e.class_id)
+        np.testing.assert_array_equal(g.data["caption"], e.data["caption"])
+        np.testing.assert_array_equal(g.data["mask_score"], e.confidence)  # SAM 3 scores its masks
+    single = pipeline.predict(IMAGES[1])
+    np.testing.assert_array_equal(single.mask, got[1].mask)
+
+
+def test_an_explicit_segmenter_re_segments_the_boxes(sam3_dir, tmp_path) -> None:
+    sam = save_tiny_sam(tmp_path)
+    both = GroundedSAM(ONTO, detector=sam3_dir, segmenter="sam2.1_hiera_tiny", checkpoint=sam, image_size=256,
+                       device="cpu", box_threshold=THRESHOLD)
+    assert both.predictor is not None
+    alone = GroundedSAM(ONTO, detector=sam3_dir, device="cpu", box_threshold=THRESHOLD)
+    (a,), (b,) = both.predict_batch(IMAGES[:1]), alone.predict_batch(IMAGES[:1])
+    assert len(a) == len(b) > 0
+    np.testing.assert_array_equal(a.xyxy, b.xyxy)  # the same detections ...
+    assert not np.array_equal(a.mask, b.mask)  # ... segmented by SAM 2
+    both.predictor.set_image(IMAGES[0])
+    masks, scores, _ = both.predictor.predict(box=a.xyxy[:1], multimask_output=False)
+    np.testing.assert_array_equal(a.mask[0], masks[0].astype(bool))
+
+
+def test_exemplars_reach_the_detector(pipeline, sam3_dir) -> None:
+    boxes = {"dog": [[10, 12, 60, 70]]}
+    detector = load_detector("sam3", model_id=sam3_dir, device="cpu", box_threshold=THRESHOLD)
+    (expected,) = detector.detect([IMAGES[0]], ONTO, exemplars=boxes, negative_exemplars={"dog": [[70, 20, 120, 90]]})
+    got = pipeline.predict(IMAGES[0], exemplars=boxes, negative_exemplars={"dog": [[70, 20, 120, 90]]})
+    np.testing.assert_array_equal(got.mask, expected.mask)
+    np.testing.assert_array_equal(got.confidence, expected.confidence)
+    plain = pipeline.predict(IMAGES[0])
+    assert len(plain) != len(got) or not np.array_equal(plain.confidence, got.confidence)
+    with pytest.raises(ValueError, match="outside"):
+        pipeline.predict(IMAGES[0], exemplars={"dog": [[500, 500, 600, 600]]})
+
+
+def test_exemplars_with_a_text_only_detector_say_they_need_sam3(tmp_path) -> None:
+    owl = save_tiny_owlv2(tmp_path / "owl")
+    sam = save_tiny_sam(tmp_path)
+    gs = GroundedSAM(ONTO, detector=str(owl), checkpoint=sam, image_size=256, device="cpu")
+    with pytest.raises(ValueError, match="sam3"):
+        gs.predict(IMAGES[0], exemplars={"dog": [[1, 1, 20, 20]]})
+
+
+def test_sam3_preset_and_labeling(sam3_dir, tmp_path) -> None:
+    gs = GroundedSAM.from_config("sam3", ontology=ONTO, detector_model_id=sam3_dir, device="cpu",
+                                 box_threshold=THRESHOLD)
+    assert gs.predictor is None and gs.fingerprint()["segmenter"] is None
+    assert gs.spec()["segmenter"] is None
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from PIL import Image
+
+    for i, image in enumerate(IMAGES):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    report = gs.label(folder, extension=".png", output_folder=tmp_path / "out", progress=False)
+    coco = json.loads(next((tmp_path / "out").rglob("*.json")).read_text())
+    assert report.ok and report.labeled == 2 and report.instances_written == len(coco["annotations"])
+    assert len(coco["images"]) == 2 and len(coco["annotations"]) > 0
+    assert {c["name"] for c in coco["categories"]} == {"cat", "dog"}
+
+
+def test_checkpoint_without_a_segmenter_is_refused(sam3_dir) -> None:
+    with pytest.raises(ValueError, match="segmenter"):
+        GroundedSAM(ONTO, detector=sam3_dir, device="cpu", checkpoint="sam.pt")
