@@ -119,6 +119,51 @@ def test_generate_matches_reference(models, image, case) -> None:
     assert [r["point_coords"] for r in ours] == [r["point_coords"] for r in ref]
 
 
+def test_decoder_linears_see_reference_layouts(models, image) -> None:
+    """For a point batch, every linear layer of the two-way transformer gets its input in the
+    reference's memory layout.
+
+    ``F.linear`` picks its kernels by layout: on contiguous (B, N, C) input it folds the bias into
+    the GEMM, on the reference's transposed image tokens (its repeated image embedding is a
+    contiguous (B, C, h, w) tensor) it runs bmm and adds the bias after; on some CPUs (AMD EPYC,
+    MKL) the two round apart (1 ulp on ~30 % of the elements, one AMG mask off by a pixel).
+    Checked on the layouts, so a regression fails on every CPU, not only where the roundings differ.
+    """
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    ref_model, our_model = models
+    seen: dict[str, dict[str, tuple[bool, tuple[int, ...]]]] = {"ref": {}, "ours": {}}
+
+    def record(who: str, name: str):
+        def hook(_module, args) -> None:  # first call only (ours decodes in chunks)
+            seen[who].setdefault(name, (args[0].is_contiguous(), args[0].stride()[1:]))
+
+        return hook
+
+    hooks = [
+        module.register_forward_pre_hook(record(who, name))
+        for who, model in (("ref", ref_model), ("ours", our_model))
+        for name, module in model.sam_mask_decoder.transformer.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
+    try:
+        points = torch.tensor([[20.0, 30.0], [100.0, 75.0], [180.0, 140.0]])
+        labels = torch.ones(3, 1, dtype=torch.int32)
+        ref = SAM2ImagePredictor(ref_model)
+        s = SIZE
+        ref._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+        ref.set_image(image)
+        ref._predict(ref._transforms.transform_coords(points, True, (150, 200))[:, None], labels)
+        ours = AutomaticMaskGenerator(our_model).predictor
+        ours.set_image(image)
+        ours.predict_low_res(points[:, None], labels)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen["ref"]) > 20 and not all(c for c, _ in seen["ref"].values())  # transposed inputs exist
+    assert seen["ours"] == seen["ref"]
+
+
 @pytest.mark.parametrize("mode", ["uncompressed_rle", "coco_rle"])
 def test_output_modes_match_reference(models, image, mode) -> None:
     ref_model, our_model = models

@@ -144,7 +144,8 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens[None].expand(b, -1, -1), sparse_prompt_embeddings], dim=1)  # (B, 6+N, C)
 
-        # broadcasting replaces the reference's repeat_interleave of the image and its PE
+        # broadcasting replaces the reference's repeat_interleave of the image (materialised one
+        # chunk at a time below) and of its PE
         src = image_embeddings + dense_prompt_embeddings  # (B, C, h, w)
         if src.shape[0] != b:
             src = src.expand(b, -1, -1, -1)
@@ -153,7 +154,11 @@ class MaskDecoder(nn.Module):
         chunks = self._prompt_chunks(b, tokens.shape[1], src)
         hs_parts, key_parts = [], []
         for part in chunks:  # image-side work one chunk of prompts at a time
-            hs_i, keys_i = self.transformer(src[part], image_pe, tokens[part])
+            # contiguous, as the reference's repeated image: its image tokens are then transposed
+            # views, for which F.linear runs bmm and adds the bias after it; on contiguous tokens it
+            # folds the bias into the GEMM, which rounds differently on some CPUs (AMD EPYC, MKL)
+            src_i = src[part].contiguous() if repeat_image else src[part]  # (b_i, C, h, w)
+            hs_i, keys_i = self.transformer(src_i, image_pe, tokens[part])
             hs_parts.append(hs_i)  # (b_i, 6+N, C)
             key_parts.append(keys_i)  # (b_i, hw, C)
         hs = torch.cat(hs_parts) if len(hs_parts) > 1 else hs_parts[0]
