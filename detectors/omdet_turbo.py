@@ -10,7 +10,7 @@ post-processing: the top ``num_queries`` pairs of an image are kept (``max_detec
 so one box may appear under several captions until NMS and negatives resolve it. The caption
 index comes straight from the class axis of the logits, so the mapping is exact. Boxes are
 normalised to the stretched 640x640 input and scaled back to each image's own size here.
-The processor class needs ``torchvision``.
+The processor class needs ``torchvision`` (a dependency of this package).
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class OmDetTurboDetector(TransformersDetector):
             processor = load_pretrained(AutoProcessor, model_id, "omdet-turbo processor")
         except ImportError as e:
             raise ImportError(
-                f"the OmDet-Turbo processor needs torchvision ({e}); pip install torchvision"
+                f"the OmDet-Turbo processor could not be imported ({e}); it needs torchvision, a "
+                "dependency of grounded-sam: reinstall it (pip install torchvision, the build matching your torch)"
             ) from e
         model = load_pretrained(AutoModelForZeroShotObjectDetection, model_id, "omdet-turbo model")
         return model, processor

@@ -11,8 +11,8 @@ produced each box. :func:`finalize_detections` then applies, in this order:
 3. negative captions: a detection of a negative caption of class ``c`` removes every
    positive detection of class ``c`` whose IoU with it is above ``negative_iou``; the
    negative detections themselves never reach the output;
-4. class-wise NMS (IoU above ``nms_iou`` is a duplicate): the captions of one class are
-   merged, the highest score wins and its caption is reported;
+4. class-wise NMS (IoU above ``nms_iou`` is a duplicate; ``torchvision.ops.batched_nms``): the
+   captions of one class are merged, the highest score wins and its caption is reported;
 5. output sorted by confidence (stable), as ``sv.Detections`` with ``class_id`` indexing
    ``ontology.classes()``, ``data["class_name"]``, ``data["caption"]`` and
    ``data["has_score"]`` (``False`` where the confidence is a constant, not a score).
@@ -25,12 +25,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import supervision as sv
 
 from ontologies import CaptionOntology
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DATA_KEYS",
@@ -257,52 +261,60 @@ def clip_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def _boxes(xyxy: np.ndarray) -> torch.Tensor:
+    """(N, 4) xyxy boxes as a float64 CPU tensor (float32 detector boxes convert exactly)."""
+    import torch
+
+    return torch.as_tensor(np.asarray(xyxy, dtype=np.float64).reshape(-1, 4))
+
+
+def _score_order(scores: np.ndarray) -> np.ndarray:
+    """(N,) indices by decreasing score, ties in input order."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").astype(np.int64)
+
+
+def _ranks(n: int) -> torch.Tensor:
+    """(n,) strictly decreasing scores: boxes handed over in score order leave torchvision's sort
+    no ties to break, so the greedy pass visits them in exactly that order."""
+    import torch
+
+    return torch.arange(n, 0, -1, dtype=torch.float64)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``(len(a), len(b))`` of ``xyxy`` boxes (0 where a union is empty)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clip(0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    """IoU matrix ``(len(a), len(b))`` of ``xyxy`` boxes (``torchvision.ops.box_iou`` in float64;
+    0 where a union is empty)."""
+    from torchvision.ops import box_iou as tv_box_iou
+
+    return tv_box_iou(_boxes(a), _boxes(b)).nan_to_num_(nan=0.0).numpy()
 
 
 def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS; returns kept indices, highest score first (ties keep input order)."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    """Greedy NMS (``torchvision.ops.nms``); returns kept indices, highest score first (ties keep input order)."""
+    order = _score_order(scores)  # (N,)
     if len(order) == 0:
-        return order.astype(np.int64)
-    iou = box_iou(xyxy, xyxy)
-    suppressed = np.zeros(len(order), dtype=bool)
-    keep: list[int] = []
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= iou[i] > iou_threshold
-    return np.asarray(keep, dtype=np.int64)
+        return order
+    import torch
+    from torchvision.ops import nms as tv_nms
+
+    kept = tv_nms(_boxes(xyxy)[torch.from_numpy(order)], _ranks(len(order)), float(iou_threshold))  # positions in ``order``
+    return order[np.sort(kept.numpy())]
 
 
 def classwise_nms(
     xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float | None
 ) -> np.ndarray:
-    """NMS within each class (captions of one class merge); kept indices by score, ties in input order."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if iou_threshold is None:
-        return np.argsort(-scores, kind="stable").astype(np.int64)
-    keep: list[np.ndarray] = []
-    for c in np.unique(class_ids):
-        idx = np.flatnonzero(class_ids == c)
-        keep.append(idx[nms(xyxy[idx], scores[idx], iou_threshold)])
-    if not keep:
-        return np.zeros(0, dtype=np.int64)
-    kept = np.sort(np.concatenate(keep))  # ties in score keep the input order
-    return kept[np.argsort(-scores[kept], kind="stable")]
+    """NMS within each class (captions of one class merge; ``torchvision.ops.batched_nms``); kept
+    indices by score, ties in input order."""
+    order = _score_order(scores)  # (N,)
+    if iou_threshold is None or len(order) == 0:
+        return order
+    import torch
+    from torchvision.ops import batched_nms
+
+    classes = torch.from_numpy(np.asarray(class_ids, dtype=np.int64)[order])
+    kept = batched_nms(_boxes(xyxy)[torch.from_numpy(order)], _ranks(len(order)), classes, float(iou_threshold))
+    return order[np.sort(kept.numpy())]
 
 
 def negative_suppression(

@@ -9,10 +9,11 @@ import supervision as sv
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
+from torchvision.ops import batched_nms
 
 from grounded_sam.samples import shapes_image
 from segmenter import AutomaticMaskGenerator, ImagePredictor, build_sam
-from segmenter.amg.utils import batched_nms, mask_to_rle, rle_to_mask
+from segmenter.amg.utils import mask_to_rle, rle_to_mask
 from segmenter.postprocess import remove_small_regions
 
 FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}

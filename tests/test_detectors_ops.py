@@ -253,3 +253,34 @@ def test_raw_detections_remap_and_concat() -> None:
     assert len(RawDetections.concat([])) == 0
     with pytest.raises(ValueError, match="differ in length"):
         RawDetections(np.zeros((2, 4)), np.zeros(1), np.zeros(2))
+
+
+def _greedy_nms(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, thr: float) -> list[int]:
+    """Textbook greedy NMS in float64 (the oracle): visit by score, ties in input order."""
+    kept: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        a = xyxy[i]
+        for j in kept:
+            b = xyxy[j]
+            w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+            if class_ids[i] == class_ids[j] and w * h / union > thr:
+                break
+        else:
+            kept.append(int(i))
+    return kept
+
+
+@pytest.mark.parametrize("n", [40, 1200])  # torchvision's batched_nms switches strategy above 1000 boxes
+def test_nms_is_greedy_with_ties_in_input_order(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.integers(0, 60, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(1, 15, (n, 2))], axis=1).astype(np.float32)
+    scores = rng.integers(0, 6, n).astype(np.float32) / 5  # many tied scores
+    classes = rng.integers(0, 4, n)
+    for thr in (0.0, 0.3, 0.5, 1.0):
+        assert classwise_nms(boxes, scores, classes, thr).tolist() == _greedy_nms(boxes, scores, classes, thr)
+        assert nms(boxes, scores, thr).tolist() == _greedy_nms(boxes, scores, np.zeros(n), thr)
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).shape == (0,)
+    assert classwise_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), 0.5).shape == (0,)

@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.ops import batched_nms, box_area
 
 from segmenter.amg.utils import (
     area_from_rle,
     batched_mask_to_box,
-    batched_nms,
-    box_area,
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
     coco_encode_rle,

@@ -1,4 +1,4 @@
-"""Building blocks of automatic mask generation: point grids, crops, scores, boxes, RLE, NMS.
+"""Building blocks of automatic mask generation: point grids, crops, scores, boxes, RLE.
 
 Conventions follow Meta's AMG utilities: boxes are ``xyxy`` integer pixel boxes whose right /
 bottom edge is the last foreground column / row (``[0, 0, 0, 0]`` for an empty mask);
@@ -6,7 +6,8 @@ uncompressed RLE is ``{"size": [h, w], "counts": [...]}`` over the column-major 
 flattened mask, starting with a run of zeros (possibly empty). :func:`mask_to_rle` makes it from
 torch masks (the output format of ``output_mode="uncompressed_rle"``); decoding, areas and COCO
 compression go through the project's one codec, :mod:`runtime.rle`. Everything here works on
-whatever device its tensors live on; torchvision is not needed.
+whatever device its tensors live on. Box areas and NMS are ``torchvision.ops``' (``box_area``,
+``batched_nms``), which the reference uses too.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ __all__ = [
     "uncrop_points",
     "uncrop_masks",
     "box_xyxy_to_xywh",
-    "box_area",
-    "batched_nms",
     "mask_to_rle",
     "rle_to_mask",
     "area_from_rle",
@@ -160,60 +159,6 @@ def box_xyxy_to_xywh(box: Any) -> Any:
     if isinstance(box, np.ndarray):
         return np.array(out, dtype=box.dtype)
     return out
-
-
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """(N, 4) xyxy -> (N,) areas, in the boxes' dtype."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-# ---------------------------------------------------------------------------------- NMS
-def _pairwise_iou_over(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """(N, 4) float boxes -> (N, N) bool, IoU > threshold (same float32 arithmetic as torchvision)."""
-    x0, y0, x1, y1 = boxes.unbind(dim=1)
-    area = (x1 - x0) * (y1 - y0)
-    w = (torch.minimum(x1[:, None], x1[None]) - torch.maximum(x0[:, None], x0[None])).clamp(min=0)
-    h = (torch.minimum(y1[:, None], y1[None]) - torch.maximum(y0[:, None], y0[None])).clamp(min=0)
-    inter = w * h
-    iou = inter / (area[:, None] + area[None] - inter)
-    return iou > _float32_below(iou_threshold)
-
-
-def _float32_below(t: float) -> float:
-    """Largest float32 <= t: for float32 v, ``v > t`` (as torchvision compares, in double) iff ``v > this``."""
-    f = np.float32(t)
-    if float(f) > t:
-        f = np.nextafter(f, np.float32(-np.inf))
-    return float(f)
-
-
-def batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
-    """Greedy non-maximum suppression within each category of ``idxs``.
-
-    Same kept set and order as ``torchvision.ops.batched_nms``: boxes are visited by decreasing
-    score (ties in input order, i.e. a stable sort) and a box is dropped when its IoU with an
-    already kept box of the same category exceeds ``iou_threshold``. Returns int64 indices
-    sorted by decreasing score.
-    """
-    n = boxes.shape[0]
-    if n == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    b = boxes[order].float()
-    over = _pairwise_iou_over(b, iou_threshold)
-    cats = idxs[order]
-    over &= cats[:, None] == cats[None]
-    over = over.cpu().numpy()
-    removed = np.zeros(n, dtype=bool)
-    keep = []
-    for i in range(n):
-        if removed[i]:
-            continue
-        keep.append(i)
-        removed |= over[i]
-    return order[torch.as_tensor(keep, dtype=torch.int64, device=order.device)]
 
 
 # ---------------------------------------------------------------------------------- RLE
