@@ -23,7 +23,7 @@ app = typer.Typer(
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help='Captions: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).')]
 OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or rich form).")]
 Preset = Annotated[Optional[str], typer.Option("--config", help="Pipeline preset: a YAML path or a bundled name (default, accurate).")]
-DetectorOpt = Annotated[Optional[str], typer.Option("--detector", help="grounding-dino | owlv2 | owlvit | florence-2 | omdet-turbo, or a local save_pretrained folder.")]
+DetectorOpt = Annotated[Optional[str], typer.Option("--detector", help="grounding-dino | owlv2 | owlvit | florence-2 | omdet-turbo | sam3, or a local save_pretrained folder.")]
 DetectorId = Annotated[Optional[str], typer.Option("--detector-model-id", help="Hub id or local folder for the detector.")]
 SegmenterOpt = Annotated[Optional[str], typer.Option("--segmenter", help="Config name (sam2.1_hiera_tiny ...), hub id or checkpoint path.")]
 CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", help="Segmenter weights (.pt/.pth/safetensors/folder/hub id) for a config name.")]
@@ -32,6 +32,9 @@ BoxThr = Annotated[Optional[float], typer.Option("--box-threshold", help="Detect
 TextThr = Annotated[Optional[float], typer.Option("--text-threshold", help="Grounding-DINO text threshold.")]
 NmsIou = Annotated[Optional[float], typer.Option("--nms-iou", help="IoU of the class-wise NMS merging captions of a class.")]
 Multimask = Annotated[Optional[bool], typer.Option("--multimask/--single-mask", help="Decode 3 masks per box and keep the best.")]
+ExemplarsOpt = Annotated[Optional[Path], typer.Option("--exemplars", help=(
+    'Visual prompts (sam3): a JSON file {"dog": [[x1, y1, x2, y2], ...]} for every image, or '
+    '{"exemplars": {...}, "negative_exemplars": {...}, "images": {"photo.jpg": {"exemplars": {...}}}}.'))]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Segmenter input size (default 1024).")]
 
 
@@ -50,6 +53,38 @@ def parse_prompt(text: str) -> dict[str, str]:
     if not out:
         raise typer.BadParameter("no captions given", param_hint="--prompt")
     return out
+
+
+def read_exemplars(path: Path) -> Any:
+    """``--exemplars`` file -> ``lookup(file_name) -> (exemplars, negative_exemplars)``, checked before
+    any model loads. Box values are checked by the detector against each image."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise typer.BadParameter(f"file not found: {str(path)!r}", param_hint="--exemplars") from None
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(f"{str(path)!r} is not valid JSON: {e}", param_hint="--exemplars") from None
+
+    def section(value: Any, where: str) -> tuple[Any, Any]:
+        if not isinstance(value, dict):
+            raise typer.BadParameter(f"{where} must be a JSON object", param_hint="--exemplars")
+        if not {"exemplars", "negative_exemplars"} & set(value):
+            return value or None, None  # the short form: {class: boxes}
+        for key in ("exemplars", "negative_exemplars"):
+            if not isinstance(value.get(key) or {}, dict):
+                raise typer.BadParameter(f"{where}[{key!r}] must map class names to boxes", param_hint="--exemplars")
+        return value.get("exemplars") or None, value.get("negative_exemplars") or None
+
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{str(path)!r} must hold a JSON object", param_hint="--exemplars")
+    per_image = data.get("images") or {}
+    if not isinstance(per_image, dict):
+        raise typer.BadParameter(f"{str(path)!r}: 'images' must map file names to prompts", param_hint="--exemplars")
+    default = section({k: v for k, v in data.items() if k != "images"}, str(path))
+    specific = {name: section(v, f"images[{name!r}]") for name, v in per_image.items()}
+    return lambda name: specific.get(name, default)
 
 
 def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
@@ -137,6 +172,7 @@ def segment(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
+    exemplars: ExemplarsOpt = None,
 ) -> None:
     """Segment images from text: annotated images + one JSON (RLE masks) per image."""
     from PIL import Image
@@ -147,6 +183,7 @@ def segment(
     from grounded_sam.files import list_images
     from runtime.images import load_image
 
+    prompts_for = read_exemplars(exemplars) if exemplars is not None else (lambda name: (None, None))
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
@@ -160,7 +197,8 @@ def segment(
         for path in files:
             try:
                 image = load_image(path)
-                det = gs.predict(image)
+                positive, negative = prompts_for(path.name)
+                det = gs.predict(image, exemplars=positive, negative_exemplars=negative)
                 stem = path.stem
                 Image.fromarray(annotate_image(image, det, gs.classes)).save(safe_output_path(out, f"{stem}_annotated.jpg"), quality=92)
                 record = detections_to_record(det, path.name, image.shape[1], image.shape[0], gs.classes)

@@ -110,3 +110,45 @@ def test_sam3_preset_and_labeling(sam3_dir, tmp_path) -> None:
 def test_checkpoint_without_a_segmenter_is_refused(sam3_dir) -> None:
     with pytest.raises(ValueError, match="segmenter"):
         GroundedSAM(ONTO, detector=sam3_dir, device="cpu", checkpoint="sam.pt")
+
+
+def test_cli_segment_with_sam3_and_an_exemplars_file(sam3_dir, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from grounded_sam.cli import read_exemplars
+
+    Image.fromarray(IMAGES[0]).save(tmp_path / "a.png")
+    Image.fromarray(IMAGES[0]).save(tmp_path / "b.png")
+    spec = {"exemplars": {"dog": [[10, 12, 60, 70]]}, "images": {"b.png": {"dog": [[70, 20, 120, 90]]}}}
+    (tmp_path / "ex.json").write_text(json.dumps(spec))
+    lookup = read_exemplars(tmp_path / "ex.json")
+    assert lookup("a.png") == ({"dog": [[10, 12, 60, 70]]}, None)
+    assert lookup("b.png") == ({"dog": [[70, 20, 120, 90]]}, None)
+    out = subprocess.run(
+        [sys.executable, "-m", "grounded_sam.cli", "segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+         "--out", str(tmp_path / "out"), "--prompt", "a cat:cat, a dog:dog", "--detector", sam3_dir,
+         "--device", "cpu", "--box-threshold", str(THRESHOLD), "--exemplars", str(tmp_path / "ex.json")],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2/2 images segmented" in out.stdout
+    gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=sam3_dir, device="cpu", box_threshold=THRESHOLD)
+    for name in ("a.png", "b.png"):
+        record = json.loads((tmp_path / "out" / name.replace(".png", ".json")).read_text())
+        positive, _ = lookup(name)
+        expected = gs.predict(IMAGES[0], exemplars=positive)
+        assert len(record["instances"]) == len(expected) > 0
+        np.testing.assert_allclose([i["score"] for i in record["instances"]], expected.confidence, rtol=1e-6)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2")
+    out = subprocess.run(
+        [sys.executable, "-m", "grounded_sam.cli", "segment", str(tmp_path / "a.png"), "--prompt", "a dog",
+         "--exemplars", str(bad)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode != 0 and "not valid JSON" in out.stderr
