@@ -5,9 +5,10 @@ Per frame ``t`` (frames streamed, never held as a whole):
 1. the live tracks are propagated to ``t`` by the SAM 2 video predictor (one batch for all
    objects);
 2. on a detection frame (``t % redetect_every == 0``) the detector runs on ``t``; each
-   detection gets its SAM mask from ``t``'s features (no memory), and is matched to a live
-   track of the same class when their masks overlap (IoU >= ``match_iou``, greedy by IoU);
-   an unmatched detection starts a new track, prompted by its box on frame ``t``;
+   detection gets its SAM mask from ``t``'s features (no memory, all boxes in one batch:
+   ``VideoPredictor.box_masks``), and is matched to a live track of the same class when their
+   masks overlap (IoU >= ``match_iou``, greedy by IoU); the unmatched detections start new
+   tracks, prompted by their boxes on frame ``t`` in one batch (``VideoPredictor.add_new_boxes``);
 3. a track whose mask is empty for ``max_lost`` consecutive frames is retired and removed from
    the predictor. Tracker ids start at 1, grow monotonically and are never reused.
 """
@@ -25,8 +26,9 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
+    from segmenter.video.predictor import VideoPredictor
 
-__all__ = ["GroundedTracker", "Track", "box_masks"]
+__all__ = ["GroundedTracker", "Track"]
 
 
 @dataclass
@@ -58,7 +60,7 @@ class GroundedTracker:
         match_iou: float = 0.5,
         max_lost: int = 10,
         fill_hole_area: int = 8,
-        video_predictor: Any = None,
+        video_predictor: VideoPredictor | None = None,
     ) -> None:
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
@@ -124,23 +126,26 @@ class GroundedTracker:
         dets = self.pipeline.detector.detect([frame], onto)[0]
         if len(dets) == 0:
             return ids, logits, masks
-        det_masks = box_masks(self.predictor, state, t, dets.xyxy, frame.shape[:2])  # (D, H, W)
+        det_logits = self.predictor.box_masks(state, dets.xyxy, frame_idx=t)  # (D, 1, H, W), no memory
+        det_masks = _to_masks(det_logits, frame.shape[:2])
         matched = self._match(ids, masks, dets.class_id, det_masks)
         for d, tid in matched.items():  # refresh the track's detector confidence
             self.tracks[tid].confidence = float(dets.confidence[d])
         new = [d for d in range(len(dets)) if d not in matched]
+        if not new:
+            return ids, logits, masks
+        has_score = dets.data.get("has_score", np.ones(len(dets), bool))
+        new_ids = []
         for d in new:
             tid = self._next_id
             self._next_id += 1
             self.tracks[tid] = Track(
                 tid, int(dets.class_id[d]), str(dets.data["class_name"][d]), str(dets.data["caption"][d]),
-                float(dets.confidence[d]), bool(dets.data.get("has_score", np.ones(len(dets), bool))[d]),
+                float(dets.confidence[d]), bool(has_score[d]),
             )
-            _, obj_ids, logits = self.predictor.add_new_points_or_box(state, t, tid, box=dets.xyxy[d])
-            ids = list(obj_ids)
-        if new:
-            masks = _to_masks(logits, frame.shape[:2])
-        return ids, logits, masks
+            new_ids.append(tid)
+        _, obj_ids, logits = self.predictor.add_new_boxes(state, new_ids, dets.xyxy[new], frame_idx=t)
+        return list(obj_ids), logits, _to_masks(logits, frame.shape[:2])
 
     def _match(
         self, ids: list[int], masks: np.ndarray, det_classes: np.ndarray, det_masks: np.ndarray
@@ -194,24 +199,6 @@ class GroundedTracker:
                 "mask_score": mask_score,
             },
         )
-
-
-def box_masks(predictor: Any, state: Any, t: int, boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """SAM masks (D, H, W) of boxes on frame ``t`` without memory, from the frame's cached features.
-
-    A predictor may provide its own ``box_masks(state, t, boxes, hw)``; the SAM 2 video predictor
-    is served by its model's prompt encoder and mask decoder (one batched call).
-    """
-    own = getattr(predictor, "box_masks", None)
-    if own is not None:
-        return own(state, t, boxes, hw)
-    model = predictor.model
-    feats = predictor.frame_features(state, t)
-    corners = torch.as_tensor(boxes, dtype=torch.float32, device=feats.vision.device).reshape(-1, 2, 2)
-    corners = corners / torch.tensor([hw[1], hw[0]], device=corners.device) * model.image_size
-    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=corners.device).expand(len(corners), -1)
-    low, _, _, _ = model.decode_masks(feats.no_mem, feats.high_res, (corners, labels), None, False, len(corners) > 1)
-    return _to_masks(low.float(), hw)
 
 
 def _to_masks(logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:

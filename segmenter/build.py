@@ -1,7 +1,15 @@
-"""Build a SAM model by config name and load its weights from any supported source."""
+"""Build SAM models: the one place that knows which model class a config builds.
+
+Every way to get a model goes through :func:`build_model`: :func:`build_sam` (a config name),
+:func:`from_pretrained` (a hub id or checkpoint, config inferred), and the drop-in builders of
+:mod:`segmenter.compat` (``build_sam2``, ``build_sam2_video_predictor``, their ``_hf`` variants,
+``sam_model_registry``). Everything else tells SAM 2 from SAM 1 by the model interface
+(:mod:`segmenter.modeling.interface`), never by a family name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -15,12 +23,14 @@ from segmenter.checkpoints.read import (
     read_state_dict,
     resolve_checkpoint,
 )
-from segmenter.config import SAM1Config, SAM2Config, load_model_config
+from segmenter.checkpoints.sam1 import fit_to_image_size
+from segmenter.config import ModelConfig, SAM1Config, SAM2Config, load_model_config
 from segmenter.modeling.sam1 import SAM1Model
 from segmenter.modeling.sam2 import SAM2Model
-from segmenter.checkpoints.sam1 import fit_to_image_size
 
-__all__ = ["build_sam", "from_pretrained", "load_weights"]
+__all__ = ["build_sam", "build_model", "from_pretrained", "load_weights", "read_checkpoint"]
+
+StateDict = Mapping[str, torch.Tensor]
 
 
 def build_sam(
@@ -39,32 +49,63 @@ def build_sam(
         image_size: input resolution other than the config's 1024 (SAM 2: a multiple of 32,
             SAM 1: of 16); position embeddings are interpolated and feature sizes derived.
     """
+    dev = resolve_device(device)  # a missing device fails before any work
     cfg = load_model_config(name, image_size=image_size)
-    state = None
-    if checkpoint is not None:
-        state = read_state_dict(resolve_checkpoint(str(checkpoint), filename=cfg.checkpoint_filename))
-    return _finish(cfg, state, str(checkpoint), device)
+    state = None if checkpoint is None else read_checkpoint(checkpoint, cfg)
+    return build_model(cfg, state, dev, source=str(checkpoint))
 
 
-def _finish(
-    cfg: SAM2Config | SAM1Config, state: dict[str, torch.Tensor] | None, source: str, device: str | torch.device | None
+def from_pretrained(
+    id_or_path: str | Path,
+    device: str | torch.device | None = None,
+    image_size: int | None = None,
 ) -> SAM2Model | SAM1Model:
-    # parameters made under a caller's inference_mode would be inference tensors, which have no
-    # version counter (the modules' caches key on it) and cannot be updated later: build outside it
+    """Load a model from a hub id or a local checkpoint, inferring its config (SAM 2 or SAM 1)."""
+    dev = resolve_device(device)
+    source = str(id_or_path)
+    name = config_name_for_hub_id(source)
+    state = read_checkpoint(source, load_model_config(name) if name else None)
+    name = name or infer_config_name(state)
+    return build_model(load_model_config(name, image_size=image_size), state, dev, source=source)
+
+
+def read_checkpoint(checkpoint: str | Path, config: ModelConfig | None = None) -> dict[str, torch.Tensor]:
+    """The official state dict of a checkpoint file, folder or hub id (a hub repo with several
+    files: the one ``config`` names)."""
+    filename = None if config is None else config.checkpoint_filename
+    return read_state_dict(resolve_checkpoint(str(checkpoint), filename=filename))
+
+
+def build_model(
+    config: ModelConfig,
+    state: StateDict | None = None,
+    device: str | torch.device | None = None,
+    source: str = "state dict",
+) -> SAM2Model | SAM1Model:
+    """The model of ``config`` with the weights of ``state`` (random without), on ``device``, in eval mode.
+
+    ``source`` names the checkpoint in errors. The model is built outside any inference mode of
+    the caller, so its parameters are ordinary tensors: it runs under ``torch.inference_mode()``,
+    ``torch.no_grad()`` and autograd alike, whatever the mode it was built in.
+    """
+    dev = resolve_device(device)
     with torch.inference_mode(False):
-        model = _new_model(cfg, state)
+        model = _new_model(config, state)
         if state is not None:
             load_weights(model, state, source=source)
-        return model.to(resolve_device(device)).eval()
+        return model.to(dev).eval()
 
 
-def _new_model(cfg: SAM2Config | SAM1Config, state: dict[str, torch.Tensor] | None) -> SAM2Model | SAM1Model:
-    if isinstance(cfg, SAM1Config):
-        return SAM1Model(cfg)
-    return SAM2Model(cfg, with_memory=state is None or not is_image_only(state))
+def _new_model(config: ModelConfig, state: StateDict | None) -> SAM2Model | SAM1Model:
+    if isinstance(config, SAM1Config):
+        return SAM1Model(config)
+    if isinstance(config, SAM2Config):
+        # transformers' Sam2Model checkpoints carry no memory modules: build the image-only model
+        return SAM2Model(config, with_memory=state is None or not is_image_only(state))
+    raise TypeError(f"unknown model config type {type(config).__name__}")
 
 
-def load_weights(model: SAM2Model | SAM1Model, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+def load_weights(model: SAM2Model | SAM1Model, state: StateDict, source: str = "state dict") -> None:
     """Strict load with an error that lists missing / unexpected / mis-shaped keys.
 
     SAM 1 checkpoints saved at another input size get their position grid and relative-position
@@ -77,18 +118,5 @@ def load_weights(model: SAM2Model | SAM1Model, state: dict[str, torch.Tensor], s
         check_state_dict(state, expected, model.config.name)
     except ValueError as e:
         raise ValueError(f"{e} (checkpoint: {source})") from None
-    model.load_state_dict(state, strict=True)
-
-
-def from_pretrained(
-    id_or_path: str | Path,
-    device: str | torch.device | None = None,
-    image_size: int | None = None,
-) -> SAM2Model | SAM1Model:
-    """Load a model from a hub id or a local checkpoint, inferring its config (SAM 2 or SAM 1)."""
-    source = str(id_or_path)
-    name = config_name_for_hub_id(source)
-    path = resolve_checkpoint(source, filename=load_model_config(name).checkpoint_filename if name else None)
-    state = read_state_dict(path)
-    name = name or infer_config_name(state)
-    return _finish(load_model_config(name, image_size=image_size), state, source, device)
+    with torch.inference_mode(False):
+        model.load_state_dict(state, strict=True)

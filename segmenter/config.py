@@ -1,6 +1,8 @@
 """Model configs: dataclasses filled from the YAML files in ``segmenter/configs``.
 
 ``family: sam2`` files become :class:`SAM2Config`, ``family: sam1`` files :class:`SAM1Config`.
+``family`` is descriptive: code tells the models apart by their interface
+(:mod:`segmenter.modeling.interface`), and :mod:`segmenter.build` alone maps configs to models.
 Every released SAM 2 / 2.1 config shares the heads, the memory modules and the neck width;
 what differs is the Hiera trunk and four SAM 2.1 switches. Sizes that depend on the input
 resolution (feature maps, RoPE tables, position-embedding grids) are derived from
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import yaml
 
@@ -28,6 +30,7 @@ __all__ = [
     "SAM2Config",
     "ViTConfig",
     "SAM1Config",
+    "ModelConfig",
     "load_model_config",
     "list_model_configs",
 ]
@@ -236,7 +239,10 @@ def sam1_config_from_dict(name: str, data: dict[str, Any]) -> SAM1Config:
     return cfg
 
 
-def load_model_config(name_or_path: str | Path, image_size: int | None = None) -> SAM2Config | SAM1Config:
+ModelConfig = Union[SAM2Config, SAM1Config]
+
+
+def load_model_config(name_or_path: str | Path, image_size: int | None = None) -> ModelConfig:
     """A config by name (``"sam2.1_hiera_tiny"``, ``"sam_vit_b"``) or YAML path, optionally at another
     ``image_size``."""
     p = Path(name_or_path)
@@ -249,8 +255,6 @@ def load_model_config(name_or_path: str | Path, image_size: int | None = None) -
     if isinstance(data, dict) and data.get("family") == "sam1":
         return sam1_config_from_dict(name, data).with_image_size(image_size)
     return config_from_dict(name, data).with_image_size(image_size)
-
-
 
 
 def list_model_configs() -> list[str]:

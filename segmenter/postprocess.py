@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["fill_holes", "remove_small_regions", "smooth_mask", "postprocess_masks"]
+__all__ = ["small_components", "fill_holes", "remove_small_regions", "smooth_mask", "postprocess_masks"]
 
 
-def _small_components(binary: np.ndarray, max_area: int) -> np.ndarray:
+def small_components(binary: np.ndarray, max_area: int) -> np.ndarray:
     """(N, H, W) bool -> (N, H, W) bool: pixels of 8-connected True components of area <= max_area.
 
     All N masks are labelled in one OpenCV call, stacked vertically with a False row between
@@ -62,7 +62,7 @@ def fill_holes(
     if max_area == 0 or mask_logits.numel() == 0:
         return mask_logits
     background = (mask_logits <= threshold).reshape(-1, shape[-2], shape[-1])  # (N, H, W)
-    small = _small_components(background.cpu().numpy(), max_area)
+    small = small_components(background.cpu().numpy(), max_area)
     is_hole = torch.from_numpy(small).to(mask_logits.device).reshape(shape)
     return torch.where(is_hole, fill_value, mask_logits)
 

@@ -69,8 +69,35 @@ def test_pil_and_array_agree(predictor: ImagePredictor) -> None:
     a = pred.get_image_embedding().clone()
     pred.set_image(Image.fromarray(arr))
     assert torch.equal(a, pred.get_image_embedding())
-    pred.set_image(Image.fromarray(arr).convert("RGBA"))  # alpha dropped
+    pred.set_image(Image.fromarray(arr).convert("RGBA"))  # opaque alpha: the same pixels
     assert torch.equal(a, pred.get_image_embedding())
+
+
+def _exif_rotated(upright: np.ndarray) -> Image.Image:
+    """A PNG whose pixels are stored turned a quarter left, with the EXIF tag that turns them back."""
+    import io
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright))).save(buf, format="PNG", exif=exif)
+    buf.seek(0)
+    return Image.open(buf)
+
+
+def test_pil_images_are_decoded_upright(predictor: ImagePredictor) -> None:
+    """PIL input goes through the project's one image decoder: EXIF orientation and alpha handled."""
+    arr = np.random.default_rng(6).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    pred = ImagePredictor(predictor.model)
+    pred.set_image(arr)
+    expected = pred.get_image_embedding().clone()
+    pred.set_image(_exif_rotated(arr))
+    assert torch.equal(expected, pred.get_image_embedding())
+    rgba = np.dstack([arr, np.zeros(arr.shape[:2], np.uint8)])  # fully transparent: white
+    pred.set_image(Image.fromarray(rgba, "RGBA"))
+    pred_white = ImagePredictor(predictor.model)
+    pred_white.set_image(np.full_like(arr, 255))
+    assert torch.equal(pred_white.get_image_embedding(), pred.get_image_embedding())
 
 
 @pytest.mark.parametrize(

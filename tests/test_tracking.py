@@ -74,18 +74,23 @@ class OraclePredictor:
         ids, logits = self._logits(state)
         return state["t"], ids, logits
 
-    def add_new_points_or_box(self, state, t, obj_id, box):
+    def add_new_boxes(self, state, obj_ids, boxes, frame_idx=None):
+        t = state["t"] if frame_idx is None else frame_idx
         found = _boxes(t)
-        best = max(found, key=lambda n: sv.box_iou_batch(np.array([box]), np.array([found[n]]))[0, 0])
-        state["objects"][obj_id] = best
+        for obj_id, box in zip(obj_ids, boxes):
+            best = max(found, key=lambda n: sv.box_iou_batch(np.array([box]), np.array([found[n]]))[0, 0])
+            state["objects"][obj_id] = best
         ids, logits = self._logits(state)
         return t, ids, logits
 
     def remove_object(self, state, obj_id, need_output=True):
         del state["objects"][obj_id]
 
-    def box_masks(self, state, t, boxes, hw):
-        return np.stack([_rect(tuple(int(v) for v in b)) for b in boxes])
+    def box_masks(self, state, boxes, frame_idx=None):
+        import torch
+
+        masks = np.stack([_rect(tuple(int(v) for v in b)) for b in boxes])
+        return torch.from_numpy(np.where(masks, 10.0, -10.0)).float()[:, None]  # (D, 1, H, W) logits
 
 
 class _Pipeline:

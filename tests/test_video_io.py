@@ -16,7 +16,7 @@ from PIL import Image
 
 from segmenter.video import decoder as video_file
 from grounded_sam.samples import SyntheticScene, write_synthetic_video
-from segmenter.image.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segmenter.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segmenter.video.frames import (
     ArraySource,
     FolderSource,
@@ -356,3 +356,28 @@ def test_decoding_memory_does_not_grow_with_length(tmp_path: Path) -> None:
     frame_kib = h * w * 3 / 1024
     # the growth past start-up may differ by allocator noise, not by frames kept
     assert (peak300 - base300) - (peak50 - base50) < 10 * frame_kib, peaks
+
+
+def test_frame_folders_use_the_image_decoder(tmp_path: Path) -> None:
+    """Frames of a folder decode like every image of the project: RGB files as PIL reads them,
+    EXIF-rotated ones upright, transparent ones over white."""
+    import io
+
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(upright).save(folder / "0.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored a quarter turn left; displayed upright
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright))).save(folder / "1.png", exif=exif)
+    Image.fromarray(np.dstack([upright, np.zeros((12, 20), np.uint8)]), "RGBA").save(folder / "2.png")
+    with open_video(folder) as src:
+        with Image.open(folder / "0.jpg") as jpg:
+            assert np.array_equal(src.get(0), np.array(jpg.convert("RGB")))
+        assert np.array_equal(src.get(1), upright)
+        assert np.array_equal(src.get(2), np.full_like(upright, 255))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright))).save(buf, format="PNG", exif=exif)
+    with open_video([upright, Image.open(buf)]) as src:  # PIL frames in a list: decoded when read
+        assert np.array_equal(src.get(1), upright)

@@ -116,6 +116,40 @@ def test_stream_before_prompt_and_frame_checks(predictor, frames) -> None:
         predictor.track(predictor.init_state(frames[:2]))
 
 
+def test_stream_box_prompts_in_one_batch(predictor, scene, frames) -> None:
+    """``box_masks`` decodes a frame's boxes without touching the session; ``add_new_boxes``
+    starts several objects at once with the masks ``add_new_points_or_box`` gives one by one,
+    and tracking goes on from them as from objects added one by one."""
+    boxes = np.stack(scene.boxes(0)).astype(np.float32)
+    batched, single = predictor.init_stream(), predictor.init_stream()
+    for s in (batched, single):
+        predictor.track(s, frames[0])
+    preview = predictor.box_masks(batched, boxes)  # the stream's current frame: 0
+    assert tuple(preview.shape) == (len(boxes), 1, H, W) and batched.objects == {}
+
+    t, ids, masks = predictor.add_new_boxes(batched, ["a", "b", "c"], boxes)
+    for obj_id, box in zip(["a", "b", "c"], boxes):
+        _, ids_1, masks_1 = predictor.add_new_points_or_box(single, 0, obj_id, box=box)
+    assert (t, ids) == (0, ids_1) and (masks - masks_1).abs().max() <= BATCH_TOL
+    assert ((preview > 0) == (masks > 0)).float().mean() > 0.99  # same boxes, same frame, no memory
+    for frame in frames[1:4]:
+        (_, _, a), (_, _, b) = predictor.track(batched, frame), predictor.track(single, frame)
+        assert (a - b).abs().max() <= BATCH_TOL
+
+    with pytest.raises(ValueError, match="already used"):
+        predictor.add_new_boxes(batched, ["a"], boxes[:1])
+    with pytest.raises(ValueError, match="already used"):
+        predictor.add_new_boxes(batched, ["d", "d"], boxes[:2])
+    with pytest.raises(ValueError, match="3 boxes for 2 object ids"):
+        predictor.add_new_boxes(batched, ["d", "e"], boxes)
+    with pytest.raises(ValueError, match="not xyxy"):
+        predictor.box_masks(batched, boxes[:, [2, 3, 0, 1]])
+    with pytest.raises(ValueError, match="give frame_idx"):
+        predictor.box_masks(predictor.init_state(frames[:2]), boxes)
+    offline = predictor.init_state(frames[:2])
+    assert predictor.add_new_boxes(offline, [1], boxes[:1], frame_idx=1)[0] == 1
+
+
 def test_state_stays_bounded(predictor, scene, frames) -> None:
     """While tracking 40 frames the number of stored entries and bytes stops growing, the
     prompted frame keeps its memory, and nothing is kept beyond the memory windows."""

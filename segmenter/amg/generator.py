@@ -46,11 +46,11 @@ from segmenter.amg.utils import (
 from segmenter.image.predictor import ImagePredictor
 from segmenter.postprocess import remove_small_regions
 from segmenter.image.transforms import as_rgb_array
+from segmenter.modeling.interface import LOW_RES_CLAMP, SegmentationModel
 
 __all__ = ["AutomaticMaskGenerator"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-LOW_RES_CLAMP = 32.0  # low-res logits fed back as mask prompts (use_m2m) are clamped, as returned by predict
 CHUNK_PIXELS = 1 << 20  # full-resolution logits processed at once (4 MiB of float32: cache- and allocator-friendly)
 
 
@@ -110,7 +110,7 @@ class AutomaticMaskGenerator:
 
     def __init__(
         self,
-        model: Any,
+        model: SegmentationModel | ImagePredictor,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.8,
@@ -168,7 +168,7 @@ class AutomaticMaskGenerator:
         self._group = 1  # masks upscaled per interpolation channel dimension (set per batch)
         # the references differ in number types: SAM 2 returns float32 points and float boxes,
         # SAM 1 float64 points and integer boxes
-        self._sam1_style = getattr(getattr(self.predictor.model, "config", None), "family", "sam2") == "sam1"
+        self._sam1_style = self.predictor.model.output_style.amg_int_boxes
 
     @classmethod
     def from_pretrained(

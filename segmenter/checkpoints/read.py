@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from segmenter.config import list_model_configs, load_model_config
+from segmenter.config import SAM2Config, list_model_configs, load_model_config
 from segmenter.checkpoints.hf_keymap import detect_layout, hf_to_official
 from segmenter.checkpoints.hub import (
     HF_INDEX,
@@ -230,7 +230,7 @@ def _match_config(
     matches = []
     for name in list_model_configs():
         cfg = load_model_config(name)
-        if cfg.family != "sam2":
+        if not isinstance(cfg, SAM2Config):
             continue
         h = cfg.hiera
         arch = (h.embed_dim, tuple(h.stages), tuple(h.window_pos_embed_bkg_spatial_size))

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 
 import torch
 
-from segmenter.config import list_model_configs, load_model_config
+from segmenter.config import SAM1Config, list_model_configs, load_model_config
 from segmenter.modeling.sam1.image_encoder import resize_abs_pos, resize_rel_pos
 
-__all__ = ["sam1_layout", "is_sam1_state_dict", "sam1_to_official", "infer_sam1_config_name", "fit_to_image_size"]
+__all__ = ["sam1_layout", "sam1_to_official", "infer_sam1_config_name", "saved_image_size", "fit_to_image_size"]
 
 # keys only a ViT encoder has (SAM 2's Hiera lives under image_encoder.trunk / vision_encoder.backbone)
 _OFFICIAL_VIT = ("image_encoder.blocks.", "image_encoder.patch_embed.")
@@ -96,10 +96,6 @@ def sam1_layout(sd: Mapping[str, object]) -> str | None:
     return "official" if official else "transformers" if transformers else None
 
 
-def is_sam1_state_dict(sd: Mapping[str, object]) -> bool:
-    return sam1_layout(sd) is not None
-
-
 def sam1_to_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A SAM 1 state dict in either layout under the official ``segment_anything`` key names."""
     layout = sam1_layout(sd)
@@ -146,12 +142,21 @@ def infer_sam1_config_name(sd: Mapping[str, torch.Tensor]) -> str:
     found = (int(patch.shape[0]), depth, int(patch.shape[0]) // int(rel.shape[1]))
     for name in list_model_configs():
         cfg = load_model_config(name)
-        if cfg.family == "sam1" and (cfg.vit.embed_dim, cfg.vit.depth, cfg.vit.num_heads) == found:
+        if isinstance(cfg, SAM1Config) and (cfg.vit.embed_dim, cfg.vit.depth, cfg.vit.num_heads) == found:
             return name
     raise ValueError(
         f"no known SAM 1 config matches this state dict (embed dim {found[0]}, {found[1]} blocks, "
         f"{found[2]} heads); known configs: {', '.join(list_model_configs())}"
     )
+
+
+def saved_image_size(sd: Mapping[str, torch.Tensor], patch_size: int) -> int | None:
+    """The input size an official SAM 1 state dict was saved for: its (1, g, g, C) position grid
+    times the patch size (None without a grid)."""
+    pos = sd.get("image_encoder.pos_embed")
+    if pos is None or pos.ndim != 4:
+        return None
+    return int(pos.shape[1]) * patch_size
 
 
 def fit_to_image_size(

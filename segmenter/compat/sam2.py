@@ -41,13 +41,13 @@ import torch
 
 from runtime.device import resolve_device
 from segmenter.amg.generator import AutomaticMaskGenerator
-from segmenter.build import load_weights
-from segmenter.checkpoints.read import config_name_for_hub_id, is_image_only, read_state_dict, resolve_checkpoint
+from segmenter.build import build_model, read_checkpoint
+from segmenter.checkpoints.read import config_name_for_hub_id, resolve_checkpoint
 from segmenter.compat.hydra_overrides import SAM2Settings, parse_overrides, postprocessing_overrides
 from segmenter.config import SAM2Config, list_model_configs, load_model_config
 from segmenter.image.predictor import ImagePredictor
 from segmenter.modeling.sam2 import SAM2Model
-from segmenter.postprocess import _small_components, fill_holes
+from segmenter.postprocess import fill_holes, small_components
 from segmenter.video.tracking import Tracker
 from segmenter.video.predictor import VideoPredictor
 
@@ -118,19 +118,15 @@ def _check_unknown(function: str, kwargs: dict[str, Any]) -> None:
 
 
 def _build(
-    config_file: str, ckpt_path: Any, device: Any, mode: str, settings: SAM2Settings
+    config_file: str, ckpt_path: str | Path | None, device: str | torch.device, mode: str, settings: SAM2Settings
 ) -> SAM2Model:
     dev = resolve_device(device)  # a missing CUDA fails here, before any work
     cfg = _model_config(config_name(config_file), settings)
-    state = None
-    if ckpt_path is not None:
-        state = read_state_dict(resolve_checkpoint(str(ckpt_path), filename=cfg.checkpoint_filename))
-    model = SAM2Model(cfg, with_memory=state is None or not is_image_only(state))
-    if state is not None:
-        load_weights(model, state, source=str(ckpt_path))
-    model = model.to(dev)
-    if mode == "eval":
-        model.eval()
+    state = None if ckpt_path is None else read_checkpoint(ckpt_path, cfg)
+    model = build_model(cfg, state, dev, source=str(ckpt_path))
+    assert isinstance(model, SAM2Model)
+    if mode != "eval":  # Meta's builders leave the model in training mode unless mode == "eval"
+        model.train()
     return model
 
 
@@ -221,7 +217,7 @@ class SAM2ImagePredictor(ImagePredictor):
         max_sprinkle_area: float = 0.0,
         autocast: bool | None = None,
     ) -> None:
-        if getattr(getattr(sam_model, "config", None), "family", None) != "sam2":
+        if not isinstance(sam_model, SAM2Model):
             raise ValueError("SAM2ImagePredictor needs a SAM 2 model (build_sam2 / build_sam2_hf)")
         if max_hole_area < 0 or max_sprinkle_area < 0:
             raise ValueError("max_hole_area and max_sprinkle_area must be >= 0")
@@ -247,7 +243,7 @@ class SAM2ImagePredictor(ImagePredictor):
             out = out.reshape(low_res.shape)
         if self.max_sprinkle_area > 0:  # specks of the input masks, as Meta's does
             fg = (low_res > t).flatten(0, 1).cpu().numpy()  # (B * C, h, w)
-            specks = torch.from_numpy(_small_components(fg, self.max_sprinkle_area)).to(low_res.device)
+            specks = torch.from_numpy(small_components(fg, self.max_sprinkle_area)).to(low_res.device)
             out = torch.where(specks.reshape(low_res.shape), t - 10.0, out)
         return out
 

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from segmenter.amg.generator import AutomaticMaskGenerator
-from segmenter.build import load_weights
-from segmenter.checkpoints.read import read_state_dict, resolve_checkpoint
+from segmenter.build import build_model, read_checkpoint
+from segmenter.checkpoints.sam1 import saved_image_size
 from segmenter.config import SAM1Config, load_model_config
-from segmenter.image.predictor import ImagePredictor, _Features
+from segmenter.image.predictor import EmbeddedImages, ImagePredictor
 from segmenter.modeling.sam1 import SAM1Model
 from segmenter.modeling.sam1.transforms import preprocess_shape, resize_longest_side
 
@@ -47,29 +46,17 @@ __all__ = [
 
 
 def _build(name: str, checkpoint: str | Path | None = None, image_size: int | None = None) -> SAM1Model:
-    state = None
-    if checkpoint is not None:
-        filename = load_model_config(name).checkpoint_filename
-        state = read_state_dict(resolve_checkpoint(str(checkpoint), filename=filename))
-        if image_size is None:
-            image_size = _checkpoint_image_size(state, name)
-    cfg = load_model_config(name, image_size=image_size)
+    cfg = load_model_config(name)
     if not isinstance(cfg, SAM1Config):
         raise ValueError(f"{name!r} is not a SAM 1 config")
-    model = SAM1Model(cfg)
-    if state is not None:
-        load_weights(model, state, source=str(checkpoint))
-    return model.eval()
-
-
-def _checkpoint_image_size(state: dict[str, torch.Tensor], name: str) -> int | None:
-    """The input size a checkpoint was saved for: its (1, g, g, C) position grid times the patch size."""
-    pos = state.get("image_encoder.pos_embed")
-    if pos is None or pos.ndim != 4:
-        return None
-    cfg = load_model_config(name)
-    assert isinstance(cfg, SAM1Config)
-    return int(pos.shape[1]) * cfg.vit.patch_size
+    state = None
+    if checkpoint is not None:
+        state = read_checkpoint(checkpoint, cfg)
+        if image_size is None:  # the size the checkpoint was saved for
+            image_size = saved_image_size(state, cfg.vit.patch_size)
+    model = build_model(cfg.with_image_size(image_size), state, "cpu", source=str(checkpoint))
+    assert isinstance(model, SAM1Model)
+    return model
 
 
 def build_sam_vit_h(checkpoint: str | Path | None = None, image_size: int | None = None) -> SAM1Model:
@@ -149,7 +136,7 @@ class SamPredictor(ImagePredictor):
     """Meta's ``SamPredictor`` for SAM 1 models: :class:`segmenter.ImagePredictor` plus its extras."""
 
     def __init__(self, sam_model: SAM1Model, autocast: bool | None = None) -> None:
-        if getattr(getattr(sam_model, "config", None), "family", None) != "sam1":
+        if not isinstance(sam_model, SAM1Model):
             raise ValueError(
                 "SamPredictor needs a SAM 1 model (sam_model_registry[...]); for SAM 2 use "
                 "segmenter.compat.sam2.SAM2ImagePredictor"
@@ -200,7 +187,7 @@ class SamPredictor(ImagePredictor):
         with self._amp():
             embed = self.model.embed_images(x)
         orig = (int(original_image_size[0]), int(original_image_size[1]))
-        self._features = _Features(embed, [], [orig], [(h, w)])
+        self._features = EmbeddedImages(embed, [], [orig], [(h, w)])
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Single-image prompting: ``ImagePredictor`` (embed once, decode many prompts) and its transforms."""
+"""Single-image prompting: ``ImagePredictor`` (embed once, decode many prompts) and its input checks."""
 
 from segmenter.image.predictor import ImagePredictor
 

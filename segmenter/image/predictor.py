@@ -3,8 +3,10 @@
 Arguments, return types and shapes follow the official ``SAM2ImagePredictor`` for SAM 2 models
 and ``segment_anything.SamPredictor`` for SAM 1 models (whose ``predict`` returns bool masks and
 unclamped low-res logits); on top of that, inputs are validated with clear errors and every box
-of an image is decoded in one call. What differs between the two families (preprocessing, the
-prompt frame, how boxes are encoded, how masks go back to the image) sits in a small adapter.
+of an image is decoded in one call. The predictor is typed against
+:class:`~segmenter.modeling.interface.SegmentationModel`: what differs between the families
+(preprocessing, the prompt frame, how boxes are encoded, how masks go back to the image, the
+output types) is the model's own business.
 """
 
 from __future__ import annotations
@@ -15,122 +17,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from runtime.device import autocast
-from segmenter.image.transforms import (
-    as_rgb_array,
-    check_boxes,
-    check_mask_input,
-    check_points,
-    preprocess_images,
-)
+from segmenter.image.transforms import ImageInput, as_rgb_array, check_boxes, check_mask_input, check_points
+from segmenter.modeling.interface import HW, MaskLogits, Points, SegmentationModel
 
-__all__ = ["ImagePredictor"]
-
-LOW_RES_CLAMP = 32.0  # SAM 2: low-res logits are clamped before being returned (and reused as mask input)
-
-_Points = tuple[torch.Tensor, torch.Tensor] | None
-_HW = tuple[int, int]
+__all__ = ["ImagePredictor", "EmbeddedImages"]
 
 
 @dataclass
-class _Features:
+class EmbeddedImages:
+    """The image(s) set on a predictor: their features and where each sits in the model input."""
+
     image_embed: torch.Tensor  # (B, C, h, w); SAM 2: no-memory embedding added
     high_res_feats: list[torch.Tensor]  # SAM 2: [(B, 32, 4h, 4w), (B, 64, 2h, 2w)]; SAM 1: []
-    orig_hw: list[tuple[int, int]]
-    input_hw: list[tuple[int, int]]  # the image's extent inside the square model input
-
-
-class _SAM2Adapter:
-    """SAM 2: square resize, box corners as points labelled 2/3, masks resized straight back."""
-
-    bool_masks = False
-    low_res_clamp: float | None = LOW_RES_CLAMP
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def preprocess(self, imgs: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, list[_HW]]:
-        s = self.model.image_size
-        return preprocess_images(imgs, s, device), [(s, s)] * len(imgs)
-
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        emb = self.model.embed_images(x)
-        return emb.image_embed, list(emb.high_res_feats)
-
-    def to_input(self, xy: np.ndarray, orig_hw: tuple[int, int], input_hw: Any, normalized: bool) -> torch.Tensor:
-        # pixels -> [0, 1] (divide by the original width/height, as the reference does) -> model input
-        dev = self.model.device
-        wh = torch.tensor([1, 1] if normalized else [orig_hw[1], orig_hw[0]], dtype=torch.float32, device=dev)
-        return torch.as_tensor(xy, device=dev) / wh * float(self.model.image_size)
-
-    def decode(
-        self, feats: _Features, i: int, points: _Points, boxes: Any, masks: Any, multimask: bool, repeat: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if boxes is not None:  # (B, 2, 2) corners, before the points
-            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(len(boxes), -1)
-            if points is None:
-                points = (boxes, corner_labels)
-            else:
-                labels = torch.cat([corner_labels, points[1].to(torch.int32)], dim=1)
-                points = (torch.cat([boxes, points[0]], dim=1), labels)
-        low_res, iou, _, _ = self.model.decode_masks(
-            image_embed=feats.image_embed[i : i + 1],
-            high_res_feats=[f[i : i + 1] for f in feats.high_res_feats],
-            points=points,
-            mask_input=masks,
-            multimask_output=multimask,
-            repeat_image=repeat,
-        )
-        return low_res, iou
-
-    def upscale(self, low_res: torch.Tensor, input_hw: Any, orig_hw: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(low_res, orig_hw, mode="bilinear", align_corners=False)
-
-
-class _SAM1Adapter:
-    """SAM 1: the model's longest-side resize + padding, boxes through the prompt encoder's box input."""
-
-    bool_masks = True
-    low_res_clamp: float | None = None
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def preprocess(self, imgs: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, list[_HW]]:
-        return self.model.preprocess(imgs)
-
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.model.embed_images(x), []
-
-    def to_input(
-        self, xy: np.ndarray, orig_hw: tuple[int, int], input_hw: tuple[int, int], normalized: bool
-    ) -> torch.Tensor:
-        return self.model.transform_coords(xy, orig_hw, input_hw, normalized)
-
-    def decode(
-        self, feats: _Features, i: int, points: _Points, boxes: Any, masks: Any, multimask: bool, repeat: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.decode_masks(
-            feats.image_embed[i : i + 1],
-            points=points,
-            boxes=None if boxes is None else boxes.reshape(-1, 4),
-            mask_input=masks,
-            multimask_output=multimask,
-        )
-
-    def upscale(self, low_res: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
-        return self.model.postprocess_masks(low_res, input_hw, orig_hw)
-
-
-def _adapter(model: Any) -> _SAM2Adapter | _SAM1Adapter:
-    family = getattr(getattr(model, "config", None), "family", "sam2")
-    if family == "sam1":
-        return _SAM1Adapter(model)
-    if family == "sam2":
-        return _SAM2Adapter(model)
-    raise ValueError(f"ImagePredictor supports SAM 2 and SAM 1 models, got a {family!r} model")
+    orig_hw: list[HW]
+    input_hw: list[HW]  # the image's extent inside the square model input
 
 
 class ImagePredictor:
@@ -142,17 +44,21 @@ class ImagePredictor:
         autocast: run under bf16 autocast; ``None`` = on for CUDA devices, off elsewhere.
     """
 
-    def __init__(self, model: Any, mask_threshold: float = 0.0, autocast: bool | None = None) -> None:
-        self.model = model.eval()
-        self._io = _adapter(model)
+    def __init__(self, model: SegmentationModel, mask_threshold: float = 0.0, autocast: bool | None = None) -> None:
+        if not isinstance(model, SegmentationModel):
+            raise ValueError(
+                f"ImagePredictor needs a SAM 2 or SAM 1 model (segmenter.build_sam), got {type(model).__name__}"
+            )
+        self.model = model
+        model.eval()
         self.mask_threshold = float(mask_threshold)
         self._autocast = autocast
-        self._features: _Features | None = None
+        self._features: EmbeddedImages | None = None
         self._is_batch = False
 
     @classmethod
     def from_pretrained(
-        cls, model_id: str, device: Any = None, image_size: int | None = None, **kwargs: Any
+        cls, model_id: str, device: str | torch.device | None = None, image_size: int | None = None, **kwargs: Any
     ) -> ImagePredictor:
         """Load a model by hub id or local checkpoint (see :func:`segmenter.from_pretrained`)."""
         from segmenter.build import from_pretrained
@@ -178,14 +84,14 @@ class ImagePredictor:
 
     # ------------------------------------------------------------------ embedding
     @torch.inference_mode()
-    def set_image(self, image: np.ndarray | Any) -> None:
+    def set_image(self, image: ImageInput) -> None:
         """Embed one RGB image ((H, W, 3) uint8 array or PIL image)."""
         self.reset_predictor()
         img = as_rgb_array(image)
         self._features = self._embed([img])
 
     @torch.inference_mode()
-    def set_image_batch(self, image_list: Sequence[np.ndarray | Any]) -> None:
+    def set_image_batch(self, image_list: Sequence[ImageInput]) -> None:
         """Embed several RGB images in one forward pass (for :meth:`predict_batch`)."""
         self.reset_predictor()
         if isinstance(image_list, np.ndarray) or not isinstance(image_list, Sequence):
@@ -196,17 +102,17 @@ class ImagePredictor:
         self._features = self._embed(imgs)
         self._is_batch = True
 
-    def _embed(self, imgs: list[np.ndarray]) -> _Features:
-        x, input_hw = self._io.preprocess(imgs, self.device)
+    def _embed(self, imgs: list[np.ndarray]) -> EmbeddedImages:
+        x, input_hw = self.model.preprocess(imgs)
         with self._amp():
-            image_embed, high_res = self._io.embed(x)
-        return _Features(image_embed, high_res, [im.shape[:2] for im in imgs], input_hw)
+            feats = self.model.encode_images(x)
+        return EmbeddedImages(feats.image_embed, list(feats.high_res_feats), [im.shape[:2] for im in imgs], input_hw)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The (B, 256, h, w) embedding of the image(s) set (h = w = image_size / 16)."""
         return self._require_features().image_embed
 
-    def _require_features(self) -> _Features:
+    def _require_features(self) -> EmbeddedImages:
         if self._features is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         return self._features
@@ -329,7 +235,7 @@ class ImagePredictor:
     def upscale_logits(self, low_res: torch.Tensor, img_idx: int = 0) -> torch.Tensor:
         """(B, C, h, w) low-res logits -> (B, C, H, W) logits at the size of the image set."""
         feats = self._require_features()
-        return self._io.upscale(low_res.float(), feats.input_hw[img_idx], feats.orig_hw[img_idx])
+        return self.model.postprocess_masks(low_res.float(), feats.input_hw[img_idx], feats.orig_hw[img_idx])
 
     @torch.inference_mode()
     def _predict(
@@ -350,7 +256,7 @@ class ImagePredictor:
         masks = self.upscale_logits(low_res, img_idx)  # (B, C, H, W)
         if not return_logits:
             masks = masks > self.mask_threshold
-        clamp = self._io.low_res_clamp
+        clamp = self.model.output_style.low_res_clamp
         return masks, iou.float(), low_res if clamp is None else low_res.clamp(-clamp, clamp)
 
     def _decode(
@@ -362,7 +268,7 @@ class ImagePredictor:
         mask_input: Any,
         multimask_output: bool,
         normalize_coords: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> MaskLogits:
         feats = self._require_features()
         if not 0 <= img_idx < len(feats.orig_hw):
             raise ValueError(f"img_idx {img_idx} is out of range for {len(feats.orig_hw)} image(s) set")
@@ -373,15 +279,15 @@ class ImagePredictor:
         masks_in = check_mask_input(mask_input, low_hw)
 
         dev = self.device
-        points = None
+        points: Points | None = None
         if coords is not None:
-            xy = self._io.to_input(coords, orig_hw, input_hw, not normalize_coords)  # (B, N, 2) or (N, 2)
+            xy = self.model.transform_coords(coords, orig_hw, input_hw, not normalize_coords)  # (B, N, 2) or (N, 2)
             lab = torch.as_tensor(labels, device=dev)
             points = (xy[None], lab[None]) if xy.ndim == 2 else (xy, lab)
         corners = None
         if boxes is not None:
             corners = boxes.reshape(-1, 2, 2)
-            corners = self._io.to_input(corners, orig_hw, input_hw, not normalize_coords)  # (B, 2, 2)
+            corners = self.model.transform_coords(corners, orig_hw, input_hw, not normalize_coords)  # (B, 2, 2)
             if points is not None and points[0].shape[0] != corners.shape[0]:
                 if points[0].shape[0] != 1:
                     raise ValueError(
@@ -395,11 +301,18 @@ class ImagePredictor:
             raise ValueError(f"mask_input has {masks_t.shape[0]} masks for {num_prompts} prompts")
 
         with self._amp():
-            return self._io.decode(feats, img_idx, points, corners, masks_t, multimask_output, num_prompts > 1)
+            return self.model.decode_masks(
+                feats.image_embed[img_idx : img_idx + 1],
+                points=points,
+                boxes=None if corners is None else corners.reshape(-1, 4),
+                mask_input=masks_t,
+                multimask_output=multimask_output,
+                high_res_feats=[f[img_idx : img_idx + 1] for f in feats.high_res_feats],
+            )
 
     def _np_masks(self, masks: torch.Tensor) -> np.ndarray:
         # SAM 1's predictor returns bool masks, SAM 2's float 0/1 (logits stay float either way)
-        if masks.dtype == torch.bool and self._io.bool_masks:
+        if masks.dtype == torch.bool and self.model.output_style.bool_masks:
             return masks.cpu().numpy()
         return _np(masks)
 

@@ -1,40 +1,35 @@
-"""Input validation and the image/prompt transforms of SAM 2's image predictor.
+"""Input validation for the image predictor: images, points, boxes and mask prompts.
 
-Images: RGB uint8 (H, W, 3) -> float [0, 1] -> bilinear antialiased resize to a square
-``image_size`` -> ImageNet normalisation, the same arithmetic as the reference's
-``ToTensor`` + ``Resize`` + ``Normalize`` (without needing torchvision).
+PIL images are decoded by the one image decoder of the project, :func:`runtime.images.load_image`
+(EXIF orientation applied, alpha composited over white, CMYK / 16-bit / palette converted);
+arrays must already be RGB uint8 (H, W, 3). The model-specific transforms (resize, prompt
+frame) belong to the models: :mod:`segmenter.modeling.transforms` (SAM 2) and
+:mod:`segmenter.modeling.sam1.transforms` (SAM 1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "as_rgb_array",
-    "preprocess_images",
-    "check_points",
-    "check_boxes",
-    "check_mask_input",
-]
+from runtime.images import load_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["ImageInput", "as_rgb_array", "check_points", "check_boxes", "check_mask_input"]
+
+ImageInput = Union[np.ndarray, Image.Image]
+"""An RGB uint8 (H, W, 3) array or a PIL image."""
 
 
-def as_rgb_array(image: Any, name: str = "image") -> np.ndarray:
-    """Validate an image and return it as an (H, W, 3) uint8 RGB array (no copy when possible)."""
+def as_rgb_array(image: ImageInput, name: str = "image") -> np.ndarray:
+    """Validate an image and return it as an (H, W, 3) uint8 RGB array (no copy for arrays).
+
+    PIL images are decoded with :func:`runtime.images.load_image` (a new, writable array).
+    """
     if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.array(image)  # a writable copy (torch.from_numpy needs one)
+        return load_image(image, name=name)
     if isinstance(image, torch.Tensor):
         raise ValueError(
             f"{name} is a torch.Tensor; pass an (H, W, 3) uint8 RGB numpy array or a PIL image"
@@ -57,21 +52,6 @@ def as_rgb_array(image: Any, name: str = "image") -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
     return image
-
-
-def preprocess_images(
-    images: Sequence[np.ndarray], image_size: int, device: torch.device
-) -> torch.Tensor:
-    """RGB uint8 arrays -> (B, 3, image_size, image_size) normalised float32 on ``device``."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-    out = torch.empty(len(images), 3, image_size, image_size, device=device)
-    for i, img in enumerate(images):
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)  # (3, H, W)
-        x = x.float().div(255)
-        x = F.interpolate(x[None], (image_size, image_size), mode="bilinear", align_corners=False, antialias=True)[0]
-        out[i] = (x - mean) / std
-    return out
 
 
 def _finite(name: str, arr: np.ndarray) -> None:

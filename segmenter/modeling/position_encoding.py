@@ -56,9 +56,10 @@ class PositionEmbeddingSine(nn.Module):
         key = (height, width, torch.device(device))
         pe = self._cache.get(key)
         if pe is None:
-            pe_y = self._axis(height, device).T[:, :, None].expand(-1, height, width)  # (F, H, W)
-            pe_x = self._axis(width, device).T[:, None, :].expand(-1, height, width)  # (F, H, W)
-            pe = torch.cat([pe_y, pe_x], dim=0).contiguous()
+            with torch.inference_mode(False):  # a plain tensor, usable in every grad mode
+                pe_y = self._axis(height, device).T[:, :, None].expand(-1, height, width)  # (F, H, W)
+                pe_x = self._axis(width, device).T[:, None, :].expand(-1, height, width)  # (F, H, W)
+                pe = torch.cat([pe_y, pe_x], dim=0).contiguous()
             self._cache[key] = pe
         return pe
 

@@ -6,6 +6,7 @@ State-dict keys match the official ``sam_prompt_encoder.*`` entries.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,38 +41,47 @@ class PositionEmbeddingRandom(nn.Module):
         super().__init__()
         scale = 1.0 if scale is None or scale <= 0.0 else scale
         self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn(2, num_pos_feats))
-        self._grid_cache: tuple[tuple, torch.Tensor] | None = None
+        # grids keyed on their explicit inputs: size, the matrix's device and dtype, the autocast
+        # dtype (it sets the matmul's). The matrix is a fixed buffer, never trained: it changes
+        # only when a state dict is loaded, which empties the cache.
+        self._grids: dict[tuple, torch.Tensor] = {}
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._grids.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:  # (..., 2) in [0, 1] -> (..., C)
         proj = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
         proj = 2 * math.pi * proj
         return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
-    def _grid_key(self, size: tuple[int, int]) -> tuple | None:
-        # the cached grid is valid while the buffer is the same tensor, unmodified, and the
-        # autocast state (which sets the matmul dtype) is unchanged
-        g = self.positional_encoding_gaussian_matrix
-        try:
-            version = g._version
-        except RuntimeError:  # inference tensors carry no version counter: don't cache
-            return None
-        return (tuple(size), g.data_ptr(), version, g.device, g.dtype, _autocast_key(g.device))
-
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
-        """Encoding of pixel centres of an (h, w) grid -> (C, h, w). Cached; treat as read-only."""
-        key = self._grid_key(size)
-        if key is not None and self._grid_cache is not None and self._grid_cache[0] == key:
-            return self._grid_cache[1]
+        """Encoding of pixel centres of an (h, w) grid -> (C, h, w). Cached; treat as read-only.
+
+        After editing ``positional_encoding_gaussian_matrix`` in place (rather than with
+        ``load_state_dict``), call :meth:`clear_cache`.
+        """
+        g = self.positional_encoding_gaussian_matrix
+        key = (tuple(size), g.device, g.dtype, _autocast_key(g.device))
+        pe = self._grids.get(key)
+        if pe is None:
+            # a plain tensor whatever the caller's grad mode: usable under inference_mode,
+            # no_grad and autograd alike
+            with torch.inference_mode(False), torch.no_grad():
+                pe = self._grids[key] = self._grid(size)
+        return pe
+
+    def _grid(self, size: tuple[int, int]) -> torch.Tensor:  # (C, h, w)
         h, w = size
         device = self.positional_encoding_gaussian_matrix.device
         ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h  # (h,)
         xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w  # (w,)
         xy = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)  # (h, w, 2)
-        with torch.no_grad():
-            pe = self._encode(xy).permute(2, 0, 1)  # (C, h, w)
-        if key is not None:
-            self._grid_cache = (key, pe)
-        return pe
+        return self._encode(xy).permute(2, 0, 1)
+
+    def clear_cache(self) -> None:
+        """Forget the cached grids (needed only after in-place edits of the matrix)."""
+        self._grids.clear()
 
     def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Encode pixel coordinates (B, N, 2) as (x, y) in an image of ``image_size`` (h, w) -> (B, N, C)."""

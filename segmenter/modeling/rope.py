@@ -98,8 +98,9 @@ class AxialRoPE(nn.Module):
             # Built on the CPU and moved, like the reference, so every device gets the same table.
             # torch.polar (CPU only, never on the device) rounds cos/sin exactly as the reference
             # does; the vectorised torch.cos/sin can differ by one ulp.
-            angles = axial_rope_angles(self.head_dim, height, width, self.theta)  # (HW, D/2)
-            hit = torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).to(device)
+            with torch.inference_mode(False):  # a plain tensor, usable in every grad mode
+                angles = axial_rope_angles(self.head_dim, height, width, self.theta)  # (HW, D/2)
+                hit = torch.view_as_real(torch.polar(torch.ones_like(angles), angles)).to(device)
             self._cache[key] = hit
         return hit
 

@@ -5,12 +5,15 @@
 - a video file (.mp4/.avi/.mov/.mkv/.webm/...): :class:`VideoFileSource` (``segmenter.video.decoder``),
   decoded with PyAV (OpenCV only when PyAV cannot open the file);
 - a folder of frames (.jpg/.jpeg/.png/.bmp/.webp, any case; hidden files and sub-folders are
-  ignored): :class:`FolderSource`, decoded with PIL like the reference's JPEG loader. Order:
+  ignored): :class:`FolderSource`, decoded with :func:`runtime.images.load_image` (for RGB
+  files the pixels of the reference's PIL loader; EXIF orientation, alpha, CMYK, 16-bit and
+  palette files handled like every image of the project). Order:
   numeric by stem when every stem is an integer (the reference's ``<int>.jpg`` rule:
   ``9.jpg`` < ``10.jpg``), otherwise natural order (digit runs compared as numbers,
   ``frame_2`` < ``frame_10``), ties broken by the plain name;
 - a list/tuple of RGB uint8 (H, W, 3) arrays or PIL images, or one (T, H, W, 3) array:
-  :class:`ArraySource` (random access, frames are not copied);
+  :class:`ArraySource` (random access, arrays are not copied; PIL images are decoded with
+  ``load_image`` when read);
 - any other iterable/iterator of RGB frames (live input): :class:`IteratorSource`,
   forward-only with a small window of recent frames.
 
@@ -35,7 +38,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segmenter.image.transforms import IMAGENET_MEAN, IMAGENET_STD, as_rgb_array
+from runtime.images import load_image
+from segmenter.image.transforms import as_rgb_array
+from segmenter.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "FrameSource",
@@ -46,11 +51,9 @@ __all__ = [
     "open_video",
     "preprocess_video_frame",
     "FRAME_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
 ]
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".gif")
 DEFAULT_CACHE_SIZE = 16
 
 
@@ -203,10 +206,9 @@ class ArraySource(FrameSource):
                 )
             self._validate(frames[0], 0)  # dtype and channels hold for every frame
         else:
-            for i, frame in enumerate(frames):  # cheap: no decoding, no copies
-                if isinstance(frame, Image.Image):
-                    self._check_size(frame.height, frame.width, i)
-                else:
+            self._validate(frames[0], 0)  # sets the size (a PIL image is decoded)
+            for i, frame in enumerate(frames[1:], start=1):  # cheap: no decoding, no copies
+                if not isinstance(frame, Image.Image):  # PIL images are checked when decoded
                     self._validate(frame, i)
         self._frames = frames
         self._num_frames = len(frames)
@@ -240,7 +242,7 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
 
 
 class FolderSource(FrameSource):
-    """A folder of frame images, decoded with PIL on demand (random access)."""
+    """A folder of frame images, decoded with ``load_image`` on demand (random access)."""
 
     def __init__(self, folder: str | os.PathLike, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         super().__init__(f"folder {str(folder)!r}", cache_size)
@@ -255,9 +257,8 @@ class FolderSource(FrameSource):
     def _read(self, idx: int) -> np.ndarray:
         path = self.paths[idx]
         try:
-            with Image.open(path) as img:
-                rgb = np.array(img.convert("RGB"))  # the reference's decode: PIL, then RGB
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            rgb = load_image(path)  # RGB files: the reference's decode (PIL, then RGB)
+        except (OSError, ValueError) as e:
             raise ValueError(f"cannot read frame {idx} ({path}): {e}") from e
         return self._validate(rgb, idx)
 

@@ -122,9 +122,6 @@ class ObjectMemory:
                 return out
         return None
 
-    def prompted_frames(self) -> set[int]:
-        return set(self.point_inputs) | self.mask_frames
-
     def clear(self) -> None:
         self.point_inputs.clear()
         self.mask_frames.clear()

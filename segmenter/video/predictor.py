@@ -15,7 +15,9 @@ Differences from the reference, none of which changes a number:
   stretch) warn and use the memories left; ``keep_outputs=True`` keeps everything, as the
   reference does;
 * a live stream is tracked one frame at a time: :meth:`VideoPredictor.init_stream`,
-  :meth:`~VideoPredictor.add_frame`, :meth:`~VideoPredictor.track`. A stream, or an iterator
+  :meth:`~VideoPredictor.add_frame`, :meth:`~VideoPredictor.track`; :meth:`~VideoPredictor.box_masks`
+  and :meth:`~VideoPredictor.add_new_boxes` prompt many boxes on the current frame in one batch
+  (e.g. a detector's, to check them against the tracks and start new ones). A stream, or an iterator
   input, has no known length: object pointers' temporal encodings are then normalised as for
   a video of 16 frames or more (the reference normalises by the frame count when it is below
   16), so a stream matches offline tracking of any video of at least 16 frames.
@@ -23,8 +25,7 @@ Differences from the reference, none of which changes a number:
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from runtime.device import autocast
-from segmenter.video.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune, select_memory
+from segmenter.modeling.interface import LOW_RES_CLAMP
+from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import fill_holes
+from segmenter.video.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune, select_memory
+from segmenter.video.prompts import box_prompt, frame_index, mask_prompt, point_prompt, processing_order
 from segmenter.video.tracking import FrameFeatures, Tracker, use_multimask
-from segmenter.video.prompts import frame_index, mask_prompt, point_prompt, processing_order
 from segmenter.video.frames import open_video, preprocess_video_frame
 from segmenter.video.outputs import consolidate, to_video_res
 from segmenter.video.state import FrameBuffer, VideoState
@@ -43,7 +46,6 @@ from segmenter.video.state import FrameBuffer, VideoState
 __all__ = ["VideoPredictor", "VideoState"]
 
 Result = tuple[int, list[Hashable], torch.Tensor]  # frame index, object ids, (N, 1, H, W) logits
-PREV_LOGITS_CLAMP = 32.0  # previous logits fed back with new clicks are clamped first
 
 
 class VideoPredictor:
@@ -60,7 +62,7 @@ class VideoPredictor:
 
     def __init__(
         self,
-        model: Any,
+        model: SAM2Model,
         fill_hole_area: int = 8,
         non_overlap_masks: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
@@ -79,7 +81,7 @@ class VideoPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, model_id: str, device: Any = None, image_size: int | None = None, **kwargs: Any
+        cls, model_id: str, device: str | torch.device | None = None, image_size: int | None = None, **kwargs: Any
     ) -> VideoPredictor:
         """Load a model by hub id or local checkpoint (see :func:`segmenter.from_pretrained`)."""
         from segmenter.build import from_pretrained
@@ -198,9 +200,10 @@ class VideoPredictor:
         prev = obj.output_at(frame_idx, is_cond)
         prev_logits = None
         if prev is not None and prev.pred_masks is not None:
-            prev_logits = prev.pred_masks.to(state.device).clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+            # previous logits fed back with new clicks are clamped first, as SAM 2 returns them
+            prev_logits = prev.pred_masks.to(state.device).clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
         elif not is_init:
-            self._warn_released(state, f"frame {frame_idx}'s previous mask of object {obj_id!r}")
+            state.warn_released(f"frame {frame_idx}'s previous mask of object {obj_id!r}")
         feats = self._features(state, frame_idx)
         with self._amp(state):
             if is_init:
@@ -230,6 +233,67 @@ class VideoPredictor:
             out = self.tracker.mask_as_output(feats, m)
         obj.temp(is_cond)[frame_idx] = self._entry(state, out.low_res, out.obj_ptr, out.object_score_logits)
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
+
+    @torch.inference_mode()
+    def add_new_boxes(
+        self, state: VideoState, obj_ids: Sequence[Hashable], boxes: Any, frame_idx: int | None = None
+    ) -> Result:
+        """Start N new objects, one box (N, 4) xyxy in video pixels each, decoded in one batch.
+
+        ``frame_idx`` defaults to a stream's current frame (the one :meth:`track` returned last).
+        Each object gets the mask :meth:`add_new_points_or_box` would give it for its box; the
+        result holds every object's mask on the frame, as there.
+        """
+        t = self._boxes_frame(state, frame_idx)
+        corners, labels = box_prompt(boxes, (state.video_height, state.video_width), self.image_size)
+        ids = list(obj_ids)
+        if len(ids) != len(corners):
+            raise ValueError(f"{len(corners)} boxes for {len(ids)} object ids; give one box per object")
+        try:
+            taken = [i for i in ids if i in state.objects]
+            repeated = len(set(ids)) != len(ids)
+        except TypeError:
+            raise ValueError("object ids must be hashable (ints or strings)") from None
+        if taken or repeated:
+            raise ValueError(
+                f"add_new_boxes starts new objects: ids {taken or ids} are already used (or repeated); "
+                "correct an existing object with add_new_points_or_box"
+            )
+        corners, labels = corners.to(state.device), labels.to(state.device)  # (N, 2, 2), (N, 2)
+        feats = self._features(state, t)
+        with self._amp(state):
+            no_memory = feats.no_mem.expand(len(ids), -1, -1, -1)  # new objects: no memory yet
+            out = self.tracker.heads(no_memory, feats, (corners, labels), None, use_multimask(corners.shape[1]))
+        for j, obj_id in enumerate(ids):
+            obj = state.object(obj_id, create=True)
+            obj.point_inputs[t] = (corners[j : j + 1], labels[j : j + 1])
+            one = slice(j, j + 1)
+            obj.temp_cond[t] = self._entry(state, out.low_res[one], out.obj_ptr[one], out.object_score_logits[one])
+        return t, state.obj_ids, self._consolidated(state, t, is_cond=True)
+
+    @torch.inference_mode()
+    def box_masks(self, state: VideoState, boxes: Any, frame_idx: int | None = None) -> torch.Tensor:
+        """Masks of boxes (N, 4) xyxy in video pixels from the frame alone (no memory), in one batch.
+
+        Nothing is added to the session. Returns (N, 1, H, W) logits at video resolution; the
+        frame defaults to a stream's current one, as in :meth:`add_new_boxes`.
+        """
+        t = self._boxes_frame(state, frame_idx)
+        corners, _ = box_prompt(boxes, (state.video_height, state.video_width), self.image_size)
+        feats = self._features(state, t)
+        boxes_in = corners.to(state.device).reshape(-1, 4)  # (N, 4) model-input pixels
+        with self._amp(state):
+            low, _ = self.model.decode_masks(
+                feats.no_mem, boxes=boxes_in, multimask_output=False, high_res_feats=feats.high_res
+            )
+        return to_video_res(state, low.float(), non_overlap=False)
+
+    def _boxes_frame(self, state: VideoState, frame_idx: int | None) -> int:
+        if frame_idx is not None:
+            return self._check_frame(state, frame_idx)
+        if not state.is_stream or state.next_frame == 0:
+            raise ValueError("give frame_idx (only a stream that has tracked a frame has a current one)")
+        return state.next_frame - 1
 
     def _frame_role(self, obj: ObjectMemory, frame_idx: int) -> tuple[bool, bool, bool]:
         """(initial conditioning frame?, tracked in reverse?, stored as conditioning?)."""
@@ -333,7 +397,7 @@ class VideoPredictor:
             mem.use_signed_tpos_enc_to_obj_ptrs,
         )  # fmt: skip
         if sel.missing:
-            self._warn_released(state, f"{sel.missing} memories of object {obj.obj_id!r} near frame {frame_idx}")
+            state.warn_released(f"{sel.missing} memories of object {obj.obj_id!r} near frame {frame_idx}")
         return sel
 
     # ------------------------------------------------------------------ editing
@@ -422,24 +486,12 @@ class VideoPredictor:
     def _entry(self, state: VideoState, low: torch.Tensor, ptr: torch.Tensor, score: torch.Tensor) -> FrameEntry:
         return FrameEntry(ptr, score, self._fill(low).to(state.storage_device))
 
-    def _warn_released(self, state: VideoState, what: str) -> None:
-        if state.warned_released:
-            return
-        state.warned_released = True
-        warnings.warn(
-            f"{what} were released to bound memory (init_state(keep_outputs=False)); this step uses the "
-            "memories left and can differ from the reference. Use keep_outputs=True for corrections "
-            "anywhere in a tracked video.",
-            UserWarning,
-            stacklevel=4,
-        )
-
     def _video_res(self, state: VideoState, low: torch.Tensor) -> torch.Tensor:
         return to_video_res(state, low, self.non_overlap_masks)
 
     def _consolidated(self, state: VideoState, frame_idx: int, is_cond: bool) -> torch.Tensor:
         masks, released = consolidate(state, frame_idx, is_cond, self.non_overlap_masks)
         if released:
-            self._warn_released(state, f"frame {frame_idx}'s masks of objects {released}")
+            state.warn_released(f"frame {frame_idx}'s masks of objects {released}")
         return masks
 

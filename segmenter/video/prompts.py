@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from segmenter.image.transforms import check_boxes, check_points
 
-__all__ = ["frame_index", "processing_order", "point_prompt", "mask_prompt"]
+__all__ = ["frame_index", "processing_order", "point_prompt", "box_prompt", "mask_prompt"]
 
 BOX_LABELS = (2, 3)  # a box enters the model as its two corners with these labels
 
@@ -77,6 +77,16 @@ def point_prompt(
     if normalize_coords:  # pixels -> [0, 1], dividing by (W, H) as the reference does
         pts = pts / torch.tensor([video_hw[1], video_hw[0]])
     return pts * image_size, lab
+
+
+def box_prompt(boxes: Any, video_hw: tuple[int, int], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (N, 4) xyxy in video pixels, one per object -> corners (N, 2, 2) in model-input
+    pixels and labels (N, 2) int32 (2 and 3): :func:`point_prompt`'s arithmetic for each box."""
+    checked = check_boxes(boxes, video_hw, normalized=False)
+    if checked is None:
+        raise ValueError("boxes must be an (N, 4) array of xyxy boxes, got None")
+    corners = torch.from_numpy(checked).reshape(-1, 2, 2) / torch.tensor([video_hw[1], video_hw[0]])
+    return corners * image_size, torch.tensor([BOX_LABELS], dtype=torch.int32).repeat(len(checked), 1)
 
 
 def mask_prompt(mask: Any, video_hw: tuple[int, int], image_size: int, device: torch.device) -> torch.Tensor:

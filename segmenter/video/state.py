@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,19 @@ class VideoState:
         except IndexError:
             return False
         return True
+
+    def warn_released(self, what: str) -> None:
+        """Warn once per session that a step reads outputs released to bound memory."""
+        if self.warned_released:
+            return
+        self.warned_released = True
+        warnings.warn(
+            f"{what} were released to bound memory (init_state(keep_outputs=False)); this step uses the "
+            "memories left and can differ from the reference. Use keep_outputs=True for corrections "
+            "anywhere in a tracked video.",
+            UserWarning,
+            stacklevel=5,
+        )
 
     def close(self) -> None:
         """Release the video (decoder, cached frames) and every stored output."""

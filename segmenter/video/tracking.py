@@ -74,7 +74,7 @@ class Tracker:
     # ------------------------------------------------------------------ frame features
     def encode_frame(self, frame_idx: int, image: torch.Tensor) -> FrameFeatures:
         """(1, 3, S, S) normalised image -> features shared by every object on this frame."""
-        emb = self.model.embed_images(image)
+        emb = self.model.encode_images(image)
         return FrameFeatures(frame_idx, emb.vision_features, emb.vision_pos_enc, emb.high_res_feats, emb.image_embed)
 
     # ------------------------------------------------------------------ SAM heads
@@ -98,7 +98,7 @@ class Tracker:
             size = model.sam_prompt_encoder.mask_input_size
             if tuple(mask_inputs.shape[-2:]) != tuple(size):
                 mask_inputs = F.interpolate(mask_inputs.float(), size, mode="bilinear", align_corners=False, antialias=True)
-        low, ious, tokens, score = model.decode_masks(pix_feat, feats.high_res, points, mask_inputs, multimask)
+        low, ious, tokens, score = model.sam_heads(pix_feat, feats.high_res, points, mask_inputs, multimask)
         is_obj = score > 0  # (B, 1)
         low = torch.where(is_obj[:, None, None], low, NO_OBJ_SCORE).float()  # (B, M, 4h, 4w)
         # upsample every candidate, then pick: interpolating M channels rounds differently from one
