@@ -30,7 +30,9 @@ CAPTIONS = ["a cat", "a dog", "red car"]
 
 
 def tiny_model() -> tuple[torch.nn.Module, object]:
-    from test_sam3_tracking import PARITY, WINDOW, tiny_sam3_video  # the suite's toy model, biased to track
+    from tiny_detectors import tiny_sam3_video  # the suite's toy model, biased to track
+
+    from test_sam3_tracking import PARITY, WINDOW
 
     return tiny_sam3_video(**WINDOW, **PARITY)
 

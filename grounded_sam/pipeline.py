@@ -40,6 +40,7 @@ _DETECTOR_FOR_MODEL_TYPE = {
     "sam3_video": "sam3",  # facebook/sam3 holds the video model, detector included
 }
 DEFAULT_SEGMENTER = "sam2.1_hiera_tiny"
+Tracker = Literal["auto", "sam2", "sam3"]
 
 
 class GroundedSAM:
@@ -101,7 +102,10 @@ class GroundedSAM:
         threshold = box_threshold
         if text_threshold is not None:
             threshold = max(text_threshold, box_threshold if box_threshold is not None else 0.0)
-        self.detector = _make_detector(detector, detector_model_id, self.device, threshold, nms_iou, detector_options)
+        self.detector, self._detector_name = _make_detector(
+            detector, detector_model_id, self.device, threshold, nms_iou, detector_options
+        )
+        self._threshold, self._nms_iou = threshold, nms_iou
         if segmenter is None and returns_masks(self.detector):
             if checkpoint is not None or image_size is not None:
                 raise ValueError("checkpoint / image_size apply to a segmenter; this detector segments by itself "
@@ -313,12 +317,41 @@ class GroundedSAM:
         return getattr(getattr(model, "config", None), "name", type(model).__name__)
 
     # ------------------------------------------------------------------ video
-    def track(self, video: Any, redetect_every: int = 15, **kwargs: Any) -> Iterator[tuple[int, sv.Detections]]:
-        """Track the ontology's objects through a video; see :class:`grounded_sam.tracking.GroundedTracker`."""
-        from grounded_sam.tracking import GroundedTracker
+    def track(
+        self, video: Any, redetect_every: int | None = None, tracker: Tracker = "auto", **kwargs: Any
+    ) -> Iterator[tuple[int, sv.Detections]]:
+        """Track the ontology's objects through a video: ``(frame_index, sv.Detections)`` per frame.
 
-        tracker = GroundedTracker(self, redetect_every=redetect_every, **kwargs)
-        yield from tracker.run(video)
+        ``tracker``: ``"sam2"`` detects every ``redetect_every`` frames (default 15) and tracks with
+        the segmenter's memory (:class:`grounded_sam.tracking.GroundedTracker`); ``"sam3"`` runs
+        SAM 3's concept tracker with every caption in one session
+        (:class:`grounded_sam.sam3_tracking.Sam3ConceptTracker`); ``"auto"`` is ``"sam3"`` for the
+        ``sam3`` detector and ``"sam2"`` otherwise. ``kwargs`` go to the tracker.
+        """
+        for t, _, det in self.make_tracker(tracker, redetect_every=redetect_every, **kwargs).frames(video):
+            yield t, det
+
+    def make_tracker(self, tracker: Tracker = "auto", redetect_every: int | None = None, **options: Any) -> Any:
+        """The video tracker :meth:`track` runs (its ``frames(video)`` also yields each RGB frame)."""
+        kind = ("sam3" if self._detector_name == "sam3" else "sam2") if tracker == "auto" else tracker
+        if kind == "sam3":
+            from grounded_sam.sam3_tracking import DEFAULT_MODEL_ID, Sam3ConceptTracker
+
+            if redetect_every is not None:
+                raise ValueError("SAM 3's concept tracker detects on every frame; redetect_every applies to tracker='sam2'")
+            model_id = getattr(self.detector, "model_id", None) if self._detector_name == "sam3" else None
+            options.setdefault("score_threshold", self._threshold)
+            options.setdefault("nms_iou", self._nms_iou)
+            return Sam3ConceptTracker(self.ontology, options.pop("model_id", model_id or DEFAULT_MODEL_ID),
+                                      device=self.device, **options)
+        if kind == "sam2":
+            from grounded_sam.tracking import GroundedTracker
+
+            if self.predictor is None:
+                raise ValueError("tracker='sam2' tracks with a SAM 2 segmenter, and this pipeline has none (its detector "
+                                 "segments by itself): give segmenter='sam2.1_hiera_tiny' or use tracker='sam3'")
+            return GroundedTracker(self, redetect_every=15 if redetect_every is None else redetect_every, **options)
+        raise ValueError(f"tracker must be 'auto', 'sam2' or 'sam3', got {tracker!r}")
 
 
 GroundedSAM2 = GroundedSAM  # autodistill users change one import
@@ -344,11 +377,12 @@ def _make_detector(
     threshold: float | None,
     nms_iou: float | None,
     extra: Mapping[str, Any] | None,
-) -> Any:
+) -> tuple[Any, str | None]:
+    """The detector and its registry name (``None`` for a detector given as an object)."""
     if not isinstance(spec, (str, Path)):
         if model_id is not None or extra:
             raise ValueError("detector_model_id / detector_options only apply to a detector given by name")
-        return load_detector(spec)
+        return load_detector(spec), None
     name = str(spec)
     if name not in available_detectors() and Path(name).is_dir():  # a local save_pretrained folder
         model_id, name = name, _detector_name_for_folder(Path(name))
@@ -356,7 +390,7 @@ def _make_detector(
     if threshold is not None:
         options["box_threshold"] = threshold
     options.setdefault("nms_iou", nms_iou)
-    return load_detector(name, model_id=model_id, device=device, **options)
+    return load_detector(name, model_id=model_id, device=device, **options), name
 
 
 def _detector_name_for_folder(folder: Path) -> str:

@@ -152,3 +152,37 @@ def test_cli_segment_with_sam3_and_an_exemplars_file(sam3_dir, tmp_path) -> None
          "--exemplars", str(bad)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
     )
     assert out.returncode != 0 and "not valid JSON" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def sam3_video_dir(tmp_path_factory) -> str:
+    from tiny_detectors import tiny_sam3_video
+
+    torch.manual_seed(0)
+    model, processor = tiny_sam3_video(score_threshold_detection=0.53, new_det_thresh=0.53)
+    folder = tmp_path_factory.mktemp("sam3_video")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def test_track_with_sam3_runs_the_concept_tracker(sam3_video_dir) -> None:
+    from grounded_sam.sam3_tracking import Sam3ConceptTracker
+    from grounded_sam.samples import SyntheticScene
+
+    frames = list(SyntheticScene((72, 96), objects=3, seed=1).frames(4))
+    gs = GroundedSAM(ONTO, detector=sam3_video_dir, device="cpu")  # facebook/sam3's layout: detector + tracker
+    assert gs.predictor is None
+    got = list(gs.track(frames))
+    expected = list(Sam3ConceptTracker(ONTO, sam3_video_dir, device="cpu", nms_iou=0.5).track(frames))
+    assert [t for t, _ in got] == [0, 1, 2, 3]
+    assert sum(len(d) for _, d in got) > 0
+    for (_, g), (_, e) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g.tracker_id, e.tracker_id)
+        np.testing.assert_array_equal(g.class_id, e.class_id)
+        np.testing.assert_array_equal(g.mask, e.mask)
+        np.testing.assert_array_equal(g.confidence, e.confidence)
+    with pytest.raises(ValueError, match="redetect_every"):
+        next(gs.track(frames, redetect_every=5))
+    with pytest.raises(ValueError, match="segmenter"):
+        next(gs.track(frames, tracker="sam2"))

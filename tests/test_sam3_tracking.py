@@ -19,23 +19,14 @@ import numpy as np
 import pytest
 import supervision as sv
 import torch
-from tiny_detectors import tiny_sam3
-from transformers import (
-    Sam3TrackerVideoConfig,
-    Sam3TrackerVideoMaskDecoderConfig,
-    Sam3TrackerVideoPromptEncoderConfig,
-    Sam3VideoConfig,
-    Sam3VideoModel,
-    Sam3VideoProcessor,
-)
-from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+from tiny_detectors import tiny_sam3_video
+from transformers import Sam3VideoModel, Sam3VideoProcessor
 
 from grounded_sam.samples import SyntheticScene
 from grounded_sam.sam3_memory import FrameWindow, tensor_bytes
 from grounded_sam.sam3_tracking import Sam3ConceptTracker
 from ontologies import CaptionOntology
 
-SIZE = 112  # SAM 3 input size: 8x8 ViT tokens, 32x32 low-res masks
 CAPTIONS = ["a cat", "a dog", "red car"]  # lower case: the session's prompt texts are these exactly
 FRAMES = 10
 WINDOW = {"num_maskmem": 3, "max_pointers": 4, "max_cond": 2}
@@ -46,48 +37,6 @@ PARITY = {  # thresholds among the random scores: 8 objects over the 3 captions
     "high_conf_thresh": 0.5,
     "high_iou_thresh": 0.3,
 }
-
-
-def tiny_sam3_video(
-    *, num_maskmem: int = 3, max_pointers: int = 4, max_cond: int = 2, **video: float
-) -> tuple[Sam3VideoModel, Sam3VideoProcessor]:
-    """``Sam3VideoModel`` (~4.7M parameters) and its processor at ``SIZE`` px.
-
-    The tracker needs ``hidden_size`` > its memory width, which transformers fixes at 64: 128.
-    """
-    det, proc = tiny_sam3(hidden=128, num_queries=5, image_size=SIZE)
-    hidden = 128
-    tracker = Sam3TrackerVideoConfig(
-        vision_config=det.config.vision_config,
-        prompt_encoder_config=Sam3TrackerVideoPromptEncoderConfig(hidden_size=hidden, image_size=SIZE, patch_size=14),
-        mask_decoder_config=Sam3TrackerVideoMaskDecoderConfig(
-            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
-        ),
-        memory_attention_hidden_size=hidden,
-        memory_attention_num_layers=1,
-        memory_attention_feed_forward_hidden_size=64,
-        memory_encoder_hidden_size=hidden,
-        memory_encoder_output_channels=64,
-        mask_downsampler_embed_dim=hidden,
-        memory_fuser_embed_dim=hidden,
-        memory_fuser_intermediate_dim=64,
-        num_maskmem=num_maskmem,
-        max_object_pointers_in_encoder=max_pointers,
-        max_cond_frame_num=max_cond,
-        image_size=SIZE,
-    )
-    config = Sam3VideoConfig(
-        detector_config=det.config, tracker_config=tracker, low_res_mask_size=4 * (SIZE // 14), **video
-    )
-    model = Sam3VideoModel(config).eval()
-    model.detector_model.load_state_dict(det.state_dict())
-    with torch.no_grad():  # PyTorch's default init (transformers' std-0.02 one makes masks empty)
-        for module in model.tracker_model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                module.reset_parameters()
-        model.tracker_model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(2.0)  # objects are present
-    video_processor = Sam2VideoVideoProcessor(size={"height": SIZE, "width": SIZE})
-    return model, Sam3VideoProcessor(proc.image_processor, video_processor, proc.tokenizer, target_size=SIZE)
 
 
 def scene_frames(n: int, size: tuple[int, int] = (72, 96)) -> list[np.ndarray]:

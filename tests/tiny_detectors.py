@@ -348,3 +348,55 @@ BUILDERS = {
     "florence-2": tiny_florence,
     "sam3": tiny_sam3,
 }
+
+
+def tiny_sam3_video(
+    *, size: int = 112, num_maskmem: int = 3, max_pointers: int = 4, max_cond: int = 2, **video: float
+):
+    """``Sam3VideoModel`` (~4.7M parameters) and its processor at ``size`` px (112: 8x8 ViT tokens).
+
+    The tracker needs ``hidden_size`` > its memory width, which transformers fixes at 64: 128.
+    """
+    from transformers import (
+        Sam3TrackerVideoConfig,
+        Sam3TrackerVideoMaskDecoderConfig,
+        Sam3TrackerVideoPromptEncoderConfig,
+        Sam3VideoConfig,
+        Sam3VideoModel,
+        Sam3VideoProcessor,
+    )
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    det, proc = tiny_sam3(hidden=128, num_queries=5, image_size=size)
+    hidden = 128
+    tracker = Sam3TrackerVideoConfig(
+        vision_config=det.config.vision_config,
+        prompt_encoder_config=Sam3TrackerVideoPromptEncoderConfig(hidden_size=hidden, image_size=size, patch_size=14),
+        mask_decoder_config=Sam3TrackerVideoMaskDecoderConfig(
+            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=64,
+        num_maskmem=num_maskmem,
+        max_object_pointers_in_encoder=max_pointers,
+        max_cond_frame_num=max_cond,
+        image_size=size,
+    )
+    config = Sam3VideoConfig(
+        detector_config=det.config, tracker_config=tracker, low_res_mask_size=4 * (size // 14), **video
+    )
+    model = Sam3VideoModel(config).eval()
+    model.detector_model.load_state_dict(det.state_dict())
+    with torch.no_grad():  # PyTorch's default init (transformers' std-0.02 one makes masks empty)
+        for module in model.tracker_model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                module.reset_parameters()
+        model.tracker_model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(2.0)  # objects are present
+    video_processor = Sam2VideoVideoProcessor(size={"height": size, "width": size})
+    return model, Sam3VideoProcessor(proc.image_processor, video_processor, proc.tokenizer, target_size=size)

@@ -21,7 +21,8 @@ def write_tracking_outputs(
     video: Any,
     out: str | Path,
     *,
-    redetect_every: int = 15,
+    redetect_every: int | None = None,
+    tracker: str = "auto",
     progress: bool = False,
     **tracker_options: Any,
 ) -> str:
@@ -30,7 +31,6 @@ def write_tracking_outputs(
     Every file is written to a temporary name and renamed when complete. Returns a summary line.
     """
     from grounded_sam.annotate import VideoWriter, annotate_image
-    from grounded_sam.tracking import GroundedTracker
     from segmenter.video.frames import open_video
 
     out = Path(out)
@@ -48,8 +48,8 @@ def write_tracking_outputs(
     with VideoWriter(tmp_mp4, fps=fps) as writer, JsonlWriter(safe_output_path(out, "frames.jsonl")) as jsonl, \
             CocoWriter(safe_output_path(out, "annotations.json"), classes) as coco:
         video_id = None
-        tracker = GroundedTracker(pipeline, redetect_every=redetect_every, **tracker_options)
-        for t, frame, det in tracker.frames(video):
+        runner = pipeline.make_tracker(tracker, redetect_every=redetect_every, **tracker_options)
+        for t, frame, det in runner.frames(video):
             h, w = frame.shape[:2]
             if video_id is None:
                 video_id = coco.add_video(name, w, h, fps=float(fps))
