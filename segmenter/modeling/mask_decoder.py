@@ -155,8 +155,9 @@ class MaskDecoder(nn.Module):
         hs_parts, key_parts = [], []
         for part in chunks:  # image-side work one chunk of prompts at a time
             # contiguous, as the reference's repeated image: its image tokens are then transposed
-            # views, for which F.linear runs bmm and adds the bias after it; on contiguous tokens it
-            # folds the bias into the GEMM, which rounds differently on some CPUs (AMD EPYC, MKL)
+            # views, for which F.linear runs matmul and adds the bias after it; on contiguous
+            # tokens it folds the bias into the GEMM, which rounds differently on some CPUs
+            # (AMD EPYC, MKL)
             src_i = src[part].contiguous() if repeat_image else src[part]  # (b_i, C, h, w)
             hs_i, keys_i = self.transformer(src_i, image_pe, tokens[part])
             hs_parts.append(hs_i)  # (b_i, 6+N, C)
