@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import supervision as sv
 import torch
-from tiny_detectors import tiny_sam3_video
+from tiny_detectors import tiny_sam3, tiny_sam3_video
 from transformers import Sam3VideoModel, Sam3VideoProcessor
 
 from grounded_sam.samples import SyntheticScene
