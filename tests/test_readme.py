@@ -1,6 +1,6 @@
 """README.md stays true: its two commands are the ones CI runs, its Python snippets execute.
 
-The snippets name real hub ids (LLMDet-T, SAM 2.1-T). The test serves them from a Hugging Face
+The snippets name real hub ids (LLMDet-T, SAM 2.1-T, SAM 3). The test serves them from a Hugging Face
 cache it builds with tiny random models in the real formats, offline.
 """
 
@@ -33,7 +33,7 @@ def test_top_commands_are_what_ci_runs() -> None:
 
 @pytest.fixture()
 def hub_cache(tmp_path, monkeypatch):
-    """facebook/sam2.1-hiera-tiny and iSEE-Laboratory/llmdet_tiny, tiny and random, in an offline cache."""
+    """facebook/sam2.1-hiera-tiny, iSEE-Laboratory/llmdet_tiny and facebook/sam3, tiny and random, in an offline cache."""
     import huggingface_hub.constants as hc
     from checkpoint_fixtures import cache_file as _cache_file
     from tiny_detectors import tiny_grounding_dino
@@ -53,6 +53,14 @@ def hub_cache(tmp_path, monkeypatch):
     proc.save_pretrained(det_dir)
     for f in det_dir.iterdir():
         _cache_file(cache, "iSEE-Laboratory/llmdet_tiny", f, f.name, sha="b" * 40)
+    from tiny_detectors import tiny_sam3_video
+
+    model, proc = tiny_sam3_video(score_threshold_detection=0.5, new_det_thresh=0.5)  # facebook/sam3's layout
+    sam3_dir = src / "sam3"
+    model.save_pretrained(sam3_dir)
+    proc.save_pretrained(sam3_dir)
+    for f in sam3_dir.iterdir():
+        _cache_file(cache, "facebook/sam3", f, f.name, sha="c" * 40)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
