@@ -55,7 +55,15 @@ if TYPE_CHECKING:
 
     from ontologies import CaptionOntology
 
-__all__ = ["EXEMPLAR_CAPTION", "Sam3Detector", "exemplar_boxes_cxcywh", "how_to_get_weights", "sam3_classes"]
+__all__ = [
+    "EXEMPLAR_CAPTION",
+    "Sam3Detector",
+    "exemplar_boxes_cxcywh",
+    "how_to_get_weights",
+    "load_sam3_part",
+    "sam3_classes",
+    "transformers_classes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +87,34 @@ def how_to_get_weights(model_id: str) -> str:
     )
 
 
-def sam3_classes() -> tuple[Any, Any]:
-    """``(Sam3Model, Sam3Processor)``, or an ``ImportError`` naming the transformers version needed."""
+def transformers_classes(module: str, names: Sequence[str], what: str) -> tuple[Any, ...]:
+    """Classes ``names`` of ``transformers.models.<module>``, or an ``ImportError`` saying that
+    ``what`` needs transformers >= 5.0 (the first release with SAM 3)."""
+    import importlib
+
     try:
-        from transformers.models.sam3 import Sam3Model, Sam3Processor
-    except ImportError as e:
+        found = importlib.import_module(f"transformers.models.{module}")
+        return tuple(getattr(found, name) for name in names)
+    except (ImportError, AttributeError) as e:
         import transformers
 
         raise ImportError(
-            "the 'sam3' detector needs transformers>=5.0 (Sam3Model, Sam3Processor); this environment "
-            f"has transformers {transformers.__version__}: pip install -U 'transformers>=5.0'"
+            f"{what} needs transformers>=5.0 ({', '.join(names)}); this environment has transformers "
+            f"{transformers.__version__}: pip install -U 'transformers>=5.0'"
         ) from e
-    return Sam3Model, Sam3Processor
 
 
-def _from_pretrained(loader: Any, model_id: str, what: str) -> Any:
+def sam3_classes() -> tuple[Any, Any]:
+    """``(Sam3Model, Sam3Processor)``, or an ``ImportError`` naming the transformers version needed."""
+    return transformers_classes("sam3", ("Sam3Model", "Sam3Processor"), "the 'sam3' detector")
+
+
+def load_sam3_part(loader: Any, model_id: str, what: str) -> Any:
+    """``loader.from_pretrained(model_id)``; gated or missing weights say how to get them."""
     try:
         return loader.from_pretrained(model_id)
     except OSError as e:
-        hint = how_to_get_weights(model_id)
-        raise OSError(f"could not load the SAM 3 {what} from {model_id!r}: {e}\n{hint}") from e
+        raise OSError(f"could not load the SAM 3 {what} from {model_id!r}: {e}\n{how_to_get_weights(model_id)}") from e
 
 
 def exemplar_boxes_cxcywh(boxes: np.ndarray, width: int, height: int) -> torch.Tensor:
@@ -157,14 +173,14 @@ class Sam3Detector(TransformersDetector):
         from transformers import AutoConfig
 
         model_cls, processor_cls = sam3_classes()
-        config = _from_pretrained(AutoConfig, model_id, "config")
+        config = load_sam3_part(AutoConfig, model_id, "config")
         if config.model_type not in _MODEL_TYPES:
             raise ValueError(
                 f"{model_id!r} is a {config.model_type!r} model, not SAM 3; "
                 "load it under its own detector name"
             )
-        processor = _from_pretrained(processor_cls, model_id, "processor")
-        return _from_pretrained(model_cls, model_id, "model"), processor
+        processor = load_sam3_part(processor_cls, model_id, "processor")
+        return load_sam3_part(model_cls, model_id, "model"), processor
 
     def _check_texts(self, table: PromptTable) -> None:
         lengths = [len(ids) for ids in self.processor.tokenizer(list(table.texts))["input_ids"]]

@@ -55,7 +55,7 @@ import torch
 
 from detectors.mask_ops import classwise_mask_nms, negative_mask_suppression
 from detectors.ontology_ops import PromptTable, empty_detections, normalize_caption
-from detectors.sam3 import TEXT_LENGTH, how_to_get_weights
+from detectors.sam3 import TEXT_LENGTH, load_sam3_part, transformers_classes
 from detectors.transformers_base import as_ontology
 from grounded_sam.sam3_memory import FrameWindow, MemoryWindow, prune_session
 from ontologies import CaptionOntology
@@ -68,24 +68,7 @@ DEFAULT_MODEL_ID = "facebook/sam3"
 
 def sam3_video_classes() -> tuple[Any, Any]:
     """``(Sam3VideoModel, Sam3VideoProcessor)``, or an ``ImportError`` naming the version needed."""
-    try:
-        from transformers.models.sam3_video import Sam3VideoModel, Sam3VideoProcessor
-    except ImportError as e:
-        import transformers
-
-        raise ImportError(
-            "SAM 3 video tracking needs transformers>=5.0 (Sam3VideoModel, Sam3VideoProcessor); this "
-            f"environment has transformers {transformers.__version__}: pip install -U 'transformers>=5.0'"
-        ) from e
-    return Sam3VideoModel, Sam3VideoProcessor
-
-
-def _from_pretrained(loader: Any, model_id: str, what: str) -> Any:
-    try:
-        return loader.from_pretrained(model_id)
-    except OSError as e:
-        hint = how_to_get_weights(model_id)
-        raise OSError(f"could not load the SAM 3 video {what} from {model_id!r}: {e}\n{hint}") from e
+    return transformers_classes("sam3_video", ("Sam3VideoModel", "Sam3VideoProcessor"), "SAM 3 video tracking")
 
 
 def load_sam3_video(model_id: str = DEFAULT_MODEL_ID) -> tuple[Any, Any]:
@@ -97,14 +80,14 @@ def load_sam3_video(model_id: str = DEFAULT_MODEL_ID) -> tuple[Any, Any]:
     from transformers import AutoConfig
 
     model_cls, processor_cls = sam3_video_classes()
-    config = _from_pretrained(AutoConfig, model_id, "config")
+    config = load_sam3_part(AutoConfig, model_id, "config")
     if config.model_type != "sam3_video":
         raise ValueError(
             f"{model_id!r} is a {config.model_type!r} checkpoint; SAM 3 concept tracking needs a "
             f"'sam3_video' one (the full SAM 3 release, {DEFAULT_MODEL_ID!r}, is one)"
         )
-    processor = _from_pretrained(processor_cls, model_id, "processor")
-    return _from_pretrained(model_cls, model_id, "model"), processor
+    processor = load_sam3_part(processor_cls, model_id, "processor")
+    return load_sam3_part(model_cls, model_id, "model"), processor
 
 
 @dataclass(frozen=True)
