@@ -21,3 +21,16 @@ except ImportError:  # packaging/CLI tests run without torch too
 def _seed() -> None:
     if torch is not None:
         torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam3_dir(tmp_path_factory) -> str:
+    """A tiny random SAM 3 image model + processor in a ``save_pretrained`` folder (seed 0)."""
+    from tiny_detectors import tiny_sam3
+
+    torch.manual_seed(0)
+    model, proc = tiny_sam3()
+    folder = tmp_path_factory.mktemp("sam3")
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return str(folder)

@@ -12,7 +12,6 @@ from detectors import load_detector
 from grounded_sam import GroundedSAM
 from ontologies import CaptionOntology
 from tiny import save_tiny_owlv2, save_tiny_sam
-from tiny_detectors import tiny_sam3
 
 rng = np.random.default_rng(0)
 IMAGES = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), rng.integers(0, 255, (60, 41, 3), dtype=np.uint8)]
@@ -21,13 +20,8 @@ THRESHOLD = 0.4  # the tiny random model's scores sit around 0.45
 
 
 @pytest.fixture(scope="module")
-def sam3_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model, proc = tiny_sam3()
-    folder = tmp_path_factory.mktemp("sam3")
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return str(folder)
+def sam3_dir(tiny_sam3_dir) -> str:
+    return tiny_sam3_dir
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from detectors.ontology_ops import DATA_KEYS
 from detectors.sam3 import EXEMPLAR_CAPTION
 from ontologies import CaptionOntology
 
-from tiny_detectors import tiny_owl, tiny_sam3
+from tiny_detectors import tiny_owl
 
 rng = np.random.default_rng(0)
 IMAGES = [
@@ -36,13 +36,8 @@ CAPTIONS = ["a cat", "the cat", "a dog", "remote control", "red car", "a person"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model, proc = tiny_sam3()
-    d = tmp_path_factory.mktemp("sam3")
-    model.save_pretrained(d)
-    proc.save_pretrained(d)
-    return str(d)
+def model_dir(tiny_sam3_dir) -> str:
+    return tiny_sam3_dir
 
 
 @pytest.fixture(scope="module")
