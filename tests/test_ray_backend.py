@@ -164,3 +164,18 @@ def test_argument_errors(setup, tmp_path) -> None:
             label_folder_ray(factory, folder, tmp_path / "x", gs.classes, extension=".png", **kwargs)
     with pytest.raises(ValueError, match="needs local inputs"):
         label_folder_ray(factory, "s3://bucket/images", tmp_path / "x", gs.classes, copy_images="symlink")
+
+
+def test_ray_labels_with_sam3_like_the_local_backend(ray_session, tiny_sam3_dir, tmp_path) -> None:
+    """A pipeline whose detector segments by itself (sam3, no SAM 2) rebuilds on the workers."""
+    gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=tiny_sam3_dir, device="cpu", box_threshold=0.4)
+    assert gs.predictor is None
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    local = gs.label(folder, ".png", tmp_path / "local", batch_size=2, progress=False)
+    remote = gs.label(folder, ".png", tmp_path / "ray", batch_size=2, progress=False, **RAY)
+    assert local.ok and remote.ok and local.instances_written > 0
+    assert _tree(tmp_path / "local") == _tree(tmp_path / "ray")
