@@ -157,11 +157,17 @@ def version() -> None:
 
 @app.command("models")
 def models() -> None:
-    """List the bundled segmentation model configs."""
-    from segmenter.config import list_model_configs
+    """List the segmenter configs and the detectors, with the hub ids they load by default."""
+    from detectors import DEFAULT_MODEL_IDS, available_detectors
+    from segmenter.config import list_model_configs, load_model_config
 
+    typer.echo("segmenters (--segmenter; weights from the hub id, or --checkpoint):")
     for name in list_model_configs():
-        typer.echo(name)
+        ids = load_model_config(name).hf_ids
+        typer.echo(f"  {name:<24} {ids[0] if ids else '-'}")
+    typer.echo("detectors (--detector; default model id, or --detector-model-id):")
+    for name in available_detectors():
+        typer.echo(f"  {name:<24} {DEFAULT_MODEL_IDS.get(name, '-')}")
 
 
 @app.command()

@@ -180,3 +180,15 @@ def test_track_with_sam3_runs_the_concept_tracker(sam3_video_dir) -> None:
         next(gs.track(frames, redetect_every=5))
     with pytest.raises(ValueError, match="segmenter"):
         next(gs.track(frames, tracker="sam2"))
+
+
+def test_cli_models_lists_sam3() -> None:
+    from typer.testing import CliRunner
+
+    from grounded_sam.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines() if line.startswith("  ")}
+    assert rows["sam3"] == ["facebook/sam3"] and rows["grounding-dino"] == ["iSEE-Laboratory/llmdet_tiny"]
+    assert rows["sam2.1_hiera_tiny"] == ["facebook/sam2.1-hiera-tiny"]
