@@ -32,6 +32,11 @@ def tiny_models(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("notebook_models")
     owl = save_tiny_owlv2(folder / "owlv2")
     sam = save_tiny_sam(folder)
+    from tiny_detectors import tiny_sam3
+
+    sam3_model, sam3_processor = tiny_sam3()
+    sam3_model.save_pretrained(folder / "sam3")
+    sam3_processor.save_pretrained(folder / "sam3")
     spec = {
         "detector": str(owl),
         "segmenter": "sam2.1_hiera_tiny",
@@ -43,6 +48,8 @@ def tiny_models(tmp_path_factory) -> Path:
         "num_frames": NUM_FRAMES,
         "redetect_every": 3,
         "num_images": 4,
+        "sam3": str(folder / "sam3"),
+        "sam3_threshold": 0.3,
     }
     (folder / "models.json").write_text(json.dumps(spec, indent=1))
     return folder
@@ -145,7 +152,9 @@ def test_text_to_masks_notebook(kernel_env: Path, tmp_path: Path) -> None:
     assert re.search(r"^\d+ detections, masks \(\d+, 360, 480\) bool$", text, re.M)
     assert re.search(r"^mask IoU with the truth: \[", text, re.M)
     assert re.search(r"^\d+ masks; record keys: \[", text, re.M)
-    assert _images(nb) >= 5  # image, detections, point masks, box masks, automatic masks
+    assert re.search(r"^SAM 3: \d+ detections, masks \(\d+, 360, 480\), segmenter: None$", text, re.M)
+    assert re.search(r"^SAM 3 with an exemplar of 'rectangle': \d+ detections$", text, re.M)
+    assert _images(nb) >= 6  # image, detections, point masks, box masks, automatic masks, SAM 3
 
 
 def test_video_tracking_notebook(kernel_env: Path, tmp_path: Path) -> None:
