@@ -32,9 +32,10 @@ def tiny_models(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("notebook_models")
     owl = save_tiny_owlv2(folder / "owlv2")
     sam = save_tiny_sam(folder)
-    from tiny_detectors import tiny_sam3
+    from tiny_detectors import tiny_sam3_video
 
-    sam3_model, sam3_processor = tiny_sam3()
+    # facebook/sam3's layout (the video model holds the image detector), biased to detect and track
+    sam3_model, sam3_processor = tiny_sam3_video(score_threshold_detection=0.5, new_det_thresh=0.5)
     sam3_model.save_pretrained(folder / "sam3")
     sam3_processor.save_pretrained(folder / "sam3")
     spec = {
@@ -173,6 +174,7 @@ def test_video_tracking_notebook(kernel_env: Path, tmp_path: Path) -> None:
     assert clip.read_bytes() == (tmp_path / "outputs/02_video_tracking/tracked.mp4").read_bytes()
     assert _images(nb) >= 1  # tracks over time
     assert re.search(r"^\s+1\s+\w+\s+0\s+", text, re.M)  # track 1 starts at frame 0
+    assert re.search(rf"^SAM 3 tracked {NUM_FRAMES} frames, \d+ tracks: \[", text, re.M)
 
 
 def test_auto_labeling_notebook(kernel_env: Path, tmp_path: Path) -> None:
