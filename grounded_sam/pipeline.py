@@ -17,14 +17,15 @@ import numpy as np
 import supervision as sv
 import torch
 
-from detectors import available_detectors, load_detector, returns_masks, supports_exemplars
+from detectors import DetectorSpec, available_detectors, load_detector, returns_masks, supports_exemplars
 from detectors.ontology_ops import empty_detections
+from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from ontologies import CaptionOntology
 from runtime.device import resolve_device
 
 if TYPE_CHECKING:
     from grounded_sam.labeling import LabelReport
-    from grounded_sam.labeling.options import Format
+    from grounded_sam.labeling.options import Format, ImagePrompts
 
 __all__ = ["GroundedSAM", "GroundedSAM2", "empty_result", "make_predictor"]
 
@@ -39,7 +40,6 @@ _DETECTOR_FOR_MODEL_TYPE = {
     "sam3": "sam3",
     "sam3_video": "sam3",  # facebook/sam3 holds the video model, detector included
 }
-DEFAULT_SEGMENTER = "sam2.1_hiera_tiny"
 Tracker = Literal["auto", "sam2", "sam3"]
 
 
@@ -73,12 +73,12 @@ class GroundedSAM:
     def __init__(
         self,
         ontology: CaptionOntology | Mapping[str, str],
-        detector: Any = "grounding-dino",
+        detector: Any = DEFAULT_DETECTOR,
         segmenter: Any = None,
         device: str | torch.device | None = None,
         box_threshold: float | None = None,
         text_threshold: float | None = None,
-        nms_iou: float | None = 0.5,
+        nms_iou: float | None = DEFAULT_NMS_IOU,
         multimask: bool = False,
         *,
         detector_model_id: str | None = None,
@@ -132,14 +132,24 @@ class GroundedSAM:
     def spec(self) -> dict[str, Any]:
         """Constructor kwargs that rebuild this pipeline in another process (e.g. a Ray worker).
 
-        Local paths are made absolute. Raises ``ValueError`` when the detector or segmenter was
-        given as an object: only names, hub ids and paths can be rebuilt elsewhere.
+        Local paths are made absolute. A detector from :func:`detectors.load_detector` or a model
+        from :func:`segmenter.build_sam` / :func:`segmenter.from_pretrained` is replaced by the
+        recipe it remembers (its ``build_spec``). Raises ``ValueError`` for objects built by hand
+        (and for an ``ImagePredictor``: give its model): they cannot be rebuilt elsewhere.
         """
+        from segmenter.build import ModelSpec
+
         spec = dict(self._spec)
         for key in ("detector", "segmenter"):
-            if not isinstance(spec[key], (str, Path)) and not (key == "segmenter" and spec[key] is None):
-                raise ValueError(f"this pipeline's {key} was given as a {type(spec[key]).__name__} object; to rebuild it "
-                                 f"in other processes (backend='ray') give the {key} by name, hub id or path")
+            value = spec[key]
+            if isinstance(value, (str, Path, DetectorSpec, ModelSpec)) or (key == "segmenter" and value is None):
+                continue
+            recipe = getattr(value, "build_spec", None) if isinstance(value, torch.nn.Module) or key == "detector" else None
+            if not isinstance(recipe, (DetectorSpec, ModelSpec)):
+                raise ValueError(f"this pipeline's {key} was given as a {type(value).__name__} object built by hand; to "
+                                 f"rebuild it in other processes (backend='ray') give the {key} by name, hub id or path, "
+                                 f"or build it with {'load_detector' if key == 'detector' else 'build_sam / from_pretrained'}")
+            spec[key] = recipe
         from segmenter import list_model_configs
 
         names = {"detector": set(available_detectors()), "segmenter": set(list_model_configs())}  # names win over paths
@@ -200,12 +210,15 @@ class GroundedSAM:
     def _detect(self, arrays: list[np.ndarray], exemplars: Any, negative_exemplars: Any) -> list[sv.Detections]:
         if exemplars is None and negative_exemplars is None:
             return self.detector.detect(arrays, self.ontology)
+        self._require_exemplar_detector()
+        return self.detector.detect(arrays, self.ontology, exemplars=exemplars, negative_exemplars=negative_exemplars)
+
+    def _require_exemplar_detector(self) -> None:
         if not supports_exemplars(self.detector):
             raise ValueError(
                 f"exemplars (visual prompts) need a detector that takes them, such as detector='sam3'; "
                 f"{_describe(self.detector)} takes text only"
             )
-        return self.detector.detect(arrays, self.ontology, exemplars=exemplars, negative_exemplars=negative_exemplars)
 
     def _finish_detector_masks(self, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
         """A masks-returning detector's result with the pipeline's keys: ``mask_score`` is the
@@ -258,6 +271,9 @@ class GroundedSAM:
         *,
         backend: Literal["local", "ray"] = "local",
         ray_address: str | None = None,
+        exemplars: Mapping[str, Any] | None = None,
+        negative_exemplars: Mapping[str, Any] | None = None,
+        image_exemplars: Mapping[str, Mapping[str, Any]] | None = None,
         **options: Any,
     ) -> LabelReport:
         """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`).
@@ -274,6 +290,13 @@ class GroundedSAM:
         (:mod:`grounded_sam.labeling.ray_backend`). ``input_folder`` may then also be a pyarrow URI
         (``s3://...``; give ``output_folder``). ``ray_address``: used only when Ray is not
         initialised (``"auto"`` = the running cluster; the same as ``address`` of ``RayOptions``).
+
+        Visual prompts (detectors that take them, ``sam3``): ``exemplars`` / ``negative_exemplars``
+        (``{class: [[x1, y1, x2, y2], ...]}``, as in :meth:`predict`) for every image, and
+        ``image_exemplars`` ``{relative path: {"exemplars": ..., "negative_exemplars": ...}}`` for
+        single images (replacing the former there). They join the job's fingerprint: a rerun with
+        other boxes is refused unless ``overwrite=True``. A box that does not fit its image fails
+        that image alone.
         """
         from grounded_sam.labeling import LabelOptions, RayOptions, label_folder, label_folder_ray
         from grounded_sam.labeling.options import split_options
@@ -281,7 +304,9 @@ class GroundedSAM:
         if backend not in ("local", "ray"):
             raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
         label_changes, ray_changes = split_options(options, LabelOptions, RayOptions)
-        opts = LabelOptions(extension=extension, format=format, **label_changes)
+        prompts = self._label_prompts(exemplars, negative_exemplars, image_exemplars)
+        opts = LabelOptions(extension=extension, format=format, prompts=prompts, **label_changes)
+        fingerprint = self.fingerprint() if prompts is None else {**self.fingerprint(), "prompts": prompts.to_json()}
         remote = isinstance(input_folder, str) and "://" in input_folder
         if output_folder is None:
             if remote:
@@ -293,12 +318,33 @@ class GroundedSAM:
             cluster = RayOptions(**{"address": ray_address, **ray_changes})
             worker = PipelineFactory({**self.spec(), "device": "cuda" if cluster.num_gpus_per_worker > 0 else "cpu"})
             return label_folder_ray(worker, input_folder, output_folder, self.classes, opts, cluster,
-                                    fingerprint=self.fingerprint())
+                                    fingerprint=fingerprint)
         if remote:
             raise ValueError(f"the local backend reads local folders; give a path, "
                              f"or backend='ray' for {input_folder!r}")
         return label_folder(self.predict, Path(input_folder), output_folder, self.classes, opts,
-                            predict_batch_fn=self.predict_batch, fingerprint=self.fingerprint())
+                            predict_batch_fn=self.predict_batch, fingerprint=fingerprint)
+
+    def _label_prompts(self, exemplars: Any, negative_exemplars: Any, image_exemplars: Any) -> ImagePrompts | None:
+        """``label``'s visual prompts as the job's per-image predictor keywords (JSON-able boxes)."""
+        from grounded_sam.labeling.options import ImagePrompts
+
+        def keywords(positive: Any, negative: Any) -> dict[str, Any]:
+            return {k: {str(c): np.asarray(b, dtype=float).tolist() for c, b in v.items()}
+                    for k, v in (("exemplars", positive), ("negative_exemplars", negative)) if v}
+
+        per_image = {}
+        for rel, value in (image_exemplars or {}).items():
+            unknown = set(value) - {"exemplars", "negative_exemplars"} if isinstance(value, Mapping) else None
+            if unknown is None or unknown:
+                raise ValueError(f"image_exemplars[{rel!r}] must be a mapping with 'exemplars' and/or "
+                                 f"'negative_exemplars', got {value!r}")
+            per_image[str(rel)] = keywords(value.get("exemplars"), value.get("negative_exemplars"))
+        prompts = ImagePrompts(keywords(exemplars, negative_exemplars), per_image)
+        if not prompts:
+            return None
+        self._require_exemplar_detector()  # before any image is read
+        return prompts
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines the labels: a rerun with a different fingerprint is refused."""
@@ -378,11 +424,14 @@ def _make_detector(
     nms_iou: float | None,
     extra: Mapping[str, Any] | None,
 ) -> tuple[Any, str | None]:
-    """The detector and its registry name (``None`` for a detector given as an object)."""
+    """The detector and its registry name (``None`` for a detector built by hand)."""
+    if isinstance(spec, DetectorSpec):  # a recipe (from spec()): the detector it describes, as it was built
+        return spec.build(device), spec.name
     if not isinstance(spec, (str, Path)):
         if model_id is not None or extra:
             raise ValueError("detector_model_id / detector_options only apply to a detector given by name")
-        return load_detector(spec), None
+        recipe = getattr(spec, "build_spec", None)
+        return load_detector(spec), (recipe.name if isinstance(recipe, DetectorSpec) else None)
     name = str(spec)
     if name not in available_detectors() and Path(name).is_dir():  # a local save_pretrained folder
         model_id, name = name, _detector_name_for_folder(Path(name))
@@ -409,10 +458,12 @@ def _detector_name_for_folder(folder: Path) -> str:
 def make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.device, image_size: int | None) -> Any:
     """An :class:`segmenter.ImagePredictor` from a config name (+ ``checkpoint``), hub id, path,
     model or predictor (the ``segmenter`` argument of :class:`GroundedSAM`)."""
-    from segmenter import ImagePredictor, build_sam, from_pretrained, list_model_configs, load_model_config
+    from segmenter import ImagePredictor, ModelSpec, build_sam, from_pretrained, list_model_configs, load_model_config
 
     if isinstance(spec, ImagePredictor):
         return spec
+    if isinstance(spec, ModelSpec):  # a recipe (from GroundedSAM.spec())
+        return ImagePredictor(spec.build(device))
     if isinstance(spec, torch.nn.Module):
         return ImagePredictor(spec.to(device))
     if not isinstance(spec, (str, Path)):

@@ -101,6 +101,64 @@ def test_sam3_preset_and_labeling(sam3_dir, tmp_path) -> None:
     assert {c["name"] for c in coco["categories"]} == {"cat", "dog"}
 
 
+def test_label_with_exemplars(pipeline, tmp_path) -> None:
+    """``label`` gives each image the exemplars meant for it, keeps them in the fingerprint, and a
+    box that does not fit one image fails that image alone."""
+    from PIL import Image
+
+    from grounded_sam.labeling import LabelingConfigError
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(IMAGES[0]).save(folder / name)
+    every = {"dog": [[10, 12, 60, 70]]}
+    own = {"b.png": {"exemplars": {"dog": [[70, 20, 120, 90]]}, "negative_exemplars": {"cat": [[5, 5, 40, 40]]}},
+           "c.png": {"exemplars": {"dog": [[100, 80, 200, 200]]}}}  # outside the 128 x 96 image
+    report = pipeline.label(folder, ".png", tmp_path / "out", format="jsonl", progress=False,
+                            exemplars=every, image_exemplars=own)
+    assert report.labeled == 2 and list(report.failed) == [str(folder / "c.png")]
+    assert "outside" in report.failed[str(folder / "c.png")]
+    records = {r["file_name"].rsplit("/", 1)[-1]: r
+               for r in map(json.loads, (tmp_path / "out" / "annotations.jsonl").read_text().splitlines())}
+    expected = {"a.png": pipeline.predict(IMAGES[0], exemplars=every),
+                "b.png": pipeline.predict(IMAGES[0], exemplars=own["b.png"]["exemplars"],
+                                          negative_exemplars=own["b.png"]["negative_exemplars"])}
+    assert sorted(records) == ["a.png", "b.png"]
+    for name, dets in expected.items():
+        np.testing.assert_allclose([i["score"] for i in records[name]["instances"]], dets.confidence, atol=1e-6)
+    assert [i["score"] for i in records["a.png"]["instances"]] != [i["score"] for i in records["b.png"]["instances"]]
+    with pytest.raises(LabelingConfigError):  # other boxes, other labels: not mixed into this dataset
+        pipeline.label(folder, ".png", tmp_path / "out", format="jsonl", progress=False, exemplars={"dog": [[0, 0, 9, 9]]})
+    with pytest.raises(ValueError, match="image_exemplars"):
+        pipeline.label(folder, ".png", tmp_path / "x", image_exemplars={"a.png": {"dog": [[1, 1, 5, 5]]}})
+
+
+def test_cli_label_with_an_exemplars_file(sam3_dir, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from PIL import Image
+
+    from grounded_sam.cli import app
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(IMAGES[0]).save(folder / name)
+    spec = {"exemplars": {"dog": [[10, 12, 60, 70]]}, "images": {"b.png": {"dog": [[70, 20, 120, 90]]}}}
+    (tmp_path / "ex.json").write_text(json.dumps(spec))
+    args = ["label", str(folder), "--out", str(tmp_path / "out"), "--format", "jsonl", "--extension", ".png",
+            "--prompt", "a cat:cat, a dog:dog", "--detector", sam3_dir, "--device", "cpu",
+            "--box-threshold", str(THRESHOLD), "--exemplars", str(tmp_path / "ex.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=sam3_dir, device="cpu", box_threshold=THRESHOLD)
+    expected = gs.label(folder, ".png", tmp_path / "api", format="jsonl", progress=False,
+                        exemplars=spec["exemplars"], image_exemplars={"b.png": {"exemplars": spec["images"]["b.png"]}})
+    assert expected.labeled == 2
+    assert (tmp_path / "out" / "annotations.jsonl").read_bytes() == (tmp_path / "api" / "annotations.jsonl").read_bytes()
+
+
 def test_checkpoint_without_a_segmenter_is_refused(sam3_dir) -> None:
     with pytest.raises(ValueError, match="segmenter"):
         GroundedSAM(ONTO, detector=sam3_dir, device="cpu", checkpoint="sam.pt")
@@ -120,7 +178,7 @@ def test_cli_segment_with_sam3_and_an_exemplars_file(sam3_dir, tmp_path) -> None
     Image.fromarray(IMAGES[0]).save(tmp_path / "b.png")
     spec = {"exemplars": {"dog": [[10, 12, 60, 70]]}, "images": {"b.png": {"dog": [[70, 20, 120, 90]]}}}
     (tmp_path / "ex.json").write_text(json.dumps(spec))
-    lookup = read_exemplars(tmp_path / "ex.json")
+    lookup = read_exemplars(tmp_path / "ex.json").for_image
     assert lookup("a.png") == ({"dog": [[10, 12, 60, 70]]}, None)
     assert lookup("b.png") == ({"dog": [[70, 20, 120, 90]]}, None)
     out = subprocess.run(

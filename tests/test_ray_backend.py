@@ -179,3 +179,9 @@ def test_ray_labels_with_sam3_like_the_local_backend(ray_session, tiny_sam3_dir,
     remote = gs.label(folder, ".png", tmp_path / "ray", batch_size=2, progress=False, **RAY)
     assert local.ok and remote.ok and local.instances_written > 0
     assert _tree(tmp_path / "local") == _tree(tmp_path / "ray")
+    # exemplar boxes (every image, and one image's own) travel to the workers with the job
+    visual = dict(exemplars={"dog": [[2, 2, 30, 30]]}, image_exemplars={"img1.png": {"exemplars": {"cat": [[30, 10, 60, 40]]}}})
+    local = gs.label(folder, ".png", tmp_path / "local_ex", batch_size=2, progress=False, **visual)
+    remote = gs.label(folder, ".png", tmp_path / "ray_ex", batch_size=2, progress=False, **visual, **RAY)
+    assert local.ok and remote.ok
+    assert _tree(tmp_path / "local_ex") == _tree(tmp_path / "ray_ex") != _tree(tmp_path / "local")

@@ -41,7 +41,7 @@ everything again. One job per output folder at a time. Output paths never leave
 
 from grounded_sam.labeling.job import LabelReport
 from grounded_sam.labeling.local import label_folder
-from grounded_sam.labeling.options import LabelOptions, RayOptions
+from grounded_sam.labeling.options import ImagePrompts, LabelOptions, RayOptions
 from grounded_sam.labeling.ray_backend import PipelineFactory, label_folder_ray
 from grounded_sam.labeling.sources import list_remote_images
 from grounded_sam.labeling.store import STORE_DIR, LabelingConfigError
@@ -50,6 +50,7 @@ __all__ = [
     "label_folder",
     "label_folder_ray",
     "LabelOptions",
+    "ImagePrompts",
     "RayOptions",
     "LabelReport",
     "LabelingConfigError",

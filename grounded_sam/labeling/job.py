@@ -8,6 +8,7 @@ writes the records; :func:`~grounded_sam.labeling.assemble.assemble` then writes
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +21,12 @@ import supervision as sv
 from grounded_sam.export.records import detections_to_record
 from grounded_sam.export.safe_io import safe_output_path
 from grounded_sam.export.yolo import yolo_label_name
-from grounded_sam.labeling.options import LabelOptions
+from grounded_sam.labeling.options import ImagePrompts, LabelOptions
 from grounded_sam.labeling.sources import LabelItem, Listing, list_local_items
 from grounded_sam.labeling.store import STORE_DIR, RecordStore, StoredRecord, job_fingerprint
 
 __all__ = ["PredictFn", "PredictBatchFn", "LabelReport", "LabelJob", "ItemResult", "prepare_job", "pending_items",
-           "predict_chunk", "store_results", "progress_bar"]
+           "predict_chunk", "store_results", "progress_bar", "JobProgress", "job_progress"]
 
 PredictFn = Callable[[np.ndarray], sv.Detections]
 PredictBatchFn = Callable[[list[np.ndarray]], list[sv.Detections]]
@@ -47,18 +48,22 @@ class LabelReport:
     images_written: int = 0  # images in the assembled dataset
     instances_written: int = 0  # annotations / label lines in the dataset
     files: list[Path] = field(default_factory=list)  # main dataset files
+    retried: dict[str, int] = field(default_factory=dict)  # path -> times re-run after its worker was lost
+    unit: str = "images"  # what total / labeled count ("videos" for a video job)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def summary(self) -> str:
+        retried = f", {len(self.retried)} retried after a lost worker" if self.retried else ""
         lines = [
-            f"{self.total} images: {self.labeled} labeled, {self.skipped} already done, {len(self.failed)} failed; "
-            f"{self.instances_written} instances in {self.images_written} images -> "
+            f"{self.total} {self.unit}: {self.labeled} labeled, {self.skipped} already done, {len(self.failed)} failed"
+            f"{retried}; {self.instances_written} instances in {self.images_written} images -> "
             f"{self.output_folder} ({self.format})"
         ]
         lines += [f"  failed: {p}: {reason}" for p, reason in self.failed.items()]
+        lines += [f"  retried: {p} ({n}x)" for p, n in self.retried.items()]
         return "\n".join(lines)
 
 
@@ -137,6 +142,47 @@ def progress_bar(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, total=total, desc=desc, unit="img", disable=not enabled)
 
 
+class JobProgress:
+    """The driver's progress line: inputs done, failed and retried (``tqdm`` on stderr)."""
+
+    def __init__(self, report: LabelReport, total: int, desc: str, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.report, self.enabled = report, enabled
+        self.bar = tqdm(total=total, desc=desc, unit=report.unit[:-1] if report.unit.endswith("s") else report.unit,
+                        disable=not enabled)
+        self._show()
+
+    def _show(self) -> None:
+        self.bar.set_postfix(failed=len(self.report.failed), retried=len(self.report.retried), refresh=False)
+
+    def advance(self, n: int) -> None:
+        self._show()
+        self.bar.update(n)
+
+    def retry(self, names: Sequence[str], why: str) -> None:
+        """Count ``names`` as retried (their worker was lost) and say so."""
+        for name in names:
+            self.report.retried[name] = self.report.retried.get(name, 0) + 1
+        if self.enabled:
+            self.bar.write(f"worker lost ({why}); re-running {len(names)} {self.report.unit}: {', '.join(names)}")
+        self._show()
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self._show()
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def job_progress(report: LabelReport, total: int, desc: str, enabled: bool) -> Iterator[JobProgress]:
+    progress = JobProgress(report, total, desc, enabled)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
 def pending_items(job: LabelJob, desc: str = "labeling") -> Iterator[LabelItem]:
     """The job's items without a valid record, in order (the others are counted as skipped)."""
     for item in progress_bar(job.items, len(job.items), desc, job.options.progress):
@@ -147,9 +193,11 @@ def pending_items(job: LabelJob, desc: str = "labeling") -> Iterator[LabelItem]:
 
 
 def predict_chunk(items: Sequence[LabelItem], predict_fn: PredictFn | None, predict_batch_fn: PredictBatchFn | None,
-                  classes: list[str], digest: str) -> list[ItemResult]:
+                  classes: list[str], digest: str, prompts: ImagePrompts | None = None) -> list[ItemResult]:
     """Load, predict and serialise one chunk of images (one batch); a bad image fails alone.
 
+    ``prompts``: keyword arguments for the predictor per image; ``predict_batch_fn`` then gets
+    each keyword as a list with one value (or ``None``) per image.
     The same function runs in the local loop and in Ray workers, so both make the same records.
     """
     out: list[ItemResult] = []
@@ -161,10 +209,12 @@ def predict_chunk(items: Sequence[LabelItem], predict_fn: PredictFn | None, pred
             out.append(ItemResult(item.name, item.rel, None, str(e)))
     if not batch:
         return out
+    kwargs = [dict(prompts.for_image(it.rel)) if prompts else {} for it, _ in batch]
+    keys = sorted(set().union(*kwargs))
     results: list[Any] | None = None
     if predict_batch_fn is not None and (len(batch) > 1 or predict_fn is None):
         try:
-            results = list(predict_batch_fn([im for _, im in batch]))
+            results = list(predict_batch_fn([im for _, im in batch], **{k: [kw.get(k) for kw in kwargs] for k in keys}))
             if len(results) != len(batch):
                 raise ValueError(f"predict_batch_fn returned {len(results)} results for {len(batch)} images")
         except Exception as e:  # noqa: BLE001 - isolate the failing image one by one
@@ -175,7 +225,7 @@ def predict_chunk(items: Sequence[LabelItem], predict_fn: PredictFn | None, pred
     for k, (item, image) in enumerate(batch):
         step = "prediction failed"
         try:  # every failure is reported against its image; none aborts the job
-            dets = results[k] if results is not None else predict_fn(image)  # type: ignore[misc]
+            dets = results[k] if results is not None else predict_fn(image, **kwargs[k])  # type: ignore[misc]
             step = "invalid detections"
             h, w = image.shape[:2]
             record = detections_to_record(dets, item.rel, w, h, classes)

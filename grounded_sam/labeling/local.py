@@ -44,6 +44,7 @@ def label_folder(
     job = prepare_job(input_folder, output_folder, classes, opts, fingerprint=fingerprint)
     pending = pending_items(job, "labeling")
     for chunk in iter(lambda: list(itertools.islice(pending, opts.batch_size)), []):  # consecutive chunks
-        store_results(job, predict_chunk(chunk, predict_fn, predict_batch_fn, job.classes, job.store.digest))
+        store_results(job, predict_chunk(chunk, predict_fn, predict_batch_fn, job.classes, job.store.digest,
+                                         opts.prompts))
     assemble(job)
     return job.report

@@ -9,10 +9,10 @@ themselves when built, so a bad value fails before anything is read or written.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-__all__ = ["LabelOptions", "RayOptions", "Format", "CopyMode", "Multipart", "FORMATS", "COPY_MODES",
+__all__ = ["LabelOptions", "RayOptions", "ImagePrompts", "Format", "CopyMode", "Multipart", "FORMATS", "COPY_MODES",
            "split_options"]
 
 Format = Literal["coco", "yolo", "jsonl"]
@@ -21,6 +21,36 @@ Multipart = Literal["merge", "largest"]
 FORMATS: tuple[Format, ...] = ("coco", "yolo", "jsonl")
 COPY_MODES: tuple[CopyMode, ...] = ("copy", "hardlink", "symlink", "none")
 MULTIPART: tuple[Multipart, ...] = ("merge", "largest")
+
+
+@dataclass(frozen=True)
+class ImagePrompts:
+    """Keyword arguments for the predictor, per image (e.g. SAM 3's ``exemplars``).
+
+    ``per_image`` maps an image's POSIX path relative to the input folder (its file name in a
+    flat folder) to its keywords; every other image gets ``default``. Values must be JSON-able
+    (they join the job's fingerprint and travel to Ray workers).
+    """
+
+    default: Mapping[str, Any] = field(default_factory=dict)
+    per_image: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default, Mapping):
+            raise ValueError(f"default must be a mapping of keyword arguments, got {type(self.default).__name__}")
+        for rel, kwargs in self.per_image.items():
+            if not isinstance(kwargs, Mapping):
+                raise ValueError(f"prompts for {rel!r} must be a mapping of keyword arguments, "
+                                 f"got {type(kwargs).__name__}")
+
+    def __bool__(self) -> bool:
+        return bool(self.default) or any(self.per_image.values())
+
+    def for_image(self, rel: str) -> Mapping[str, Any]:
+        return self.per_image.get(rel, self.default)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"default": dict(self.default), "per_image": {k: dict(v) for k, v in sorted(self.per_image.items())}}
 
 
 @dataclass(frozen=True)
@@ -39,6 +69,7 @@ class LabelOptions:
             ``"symlink"``, or not at all (``"none"``).
         polygons: COCO polygons instead of RLE.
         multipart: how YOLO-seg joins a multi-part mask: ``"merge"`` or keep the ``"largest"`` part.
+        prompts: predictor keywords per image (:class:`ImagePrompts`), e.g. SAM 3 exemplar boxes.
     """
 
     extension: str | Sequence[str] | None = ".jpg"  # a sequence is kept as a tuple
@@ -50,8 +81,11 @@ class LabelOptions:
     copy_images: CopyMode = "copy"
     polygons: bool = False
     multipart: Multipart = "merge"
+    prompts: ImagePrompts | None = None
 
     def __post_init__(self) -> None:
+        if self.prompts is not None and not isinstance(self.prompts, ImagePrompts):
+            raise ValueError(f"prompts must be an ImagePrompts, got {type(self.prompts).__name__}")
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         if self.copy_images not in COPY_MODES:
@@ -78,12 +112,20 @@ class RayOptions:
         num_workers: Ray actors, each with its own predictor.
         num_gpus_per_worker: GPUs per actor (fractions share a GPU; 0: CPU actors).
         num_cpus_per_worker: CPUs per actor (``None``: Ray's 1).
+        max_restarts: how often Ray restarts an actor whose process (or node) died (``-1``: always).
+        max_task_retries: how often a chunk (or video) whose worker died is given to another
+            worker before its inputs are reported failed.
+        worker_timeout_s: how long the job waits with no live worker (all dead or restarting)
+            before it reports the remaining inputs failed.
     """
 
     address: str | None = None
     num_workers: int = 1
     num_gpus_per_worker: float = 0
     num_cpus_per_worker: float | None = None
+    max_restarts: int = 3
+    max_task_retries: int = 3
+    worker_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         n = self.num_workers
@@ -94,6 +136,12 @@ class RayOptions:
             raise ValueError(f"num_gpus_per_worker must be a number >= 0, got {gpus!r}")
         if cpus is not None and (not isinstance(cpus, (int, float)) or not cpus > 0):
             raise ValueError(f"num_cpus_per_worker must be a number > 0, got {cpus!r}")
+        for name, low in (("max_restarts", -1), ("max_task_retries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.worker_timeout_s, (int, float)) or not self.worker_timeout_s > 0:
+            raise ValueError(f"worker_timeout_s must be a number > 0, got {self.worker_timeout_s!r}")
 
     def update(self, **changes: Any) -> RayOptions:
         """A copy with ``changes`` applied (validated again)."""

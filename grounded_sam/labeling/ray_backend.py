@@ -1,28 +1,31 @@
-"""Dataset labeling on a Ray cluster (Ray Data), with the records and files of the local backend.
+"""Dataset labeling on a Ray cluster, with the records and files of the local backend.
 
 :func:`label_folder_ray` runs the phases of :mod:`grounded_sam.labeling.job` with the prediction
-step spread over a pool of Ray actors:
+step spread over a pool of Ray actors (:mod:`~grounded_sam.labeling.ray_pool`):
 
 1. The driver lists the inputs, opens the output store and keeps the images without a valid
    record (resume is ours: finished images never reach Ray), cut into the same consecutive
    chunks of ``batch_size`` that the local backend predicts as one batch.
-2. ``ray.data.from_items`` (one row per chunk: a small JSON list of paths) ->
-   ``map_batches(_LabelWorker, compute=ActorPoolStrategy(size=num_workers), num_gpus=...,
-   num_cpus=..., batch_size=1)``. Each actor builds its predictor once, from a picklable
-   ``factory`` (for ``GroundedSAM``: :class:`PipelineFactory`, the constructor arguments; models
-   are never pickled), and runs :func:`~grounded_sam.labeling.job.predict_chunk` on each chunk:
-   load, predict and serialise each image's record (masks as COCO RLE strings). Only those
-   small strings (or the reason an image failed) travel back through the object store.
-3. The driver writes each record as its block arrives
-   (:func:`~grounded_sam.labeling.job.store_results`, atomic), so a killed job keeps what
+2. ``num_workers`` actors each build the predictor once, from a picklable ``factory`` (for
+   ``GroundedSAM``: :class:`PipelineFactory`, the constructor arguments; models are never
+   pickled). Each chunk is one actor task: a small JSON list of paths goes out,
+   :func:`~grounded_sam.labeling.job.predict_chunk` loads, predicts and serialises each image's
+   record (masks as COCO RLE strings) and only those strings (or the reason an image failed)
+   come back. The job's constants (classes, digest, prompts, filesystem) are put in the object
+   store once.
+3. The driver writes each record as its chunk comes back
+   (:func:`~grounded_sam.labeling.job.store_results`, atomic), so a killed driver keeps what
    reached it and a rerun resumes. Only the driver writes to ``output_folder``: workers need no
    shared output storage, only read access to the inputs.
-4. The dataset files are assembled locally by :func:`~grounded_sam.labeling.assemble.assemble`.
+4. A worker process or node that dies costs only its in-flight chunks: they are given to
+   another worker and counted in :attr:`LabelReport.retried`; Ray restarts the actor
+   (``max_restarts``; see :mod:`~grounded_sam.labeling.ray_pool` for the limits).
+5. The dataset files are assembled locally by :func:`~grounded_sam.labeling.assemble.assemble`.
 
 Same chunks, same function, same records, same assembly: for a deterministic predictor the
-files are byte-identical to :func:`~grounded_sam.labeling.local.label_folder`'s. That is also
-why the actors decode the images with the local loader (EXIF orientation, CMYK, 16-bit, alpha handled
-as :func:`~runtime.images.load_image` does) rather than ``ray.data.read_images``.
+files are byte-identical to :func:`~grounded_sam.labeling.local.label_folder`'s, however often
+a chunk was retried. That is also why the actors decode the images with the local loader (EXIF
+orientation, CMYK, 16-bit, alpha handled as :func:`~runtime.images.load_image` does).
 
 Inputs: a local folder (shared with the workers on a multi-node cluster), a ``file://`` URI,
 or any URI pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``abfs://`` ...), or a path
@@ -33,9 +36,7 @@ into ``images/`` by the driver (``copy_images="copy"`` or ``"none"``).
 
 Ray (:class:`~grounded_sam.labeling.options.RayOptions`): ``ray.init(address=address)`` is called
 only when Ray is not initialised yet; an existing session (``ray.init`` by the caller, a Ray
-job) is used as it is. The pipeline has no upstream read tasks (the manifest is in the driver),
-so a pool that takes every CPU slot cannot starve them; still, on a small CPU box give CPU
-workers a fractional ``num_cpus_per_worker``.
+job) is used as it is. Ray is imported only here, when a job runs.
 """
 
 from __future__ import annotations
@@ -44,23 +45,19 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from grounded_sam.labeling.assemble import assemble
 from grounded_sam.labeling.job import (
-    ItemResult, LabelJob, LabelReport, pending_items, predict_chunk, prepare_job, store_results,
+    ItemResult, LabelJob, LabelReport, job_progress, pending_items, predict_chunk, prepare_job, store_results,
 )
-from grounded_sam.labeling.options import LabelOptions, RayOptions, split_options
+from grounded_sam.labeling.options import ImagePrompts, LabelOptions, RayOptions, split_options
+from grounded_sam.labeling.ray_pool import PoolTask, import_ray, init_ray, run_pool
 from grounded_sam.labeling.sources import LabelItem, Listing, RemoteItem, is_remote, list_remote_images, local_folder
 
 __all__ = ["label_folder_ray", "PipelineFactory"]
-
-MAX_BLOCKS = 10_000  # manifest blocks; results reach the driver (and become records) a block at a time
-_RESULT_FIELDS = tuple(f.name for f in fields(ItemResult))
 
 
 @dataclass(frozen=True)
@@ -88,23 +85,23 @@ def _decode(row: list[Any], filesystem: Any) -> LabelItem:
     return RemoteItem(PurePosixPath(path), rel, uri=uri, size=size, mtime_ns=mtime_ns, fs=filesystem)
 
 
-class _LabelWorker:
-    """Ray actor: builds the predictor once, then turns chunks of images into record entries."""
+@dataclass(frozen=True)
+class _ChunkContext:
+    """What every chunk of a job shares (put in the object store once)."""
 
-    def __init__(self, factory: Callable[[], Any], classes: list[str], digest: str, filesystem: Any = None) -> None:
-        self.model = factory()
-        self.predict_fn = getattr(self.model, "predict", None)
-        self.predict_batch_fn = getattr(self.model, "predict_batch", None)
-        if self.predict_fn is None and self.predict_batch_fn is None:
-            raise TypeError(f"the factory made a {type(self.model).__name__}, which has no predict / predict_batch")
-        self.classes, self.digest, self.fs = classes, digest, filesystem
+    classes: list[str]
+    digest: str
+    filesystem: Any = None
+    prompts: ImagePrompts | None = None
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results: list[ItemResult] = []
-        for payload in batch["chunk"]:  # one row = one chunk = one predictor batch
-            items = [_decode(row, self.fs) for row in json.loads(payload)]
-            results += predict_chunk(items, self.predict_fn, self.predict_batch_fn, self.classes, self.digest)
-        return {key: np.array([getattr(r, key) or "" for r in results], dtype=object) for key in _RESULT_FIELDS}
+
+def _predict_chunk_task(model: Any, ctx: _ChunkContext, rows: str) -> list[ItemResult]:
+    """A pool task (runs in an actor): one chunk of images -> their serialised records."""
+    predict_fn, predict_batch_fn = getattr(model, "predict", None), getattr(model, "predict_batch", None)
+    if predict_fn is None and predict_batch_fn is None:
+        raise TypeError(f"the factory made a {type(model).__name__}, which has no predict / predict_batch")
+    items = [_decode(row, ctx.filesystem) for row in json.loads(rows)]
+    return predict_chunk(items, predict_fn, predict_batch_fn, ctx.classes, ctx.digest, ctx.prompts)
 
 
 def label_folder_ray(
@@ -154,54 +151,28 @@ def label_folder_ray(
     return job.report
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as e:
-        raise ImportError('the Ray backend needs Ray Data: pip install "grounded-sam[ray]" (ray[data]>=2.40)') from e
-    return ray
-
-
 def _run(job: LabelJob, factory: Callable[[], Any], chunks: list[list[LabelItem]], cluster: RayOptions,
          filesystem: Any) -> None:
-    """Predict ``chunks`` on a Ray actor pool and write each record as its block comes back."""
-    from tqdm.auto import tqdm
-
-    ray = _import_ray()
-    from ray.data import ActorPoolStrategy, DataContext
-
-    if not ray.is_initialized():
-        ray.init(address=cluster.address)
+    """Predict ``chunks`` on a Ray actor pool and write each record as its chunk comes back."""
+    ray = import_ray()
+    init_ray(ray, cluster.address)
     workers = min(cluster.num_workers, len(chunks))
-    gpus, cpus = cluster.num_gpus_per_worker, cluster.num_cpus_per_worker
-    _warn_if_unschedulable(ray, workers, gpus, cpus)
-    rows = [{"chunk": json.dumps([_encode(it) for it in chunk])} for chunk in chunks]
-    resources: dict[str, float] = {"num_cpus": 1.0 if cpus is None else float(cpus)}
-    if gpus:
-        resources["num_gpus"] = float(gpus)
-    ctx = DataContext.get_current()
-    saved = ctx.enable_progress_bars
-    ctx.enable_progress_bars = job.options.progress
-    try:
-        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
-        ds = ds.map_batches(
-            _LabelWorker,
-            fn_constructor_kwargs={"factory": factory, "classes": job.classes, "digest": job.store.digest,
-                                   "filesystem": filesystem},
-            compute=ActorPoolStrategy(size=workers),
-            batch_size=1,
-            **resources,
-        )
-        total = sum(len(c) for c in chunks)
-        with tqdm(total=total, desc="labeling (ray)", unit="img", disable=not job.options.progress) as bar:
-            for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                results = [ItemResult(str(n), str(r), str(e) or None, str(err) or None)
-                           for n, r, e, err in zip(block["name"], block["rel"], block["entry"], block["error"])]
-                store_results(job, results)
-                bar.update(len(results))
-    finally:
-        ctx.enable_progress_bars = saved
+    _warn_if_unschedulable(ray, workers, cluster.num_gpus_per_worker, cluster.num_cpus_per_worker)
+    context = _ChunkContext(job.classes, job.store.digest, filesystem, job.options.prompts)
+    tasks = [PoolTask(tuple(it.name for it in chunk), _predict_chunk_task, json.dumps([_encode(it) for it in chunk]))
+             for chunk in chunks]
+    with job_progress(job.report, sum(len(c) for c in chunks), "labeling (ray)", job.options.progress) as bar:
+
+        def done(task: PoolTask, results: list[ItemResult]) -> None:
+            store_results(job, results)
+            bar.advance(len(results))
+
+        def failed(task: PoolTask, why: str) -> None:
+            job.report.failed.update(dict.fromkeys(task.names, why))
+            bar.advance(len(task.names))
+
+        run_pool(ray, factory, context, tasks, cluster, on_result=done, on_fail=failed,
+                 on_retry=lambda task, why: bar.retry(task.names, why))
 
 
 def _warn_if_unschedulable(ray: Any, workers: int, gpus: float, cpus: float | None) -> None:
