@@ -13,13 +13,15 @@ of memory frames and object pointers. :func:`prune` drops entries no later step 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 __all__ = [
     "FrameEntry",
+    "FrameStats",
     "TrackedFrames",
     "ObjectMemory",
     "MemorySelection",
@@ -30,6 +32,17 @@ __all__ = [
 
 
 @dataclass
+class FrameStats:
+    """What memory policies read about one tracked frame (host numbers: no device sync later)."""
+
+    iou: float  # predicted IoU of the chosen candidate mask
+    score: float  # object score logit
+    kf_iou: float | None = None  # box IoU of the chosen mask with the motion prediction (samurai)
+    area: int = 0  # positive pixels of the stored low-res mask
+    usable: bool = True  # the policy's verdict: may serve as a memory frame
+
+
+@dataclass
 class FrameEntry:
     """One object's compact output on one frame (the reference's ``compact_current_out``)."""
 
@@ -37,6 +50,7 @@ class FrameEntry:
     object_score_logits: torch.Tensor  # (1, 1)
     pred_masks: torch.Tensor | None  # (1, 1, h, w) low-res logits after hole filling; None once released
     maskmem: torch.Tensor | None = None  # (HW, mem_dim) bfloat16, sequence-first; None until encoded / released
+    stats: FrameStats | None = None  # set by memory policies that read it (None under fifo)
 
     def release_masks(self) -> None:
         """Keep only what an object pointer needs."""
@@ -110,6 +124,8 @@ class ObjectMemory:
     temp_cond: dict[int, FrameEntry] = field(default_factory=dict)
     temp_non_cond: dict[int, FrameEntry] = field(default_factory=dict)
     tracked: TrackedFrames = field(default_factory=TrackedFrames)
+    policy: Any = None  # the object's memory policy (segmenter.video.policies); None: the predictor's
+    policy_state: Any = None  # that policy's per-object state (motion filter, distractor memory, ...)
 
     def temp(self, is_cond: bool) -> dict[int, FrameEntry]:
         return self.temp_cond if is_cond else self.temp_non_cond
@@ -122,12 +138,27 @@ class ObjectMemory:
                 return out
         return None
 
+    def file_prompt_outputs(self) -> None:
+        """Move the prompts' outputs (memories encoded) to the conditioning / tracked outputs."""
+        for is_cond in (False, True):
+            dest = self.cond if is_cond else self.non_cond
+            temp = self.temp(is_cond)
+            dest.update(temp)
+            temp.clear()
+        if not self.cond:
+            raise RuntimeError(
+                f"No input points or masks are provided for object id {self.obj_id!r}; please add inputs first."
+            )
+        for t in self.cond:
+            self.non_cond.pop(t, None)
+
     def clear(self) -> None:
         self.point_inputs.clear()
         self.mask_frames.clear()
         for d in (self.cond, self.non_cond, self.temp_cond, self.temp_non_cond):
             d.clear()
         self.tracked.clear()
+        self.policy_state = None
 
     def num_entries(self) -> int:
         return len(self.cond) + len(self.non_cond) + len(self.temp_cond) + len(self.temp_non_cond)
@@ -155,12 +186,18 @@ def select_memory(
     num_maskmem: int,
     max_obj_ptrs: int,
     signed_ptr_pos: bool,
+    recent: list[tuple[int, FrameEntry]] | None = None,
+    extra_cond: dict[int, FrameEntry] | None = None,
+    pointer_ok: Callable[[int, FrameEntry], bool] | None = None,
 ) -> MemorySelection:
     """Memory frames and pointers for ``obj`` on a frame it is tracked (not initially prompted) on.
 
     Every conditioning frame (t_pos 0), then the ``num_maskmem - 1`` previous frames in the
     tracking direction (oldest first); pointers of the conditioning frames not in the future,
-    then of up to ``max_obj_ptrs - 1`` previous frames.
+    then of up to ``max_obj_ptrs - 1`` previous frames. Memory policies change the choice:
+    ``recent`` replaces the previous frames ((temporal slot, entry), oldest first),
+    ``extra_cond`` adds frames treated as conditioning ones (after the prompted frames) and
+    ``pointer_ok`` filters the previous frames' pointers.
     """
     if not obj.cond:
         raise RuntimeError(
@@ -169,18 +206,22 @@ def select_memory(
         )
     step = -1 if reverse else 1
     missing = 0
-    memories = [(num_maskmem - 1, out) for out in obj.cond.values()]  # t_pos 0
-    for t_pos in range(1, num_maskmem):
-        t = frame_idx - step * (num_maskmem - t_pos)
-        out = obj.non_cond.get(t)
-        if out is not None and out.maskmem is not None:
-            memories.append((num_maskmem - t_pos - 1, out))
-        elif out is not None or (t in obj.tracked and t not in obj.cond):
-            missing += 1  # the reference still has this memory
+    cond = obj.cond if not extra_cond else {**obj.cond, **extra_cond}
+    memories = [(num_maskmem - 1, out) for out in cond.values()]  # t_pos 0
+    if recent is not None:
+        memories.extend(recent)
+    else:
+        for t_pos in range(1, num_maskmem):
+            t = frame_idx - step * (num_maskmem - t_pos)
+            out = obj.non_cond.get(t)
+            if out is not None and out.maskmem is not None:
+                memories.append((num_maskmem - t_pos - 1, out))
+            elif out is not None or (t in obj.tracked and t not in obj.cond):
+                missing += 1  # the reference still has this memory
 
     sign = -1 if reverse else 1
     pointers = []
-    for t, out in obj.cond.items():
+    for t, out in cond.items():
         if (t >= frame_idx) if reverse else (t <= frame_idx):
             pointers.append(((frame_idx - t) * sign if signed_ptr_pos else abs(frame_idx - t), out.obj_ptr))
     cap = max_obj_ptrs if num_frames is None else min(num_frames, max_obj_ptrs)
@@ -190,7 +231,8 @@ def select_memory(
             break
         out = obj.non_cond.get(t)
         if out is not None:
-            pointers.append((t_diff, out.obj_ptr))
+            if pointer_ok is None or pointer_ok(t, out):
+                pointers.append((t_diff, out.obj_ptr))
         elif t in obj.tracked and t not in obj.cond:
             missing += 1
     return MemorySelection(memories, pointers, missing)
@@ -219,12 +261,24 @@ class RetentionPolicy:
         return near_mem, near_ptr or near_mem
 
 
-def prune(objects: Iterable[ObjectMemory], frame_idx: int, reverse: bool, policy: RetentionPolicy) -> None:
-    """Release the non-conditioning entries of all objects that no later step can read."""
+def prune(
+    objects: Iterable[ObjectMemory],
+    frame_idx: int,
+    reverse: bool,
+    policy: RetentionPolicy,
+    extra: Callable[[ObjectMemory], set[int]] | None = None,
+) -> None:
+    """Release the non-conditioning entries of all objects that no later step can read.
+
+    ``extra(obj)`` names more frames whose entries stay whole (a memory policy's picks).
+    """
     objects = list(objects)
     anchors = sorted({t for obj in objects for t in obj.cond} | {t for obj in objects for t in obj.temp_cond})
     for obj in objects:
+        kept = extra(obj) if extra is not None else ()
         for t in list(obj.non_cond):
+            if t in kept:
+                continue
             keep_mem, keep_ptr = policy.keep(t, frame_idx, reverse, anchors)
             if not keep_ptr:
                 del obj.non_cond[t]

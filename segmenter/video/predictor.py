@@ -36,7 +36,9 @@ from runtime.device import autocast
 from segmenter.modeling.interface import LOW_RES_CLAMP
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import fill_holes
-from segmenter.video.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune, select_memory
+from segmenter.video.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune
+from segmenter.video.policies import MemoryContext, MemoryPolicy, make_policy
+from segmenter.video.policies.step import PolicyStep
 from segmenter.video.prompts import box_prompt, frame_index, mask_prompt, point_prompt, processing_order
 from segmenter.video.tracking import FrameFeatures, Tracker, use_multimask
 from segmenter.video.frames import open_video, preprocess_video_frame
@@ -58,6 +60,8 @@ class VideoPredictor:
         non_overlap_masks: give each output pixel to the highest-scoring object only.
         add_all_frames_to_correct_as_cond: corrections on tracked frames become conditioning frames.
         autocast: bf16 autocast; ``None`` = on for CUDA, off elsewhere.
+        memory: the memory/mask-selection policy of every object (``"fifo"``: SAM 2's; ``"quality"``,
+            ``"samurai"``, ``"distractor"`` or a policy object: :mod:`segmenter.video.policies`).
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class VideoPredictor:
         non_overlap_masks: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
         autocast: bool | None = None,
+        memory: str | MemoryPolicy = "fifo",
     ) -> None:
         if fill_hole_area < 0:
             raise ValueError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
@@ -78,6 +83,8 @@ class VideoPredictor:
         self._autocast = autocast
         mem = model.config.memory
         self.retention = RetentionPolicy(mem.num_maskmem, mem.max_obj_ptrs_in_encoder)
+        self.memory = make_policy(memory)
+        self._ctx = MemoryContext(mem.num_maskmem, mem.max_obj_ptrs_in_encoder, mem.use_signed_tpos_enc_to_obj_ptrs)
 
     @classmethod
     def from_pretrained(
@@ -205,12 +212,13 @@ class VideoPredictor:
         elif not is_init:
             state.warn_released(f"frame {frame_idx}'s previous mask of object {obj_id!r}")
         feats = self._features(state, frame_idx)
+        step = PolicyStep.build([obj], self.memory, frame_idx)
         with self._amp(state):
             if is_init:
                 pix_feat = feats.no_mem
             else:
                 pix_feat = self.tracker.condition(feats, [self._select(state, obj, frame_idx, reverse)], state.num_frames)
-            out = self.tracker.heads(pix_feat, feats, (pts, lab), prev_logits, use_multimask(pts.shape[1]))
+            out = self.tracker.heads(pix_feat, feats, (pts, lab), prev_logits, use_multimask(pts.shape[1]), step)
         obj.temp(is_cond)[frame_idx] = self._entry(state, out.low_res, out.obj_ptr, out.object_score_logits)
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
@@ -230,7 +238,7 @@ class VideoPredictor:
         _, _, is_cond = self._frame_role(obj, frame_idx)
         feats = self._features(state, frame_idx)
         with self._amp(state):
-            out = self.tracker.mask_as_output(feats, m)
+            out = self.tracker.mask_as_output(feats, m, PolicyStep.build([obj], self.memory, frame_idx))
         obj.temp(is_cond)[frame_idx] = self._entry(state, out.low_res, out.obj_ptr, out.object_score_logits)
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
@@ -261,9 +269,10 @@ class VideoPredictor:
             )
         corners, labels = corners.to(state.device), labels.to(state.device)  # (N, 2, 2), (N, 2)
         feats = self._features(state, t)
+        step = PolicyStep.build([ObjectMemory(i) for i in ids], self.memory, t)
         with self._amp(state):
             no_memory = feats.no_mem.expand(len(ids), -1, -1, -1)  # new objects: no memory yet
-            out = self.tracker.heads(no_memory, feats, (corners, labels), None, use_multimask(corners.shape[1]))
+            out = self.tracker.heads(no_memory, feats, (corners, labels), None, use_multimask(corners.shape[1]), step)
         for j, obj_id in enumerate(ids):
             obj = state.object(obj_id, create=True)
             obj.point_inputs[t] = (corners[j : j + 1], labels[j : j + 1])
@@ -324,18 +333,7 @@ class VideoPredictor:
             for j, e in enumerate(entries):
                 e.maskmem = maskmem[j]
         for obj in state.objects.values():
-            for is_cond in (False, True):
-                dest = obj.cond if is_cond else obj.non_cond
-                temp = obj.temp(is_cond)
-                for t, entry in temp.items():
-                    dest[t] = entry
-                temp.clear()
-            if not obj.cond:
-                raise RuntimeError(
-                    f"No input points or masks are provided for object id {obj.obj_id!r}; please add inputs first."
-                )
-            for t in obj.cond:
-                obj.non_cond.pop(t, None)
+            obj.file_prompt_outputs()
 
     @torch.inference_mode()
     def propagate_in_video(
@@ -372,30 +370,35 @@ class VideoPredictor:
         if todo:
             feats = self._features(state, frame_idx)
             sels = [self._select(state, objs[i], frame_idx, reverse) for i in todo]
+            step = PolicyStep.build([objs[i] for i in todo], self.memory, frame_idx)
             with self._amp(state):
-                out, maskmem = self.tracker.track(feats, sels, state.num_frames)
+                out, maskmem = self.tracker.track(feats, sels, state.num_frames, step)
             pred = self._fill(out.low_res)
             stored = pred.to(state.storage_device)
             maskmem = maskmem.to(state.storage_device)
+            entries = []
             for j, i in enumerate(todo):
-                objs[i].non_cond[frame_idx] = FrameEntry(
+                entries.append(FrameEntry(
                     out.obj_ptr[j : j + 1], out.object_score_logits[j : j + 1], stored[j : j + 1], maskmem[j]
-                )
+                ))  # fmt: skip
+                objs[i].non_cond[frame_idx] = entries[-1]
                 low[i] = pred[j : j + 1]
+            if step is not None:
+                step.commit(entries, reverse)
         for i, obj in enumerate(objs):
             if low[i] is None:
                 low[i] = obj.cond[frame_idx].pred_masks.to(state.device)
             obj.tracked.mark(frame_idx, reverse)
         if not state.keep_outputs:
-            prune(objs, frame_idx, reverse, self.retention)
+            retain = lambda o: self._policy(o).retain(o, frame_idx, reverse, self._ctx)  # noqa: E731
+            prune(objs, frame_idx, reverse, self.retention, retain)
         return torch.cat(low)
 
+    def _policy(self, obj: ObjectMemory) -> MemoryPolicy:
+        return obj.policy if obj.policy is not None else self.memory
+
     def _select(self, state: VideoState, obj: ObjectMemory, frame_idx: int, reverse: bool) -> MemorySelection:
-        mem = self.model.config.memory
-        sel = select_memory(
-            obj, frame_idx, reverse, state.num_frames, mem.num_maskmem, mem.max_obj_ptrs_in_encoder,
-            mem.use_signed_tpos_enc_to_obj_ptrs,
-        )  # fmt: skip
+        sel = self._policy(obj).select(obj, frame_idx, reverse, state.num_frames, self._ctx)
         if sel.missing:
             state.warn_released(f"{sel.missing} memories of object {obj.obj_id!r} near frame {frame_idx}")
         return sel

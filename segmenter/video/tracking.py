@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from segmenter.video.memory_bank import MemorySelection
+from segmenter.video.policies.step import PolicyStep
 from segmenter.modeling.position_encoding import sine_1d
 from segmenter.modeling.sam2 import SAM2Model
 
@@ -85,8 +86,13 @@ class Tracker:
         points: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B, N, 2) model-input px, (B, N)
         mask_inputs: torch.Tensor | None = None,  # (B, 1, H', W') logits or mask
         multimask: bool = False,
+        policy: PolicyStep | None = None,
     ) -> HeadOutput:
-        """Prompt encoder + mask decoder with object-score gating (``_forward_sam_heads``)."""
+        """Prompt encoder + mask decoder with object-score gating (``_forward_sam_heads``).
+
+        ``policy`` (memory policies other than SAM 2's) sets the presence threshold and picks
+        among the candidate masks; ``None`` is SAM 2's code path.
+        """
         model = self.model
         b = pix_feat.shape[0]
         if points is None:  # a single padding point
@@ -99,14 +105,14 @@ class Tracker:
             if tuple(mask_inputs.shape[-2:]) != tuple(size):
                 mask_inputs = F.interpolate(mask_inputs.float(), size, mode="bilinear", align_corners=False, antialias=True)
         low, ious, tokens, score = model.sam_heads(pix_feat, feats.high_res, points, mask_inputs, multimask)
-        is_obj = score > 0  # (B, 1)
+        is_obj = score > 0 if policy is None else score > policy.threshold(score)  # (B, 1)
         low = torch.where(is_obj[:, None, None], low, NO_OBJ_SCORE).float()  # (B, M, 4h, 4w)
         # upsample every candidate, then pick: interpolating M channels rounds differently from one
         high = F.interpolate(low, (model.image_size,) * 2, mode="bilinear", align_corners=False)
         token = tokens[:, 0]
         if multimask:
             rows = torch.arange(b, device=low.device)
-            best = ious.argmax(dim=-1)
+            best = ious.argmax(dim=-1) if policy is None else policy.choose(low, high, ious, score)
             low, high = low[rows, best].unsqueeze(1), high[rows, best].unsqueeze(1)
             if tokens.shape[1] > 1:
                 token = tokens[rows, best]
@@ -118,7 +124,7 @@ class Tracker:
         obj_ptr = present * obj_ptr
         return obj_ptr + (1 - present) * self.model.no_obj_ptr
 
-    def mask_as_output(self, feats: FrameFeatures, masks: torch.Tensor) -> HeadOutput:
+    def mask_as_output(self, feats: FrameFeatures, masks: torch.Tensor, policy: PolicyStep | None = None) -> HeadOutput:
         """A mask prompt (B, 1, S, S) of 0/1 taken as the prediction (``_use_mask_as_output``)."""
         masks = masks.float()
         high = masks * MASK_OUT_SCALE + MASK_OUT_BIAS
@@ -127,7 +133,7 @@ class Tracker:
         )
         # the pointer comes from the SAM heads prompted with the downsampled mask, no memory
         vision = feats.vision.expand(masks.shape[0], -1, -1, -1)
-        ptr = self.heads(vision, feats, mask_inputs=self.model.mask_downsample(masks)).obj_ptr
+        ptr = self.heads(vision, feats, mask_inputs=self.model.mask_downsample(masks), policy=policy).obj_ptr
         present = (masks.flatten(1) > 0).any(dim=1, keepdim=True).float()  # (B, 1)
         score = MASK_OUT_SCALE * present + MASK_OUT_BIAS
         return HeadOutput(low, high, self._gate_pointer(ptr, present), score)
@@ -252,10 +258,14 @@ class Tracker:
 
     # ------------------------------------------------------------------ one tracking step
     def track(
-        self, feats: FrameFeatures, selections: list[MemorySelection], num_frames: int | None
+        self,
+        feats: FrameFeatures,
+        selections: list[MemorySelection],
+        num_frames: int | None,
+        policy: PolicyStep | None = None,
     ) -> tuple[HeadOutput, torch.Tensor]:
         """Track B objects on a frame from their memories: head outputs and new memories."""
         pix_feat = self.condition(feats, selections, num_frames)
-        out = self.heads(pix_feat, feats, multimask=use_multimask(0))
+        out = self.heads(pix_feat, feats, multimask=use_multimask(0), policy=policy)
         maskmem = self.encode_memory(feats, out.high_res, out.object_score_logits, binarize=False)
         return out, maskmem
