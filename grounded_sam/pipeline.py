@@ -225,18 +225,7 @@ class GroundedSAM:
         detector's own score (SAM 3 scores the mask), post-processing as for SAM masks."""
         if not len(dets):
             return empty_result(image.shape[:2])
-        mask_np = dets.mask.astype(bool, copy=False)
-        if self.min_hole_area or self.min_island_area or self.smooth_kernel:
-            from segmenter.postprocess import postprocess_masks
-
-            mask_np = postprocess_masks(mask_np, self.min_hole_area, self.min_island_area, self.smooth_kernel)
-        return sv.Detections(
-            xyxy=dets.xyxy.astype(np.float32),
-            mask=mask_np,
-            confidence=dets.confidence,
-            class_id=dets.class_id,
-            data={**dets.data, "mask_score": np.asarray(dets.confidence, dtype=np.float32)},
-        )
+        return self._with_masks(dets, dets.mask.astype(bool, copy=False), np.asarray(dets.confidence, dtype=np.float32))
 
     def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
         boxes = torch.as_tensor(dets.xyxy, dtype=torch.float32)
@@ -247,19 +236,16 @@ class GroundedSAM:
         rows = torch.arange(len(best), device=best.device)
         low, scores = low[rows, best][:, None], scores[rows, best]  # chosen before any full-size work
         masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (N, H, W)
-        mask_np = masks.cpu().numpy().astype(bool, copy=False)
+        return self._with_masks(dets, masks.cpu().numpy().astype(bool, copy=False), scores.float().cpu().numpy())
+
+    def _with_masks(self, dets: sv.Detections, masks: np.ndarray, mask_score: np.ndarray) -> sv.Detections:
+        """``dets`` with its (N, H, W) bool ``masks`` post-processed and ``data["mask_score"]``."""
         if self.min_hole_area or self.min_island_area or self.smooth_kernel:
             from segmenter.postprocess import postprocess_masks
 
-            mask_np = postprocess_masks(mask_np, self.min_hole_area, self.min_island_area, self.smooth_kernel)
-        out = sv.Detections(
-            xyxy=dets.xyxy.astype(np.float32),
-            mask=mask_np,
-            confidence=dets.confidence,
-            class_id=dets.class_id,
-            data={**dets.data, "mask_score": scores.float().cpu().numpy()},
-        )
-        return out
+            masks = postprocess_masks(masks, self.min_hole_area, self.min_island_area, self.smooth_kernel)
+        return sv.Detections(xyxy=dets.xyxy.astype(np.float32), mask=masks, confidence=dets.confidence,
+                             class_id=dets.class_id, data={**dets.data, "mask_score": mask_score})
 
     # ------------------------------------------------------------------ datasets
     def label(
@@ -274,6 +260,9 @@ class GroundedSAM:
         exemplars: Mapping[str, Any] | None = None,
         negative_exemplars: Mapping[str, Any] | None = None,
         image_exemplars: Mapping[str, Mapping[str, Any]] | None = None,
+        videos: bool = False,
+        tracker: Tracker = "auto",
+        redetect_every: int | None = None,
         **options: Any,
     ) -> LabelReport:
         """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`).
@@ -297,6 +286,11 @@ class GroundedSAM:
         single images (replacing the former there). They join the job's fingerprint: a rerun with
         other boxes is refused unless ``overwrite=True``. A box that does not fit its image fails
         that image alone.
+
+        ``videos=True``: ``input_folder`` holds videos (``extension`` by default: every video type);
+        each is tracked (``tracker``, ``redetect_every`` as in :meth:`track`) into its own video
+        COCO file plus an ``index.json`` (:mod:`grounded_sam.labeling.videos`); with
+        ``backend="ray"`` each video is one task on the cluster.
         """
         from grounded_sam.labeling import LabelOptions, RayOptions, label_folder, label_folder_ray
         from grounded_sam.labeling.options import split_options
@@ -312,16 +306,26 @@ class GroundedSAM:
             if remote:
                 raise ValueError(f"give output_folder for the remote input {input_folder!r}")
             output_folder = Path(input_folder).with_name(Path(input_folder).name + "_labeled")
+        if videos:
+            from grounded_sam.labeling.videos import TrackOptions, label_videos, label_videos_ray
+
+            track = TrackOptions(tracker, redetect_every)
+            opts = opts.update(extension=None if extension == ".jpg" else extension)
         if backend == "ray":
             from grounded_sam.labeling import PipelineFactory
 
             cluster = RayOptions(**{"address": ray_address, **ray_changes})
             worker = PipelineFactory({**self.spec(), "device": "cuda" if cluster.num_gpus_per_worker > 0 else "cpu"})
+            if videos:
+                return label_videos_ray(worker, input_folder, output_folder, self.classes, opts, cluster, track,
+                                        fingerprint=fingerprint)
             return label_folder_ray(worker, input_folder, output_folder, self.classes, opts, cluster,
                                     fingerprint=fingerprint)
         if remote:
             raise ValueError(f"the local backend reads local folders; give a path, "
                              f"or backend='ray' for {input_folder!r}")
+        if videos:
+            return label_videos(self, input_folder, output_folder, opts, track, fingerprint=fingerprint)
         return label_folder(self.predict, Path(input_folder), output_folder, self.classes, opts,
                             predict_batch_fn=self.predict_batch, fingerprint=fingerprint)
 
