@@ -117,19 +117,22 @@ def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **o
         _fail_loading(e)
 
 
-def _fail_loading(e: Exception) -> None:
+def loading_error_message(e: Exception) -> str:
+    """What the CLI (and the app, in its page) says when the models fail to load."""
     text = str(e)
     offline = any(s in type(e).__name__ + text for s in ("NotCached", "LocalEntryNotFound", "offline", "OfflineMode", "couldn't connect", "Connection"))
     if offline:
-        typer.secho(
+        return (
             f"error: model weights could not be loaded: {text}\n"
             "The weights are not in the local Hugging Face cache and cannot be downloaded from here. "
             "Download them on a connected machine (`hf download <model id>`), or pass local files: "
-            "--checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder.",
-            fg="red", err=True,
+            "--checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder."
         )
-    else:
-        typer.secho(f"error: {type(e).__name__}: {text}", fg="red", err=True)
+    return f"error: {type(e).__name__}: {text}"
+
+
+def _fail_loading(e: Exception) -> None:
+    typer.secho(loading_error_message(e), fg="red", err=True)
     raise typer.Exit(2)
 
 
@@ -303,6 +306,35 @@ def auto(
                       stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
                       on_load_error=_fail_loading)
     _report_failures(failed)
+
+
+@app.command("app")
+def app_command(
+    host: Annotated[str, typer.Option("--host", help="Address to serve on (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: the first free one from 7860).")] = None,
+    share: Annotated[bool, typer.Option("--share", help="Also open a public gradio.live link (off unless asked).")] = False,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Refuse uploads larger than this (MB).")] = 200.0,
+    review: Annotated[Optional[Path], typer.Option("--review", help="An output folder of `label` to review and fix.")] = None,
+    config: Preset = None, detector: DetectorOpt = None, detector_model_id: DetectorId = None,
+    segmenter: SegmenterOpt = None, checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
+    box_threshold: BoxThr = None, text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None,
+    image_size: ImageSize = None,
+) -> None:
+    """Interactive browser app (Gradio; pip install 'grounded-sam[app]'): prompt, click, correct, review."""
+    try:
+        from grounded_sam.app import AppModels, AppOptions, ModelOptions, build_app, launch
+    except ImportError as e:
+        typer.secho(f"error: the app needs Gradio: pip install 'grounded-sam[app]' ({e})", fg="red", err=True)
+        raise typer.Exit(2) from None
+    try:
+        options = AppOptions(host=host, port=port, share=share, max_upload_mb=max_upload_mb, review=review)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    models = AppModels(ModelOptions(
+        config=config, detector=detector, detector_model_id=detector_model_id, segmenter=segmenter,
+        checkpoint=checkpoint, device=device, box_threshold=box_threshold, text_threshold=text_threshold,
+        nms_iou=nms_iou, multimask=multimask, image_size=image_size))
+    launch(build_app(models, options), options)
 
 
 def _version() -> str:

@@ -4,7 +4,9 @@ Records are read in the job's sorted order, one at a time, so a killed-and-resum
 byte-identical files to an uninterrupted one. Each image with a valid record is placed under
 ``images/`` (``copy_images``) and handed to the format's
 :class:`~grounded_sam.export.writer.DatasetWriter`; an image without one is ``discard``-ed (a
-stale YOLO label from an earlier run must not outlive its record).
+stale YOLO label from an earlier run must not outlive its record). How the files were written
+(format, ``copy_images``, polygons, multipart) is kept in ``.grounded_sam/dataset.json``, so that
+a review (``grounded-sam app --review``) can write them again the same way.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from pathlib import Path
 
 from grounded_sam.export.coco import CocoWriter
 from grounded_sam.export.jsonl import JsonlWriter
-from grounded_sam.export.safe_io import TMP_SUFFIX, safe_output_path
+from grounded_sam.export.records import dumps
+from grounded_sam.export.safe_io import TMP_SUFFIX, atomic_write_text, safe_output_path
 from grounded_sam.export.writer import DatasetWriter
 from grounded_sam.export.yolo import YoloWriter
 from grounded_sam.labeling.job import LabelJob, progress_bar
 from grounded_sam.labeling.options import CopyMode
 from grounded_sam.labeling.sources import LabelItem
 
-__all__ = ["assemble", "dataset_writer", "image_name", "place_image"]
+__all__ = ["assemble", "dataset_writer", "image_name", "place_image", "DATASET_FILE", "DATASET_KEYS"]
 
 IMAGES_DIR = "images"
+DATASET_FILE = "dataset.json"  # in the store folder: the LabelOptions the files were written with
+DATASET_KEYS = ("format", "copy_images", "polygons", "multipart")
 
 
 def dataset_writer(job: LabelJob) -> DatasetWriter:
@@ -66,6 +71,8 @@ def assemble(job: LabelJob) -> None:
         raise
     report.files.append(writer.close())
     report.instances_written = writer.num_instances
+    written = {key: getattr(job.options, key) for key in DATASET_KEYS}
+    atomic_write_text(job.store.root / DATASET_FILE, dumps(written) + "\n")
 
 
 def _already_placed(item: LabelItem, dest: Path, mode: CopyMode) -> bool:

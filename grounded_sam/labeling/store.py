@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,17 @@ class RecordStore:
     def write(self, rel: str, entry: str) -> None:
         """Store a serialised :class:`StoredRecord` (atomically)."""
         atomic_write_text(self.record_path(rel), entry)
+
+    def stored(self) -> Iterator[StoredRecord]:
+        """Every record file of this job (its version and digest, at its own path), in file order;
+        unreadable files are left out. The source is not checked (see :meth:`read`)."""
+        for path in sorted((self.root / "records").glob("*/*.json")):
+            try:
+                stored = StoredRecord.from_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if stored.version == STORE_VERSION and stored.digest == self.digest and self.record_path(stored.rel) == path:
+                yield stored
 
 
 def _short(value: Any, limit: int = 160) -> str:

@@ -1,0 +1,195 @@
+"""The models behind the app: one detector and one segmenter, loaded once, shared by every view.
+
+:class:`AppModels` loads the pipeline the first time captions are given (so the page, not the
+shell, shows a loading error: the CLI's message, :func:`grounded_sam.cli.loading_error_message`)
+and reuses its detector and segmenter for every later ontology. It also remembers which image
+the click predictor holds, so an image is embedded once and each click runs only the prompt
+encoder and the mask decoder. Model calls take :attr:`AppModels.lock`: the page's events may
+run on several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ModelOptions", "AppModels", "AppError", "parse_captions"]
+
+
+class AppError(Exception):
+    """A problem to show in the page (bad input, a model that failed to load)."""
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The CLI's model options (``None``: the pipeline's default)."""
+
+    config: str | None = None  # a pipeline preset (YAML path or bundled name)
+    detector: str | None = None
+    detector_model_id: str | None = None
+    segmenter: str | None = None
+    checkpoint: str | None = None
+    device: str | None = None
+    box_threshold: float | None = None
+    text_threshold: float | None = None
+    nms_iou: float | None = None
+    multimask: bool | None = None
+    image_size: int | None = None
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """``GroundedSAM`` keyword arguments: the preset's, then every option that is set."""
+        kwargs: dict[str, Any] = {}
+        if self.config:
+            from grounded_sam.presets import load_preset
+
+            kwargs.update(load_preset(self.config))
+            kwargs.pop("ontology", None)
+        kwargs.update({k: v for k, v in asdict(self).items() if v is not None and k != "config"})
+        return kwargs
+
+
+def parse_captions(text: str | None) -> dict[str, str]:
+    """``"a dog:dog, person"`` -> ``{caption: class}`` with the CLI's rules; :class:`AppError` if empty."""
+    import typer
+
+    from grounded_sam.cli import parse_prompt
+
+    try:
+        return parse_prompt(text or "")
+    except typer.BadParameter as e:
+        raise AppError(f"captions: {e.message}") from None
+
+
+class AppModels:
+    """The app's detector + segmenter (module docs)."""
+
+    def __init__(self, options: ModelOptions | None = None) -> None:
+        self.options = options or ModelOptions()
+        self.lock = threading.RLock()
+        self._base: Any = None  # the first GroundedSAM built: owns the detector and the segmenter
+        self._pipelines: dict[tuple[tuple[str, str], ...], Any] = {}
+        self._click: Any = None  # an ImagePredictor for clicks when the pipeline has no segmenter
+        self._embedded: tuple[int, str] | None = None  # (id(predictor), image key) held by the predictor
+        self._video: Any = None  # the VideoPredictor of corrections
+
+    @property
+    def detector_name(self) -> str:
+        return str(self.options.pipeline_kwargs().get("detector", "grounding-dino"))
+
+    def default_tracker(self) -> str:
+        return "sam3" if self.detector_name == "sam3" else "sam2"
+
+    def pipeline(self, captions: Mapping[str, str]) -> Any:
+        """A ``GroundedSAM`` for ``captions`` (the models load on the first call)."""
+        from grounded_sam.pipeline import GroundedSAM
+        from ontologies import CaptionOntology
+
+        key = tuple(captions.items())
+        with self.lock:
+            if key in self._pipelines:
+                return self._pipelines[key]
+            try:
+                ontology = CaptionOntology(dict(captions))
+            except ValueError as e:
+                raise AppError(f"captions: {e}") from None
+            kwargs = self.options.pipeline_kwargs()
+            try:
+                if self._base is None:
+                    if self._click is not None and "segmenter" in kwargs:  # already loaded for clicks
+                        kwargs.update(segmenter=self._click, checkpoint=None, image_size=None)
+                        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+                    pipe = self._base = GroundedSAM(ontology, **kwargs)
+                else:
+                    keep = {k: kwargs[k] for k in ("device", "box_threshold", "text_threshold", "nms_iou", "multimask")
+                            if k in kwargs}
+                    pipe = GroundedSAM(ontology, detector=self._base.detector, segmenter=self._base.predictor, **keep)
+            except Exception as e:  # noqa: BLE001 - shown in the page, as the CLI shows it
+                from grounded_sam.cli import loading_error_message
+
+                raise AppError(loading_error_message(e)) from None
+            self._pipelines = {key: pipe}  # one ontology at a time; models are shared
+            return pipe
+
+    def click_predictor(self) -> Any:
+        """The :class:`segmenter.ImagePredictor` that clicks and drawn boxes run on."""
+        with self.lock:
+            if self._base is not None and self._base.predictor is not None:
+                return self._base.predictor
+            if self._click is None:
+                from grounded_sam.pipeline import DEFAULT_SEGMENTER, make_predictor
+                from runtime.device import resolve_device
+
+                kw = self.options.pipeline_kwargs()
+                try:
+                    self._click = make_predictor(kw.get("segmenter") or DEFAULT_SEGMENTER, kw.get("checkpoint"),
+                                                 resolve_device(kw.get("device")), kw.get("image_size"))
+                except Exception as e:  # noqa: BLE001
+                    from grounded_sam.cli import loading_error_message
+
+                    raise AppError(loading_error_message(e)) from None
+            return self._click
+
+    def predict(self, captions: Mapping[str, str], key: str, image: np.ndarray,
+                exemplars: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+        """``(pipeline, sv.Detections)`` for one image; ``exemplars``: ``{class: boxes}`` (``sam3``)."""
+        pipe = self.pipeline(captions)
+        with self.lock:
+            self._embedded = None
+            try:
+                det = pipe.predict(image, exemplars=exemplars or None)
+            except ValueError as e:
+                raise AppError(str(e)) from None
+            if len(det) and pipe.predictor is not None:  # the pipeline embedded this image (a batch of one)
+                self.note_embedded(pipe.predictor, key)
+        return pipe, det
+
+    def note_embedded(self, predictor: Any, key: str) -> None:
+        """Say that ``predictor`` now holds the embedding of the image ``key``."""
+        self._embedded = (id(predictor), key)
+
+    def embed(self, key: str, image: np.ndarray) -> Any:
+        """The click predictor with ``image`` set (embedded only if it holds another image)."""
+        with self.lock:
+            predictor = self.click_predictor()
+            if self._embedded != (id(predictor), key):
+                predictor.set_image(image)
+                self.note_embedded(predictor, key)
+            return predictor
+
+    def video_predictor(self) -> Any:
+        """The :class:`segmenter.VideoPredictor` on the click segmenter (corrections in videos)."""
+        from segmenter.video.predictor import VideoPredictor
+
+        with self.lock:
+            model = self.click_predictor().model
+            if self._video is None or self._video.model is not model:
+                if not getattr(model, "with_memory", False):
+                    raise AppError("video corrections need a SAM 2 segmenter with memory modules; this one is image-only")
+                self._video = VideoPredictor(model)
+            return self._video
+
+    @torch.inference_mode()
+    def refine(self, key: str, image: np.ndarray, points: list[tuple[float, float]], labels: list[int],
+               box: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """The mask of one object's prompts on the cached embedding: ``(mask (H, W) bool, IoU score)``.
+
+        ``ImagePredictor.predict(point_coords, point_labels, box, multimask_output)`` with
+        ``multimask_output`` only for a lone click (SAM's ambiguous case; the best-scored mask is kept).
+        """
+        if not points and box is None:
+            raise AppError("an object needs a click or a box")
+        with self.lock:
+            predictor = self.embed(key, image)
+            coords = np.asarray(points, dtype=np.float32).reshape(-1, 2) if points else None
+            labs = np.asarray(labels, dtype=np.int32) if points else None
+            multimask = box is None and len(points) == 1
+            masks, scores, _ = predictor.predict_torch(
+                coords, labs, None if box is None else np.asarray(box, np.float32), None, multimask_output=multimask
+            )  # (1, C, H, W), (1, C)
+            best = int(scores[0].argmax())
+            return masks[0, best].cpu().numpy().astype(bool), float(scores[0, best])

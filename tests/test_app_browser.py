@@ -1,0 +1,300 @@
+"""The app in a real browser: Debian's headless Chromium driven by Playwright, tiny random models.
+
+One app (image, video and review tabs) and one browser serve the whole module; each test opens a
+fresh page. Screenshots of every step are kept under the pytest temp folder (``screens``).
+Chromium comes from the system (``apt-get install chromium``, see ``.ci/run``); nothing here
+downloads a browser.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from grounded_sam.app import AppModels, AppOptions, ModelOptions, build_app, launch
+from grounded_sam.pipeline import GroundedSAM
+from grounded_sam.samples import shapes_image, write_synthetic_video
+from segmenter import ImagePredictor
+from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+
+CAPTIONS = "a red square:square, a green circle:circle"
+ONTOLOGY = {"a red square": "square", "a green circle": "circle"}
+H, W = 128, 160
+MAX_UPLOAD_MB = 1.0
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Chromium is missing: apt-get install -y chromium (see .ci/run)"
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app_models")
+    owl, sam = save_tiny_owlv2(root / "owl"), save_tiny_sam(root)
+    opts = dict(detector=str(owl), segmenter="sam2.1_hiera_tiny", checkpoint=str(sam), image_size=SAM_IMAGE_SIZE,
+                device="cpu", box_threshold=0.0, nms_iou=0.3)
+    return opts
+
+
+@pytest.fixture(scope="module")
+def labeled(tiny, tmp_path_factory):
+    """A COCO dataset made by ``label`` from three small images (with the same tiny models)."""
+    root = tmp_path_factory.mktemp("review")
+    images = root / "images_in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = shapes_image(96, 128)
+        img[rng.integers(0, 96, 40), rng.integers(0, 128, 40)] = 255
+        Image.fromarray(img).save(images / f"im{i}.png")
+    gs = GroundedSAM(ONTOLOGY, **tiny)
+    report = gs.label(images, extension=".png", output_folder=root / "ds", format="coco", progress=False)
+    assert report.ok and report.images_written == 3
+    return gs, images, root / "ds"
+
+
+@pytest.fixture(scope="module")
+def server(tiny, labeled, tmp_path_factory):
+    port = _free_port()
+    options = AppOptions(port=port, review=labeled[2], max_upload_mb=MAX_UPLOAD_MB)
+    demo = build_app(AppModels(ModelOptions(**tiny)), options, tmp_path_factory.mktemp("app_work"))
+    launch(demo, options, block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screens")
+
+
+@pytest.fixture
+def page(browser, server, screens, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    pg = context.new_page()
+    pg.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server) else route.abort())
+    pg.goto(server)
+    pg.wait_for_selector("#tab-image", state="attached")
+    yield pg
+    pg.screenshot(path=str(screens / f"{request.node.name}_end.png"), full_page=True)
+    context.close()
+
+
+# ---------------------------------------------------------------------------- helpers
+def _state(pg, elem: str) -> dict:
+    text = pg.input_value(f"#{elem} textarea")
+    return json.loads(text) if text else {}
+
+
+def _wait_state(pg, elem: str, predicate, timeout: float = 120.0) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = _state(pg, elem)
+        if state and predicate(state):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"{elem} never reached the expected state; last: {str(_state(pg, elem))[:800]}")
+
+
+def _shot(locator) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(np.int16)
+
+
+def _click_pixel(pg, selector: str, x: float, y: float, size: tuple[int, int]) -> None:
+    """Click image pixel (x, y) of an image shown (maybe scaled) in ``selector``."""
+    box = pg.locator(f"{selector} img").bounding_box()
+    h, w = size
+    pg.mouse.click(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+
+
+def _radio(pg, elem: str, label: str) -> None:
+    pg.locator(f"#{elem} label").filter(has_text=label).first.click()
+
+
+def _pick(pg, elem: str, option: str) -> None:
+    """Choose ``option`` in a gradio dropdown."""
+    pg.locator(f"#{elem} input").click()
+    pg.locator("li[role=option]").filter(has_text=option).first.click()
+
+
+def _download(pg, button: str, link_scope: str, dest: Path, name_part: str) -> Path:
+    pg.click(f"#{button}")
+    link = pg.locator(f'#{link_scope} a[href*="{name_part}"]').first
+    link.wait_for(timeout=120_000)
+    with pg.expect_download() as info:
+        link.click()
+    path = dest / info.value.suggested_filename
+    info.value.save_as(path)
+    return path
+
+
+# ---------------------------------------------------------------------------- image view
+def test_image_detect_click_export(page, labeled, tmp_path, screens) -> None:
+    from pycocotools import mask as mask_utils
+
+    gs = labeled[0]
+    image = shapes_image(H, W)
+    Image.fromarray(image).save(tmp_path / "shapes.png")
+    page.set_input_files("#image-upload input[type=file]", str(tmp_path / "shapes.png"))
+    _wait_state(page, "image-objects", lambda s: s["image"]["width"] == W and s["objects"] == [])
+    before = _shot(page.locator("#image-overlay img"))
+
+    page.fill("#image-captions textarea", CAPTIONS)
+    page.click("#image-detect")
+    expected = gs.predict(image)
+    assert len(expected) > 0
+    state = _wait_state(page, "image-objects", lambda s: len(s["objects"]) > 0)
+    page.screenshot(path=str(screens / "image_detected.png"), full_page=True)
+    # the app's state holds the pipeline's instances
+    assert [o["class"] for o in state["objects"]] == [gs.classes[c] for c in expected.class_id]
+    assert [o["area"] for o in state["objects"]] == [int(m.sum()) for m in expected.mask]
+    np.testing.assert_allclose([o["score"] for o in state["objects"]], expected.confidence, atol=1e-4)
+    # and the overlay shows them: the drawn image differs from the plain one
+    after = _shot(page.locator("#image-overlay img"))
+    assert after.shape == before.shape
+    assert np.abs(after - before).mean() > 5.0
+
+    # select the smallest object under a pixel, then refine it with a + click
+    areas = expected.mask.sum(axis=(1, 2))
+    px, py = 20, 20
+    covering = [i for i in range(len(expected)) if expected.mask[i, py, px]]
+    want = min(covering, key=lambda i: areas[i]) if covering else None
+    _click_pixel(page, "#image-overlay", px, py, (H, W))
+    state = _wait_state(page, "image-objects", lambda s: "selected" in page.inner_text("#image-status")
+                        or "nothing" in page.inner_text("#image-status"))
+    assert state["selected"] == want
+    if want is None:  # nothing there: a + click starts a new object
+        want = len(expected)
+    _radio(page, "image-mode", "add (+ click)")
+    _click_pixel(page, "#image-overlay", 110, 90, (H, W))
+    state = _wait_state(page, "image-objects", lambda s: len(s["objects"]) > want and s["objects"][want]["clicks"])
+    page.screenshot(path=str(screens / "image_refined.png"), full_page=True)
+    (cx, cy, label), = state["objects"][want]["clicks"]
+    assert label == 1 and abs(cx - 110) <= 1 and abs(cy - 90) <= 1
+
+    predictor = ImagePredictor(gs.predictor.model)  # what the ImagePredictor says for that click
+    predictor.set_image(image)
+    box = expected.xyxy[want] if want < len(expected) else None
+    masks, scores, _ = predictor.predict(point_coords=np.array([[cx, cy]]), point_labels=np.array([1]), box=box,
+                                         multimask_output=box is None)
+    want_mask = masks[int(np.argmax(scores))] > 0.5
+    assert state["objects"][want]["area"] == int(want_mask.sum())
+    if want < len(expected):
+        assert not np.array_equal(want_mask, expected.mask[want])  # the click changed the mask
+
+    coco_path = _download(page, "image-export-coco", "image-download", tmp_path, "coco")
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(coco_path))
+    anns = coco.loadAnns(coco.getAnnIds())
+    kept = [o for o in state["objects"] if o["area"] > 0]
+    assert len(anns) == len(kept)
+    assert [coco.cats[a["category_id"]]["name"] for a in anns] == [o["class"] for o in kept]
+    refined = anns[[o["index"] for o in kept].index(want)]
+    np.testing.assert_array_equal(mask_utils.decode(refined["segmentation"]).astype(bool), want_mask)
+    assert coco.imgs[1]["width"] == W and coco.imgs[1]["height"] == H
+
+
+def test_upload_over_the_limit_is_refused(page, tmp_path) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)
+    big = tmp_path / "big.png"
+    Image.fromarray(noise).save(big)
+    assert big.stat().st_size > MAX_UPLOAD_MB * 1024 * 1024
+    page.set_input_files("#image-upload input[type=file]", str(big))
+    toast = page.locator(".toast-body").first
+    toast.wait_for(timeout=30_000)
+    assert "exceed" in toast.inner_text().lower() or "too large" in toast.inner_text().lower()
+    assert page.input_value("#image-objects textarea") == ""  # nothing was opened
+
+
+# ---------------------------------------------------------------------------- review view
+def _review_annotations(ds: Path, name: str) -> tuple[dict, list[dict], dict[int, str]]:
+    data = json.loads((ds / "annotations.json").read_text())
+    img = next(i for i in data["images"] if i["file_name"] == f"images/{name}")
+    return img, [a for a in data["annotations"] if a["image_id"] == img["id"]], \
+        {c["id"]: c["name"] for c in data["categories"]}
+
+
+def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> None:
+    from runtime.rle import decode_rle
+
+    gs, images, ds = labeled
+    img0, anns0, names = _review_annotations(ds, "im0.png")
+    assert len(anns0) >= 2 and "reviewed" not in img0
+
+    page.get_by_role("tab", name="Review").click()
+    _pick(page, "review-image", "im0.png")
+    state = _wait_state(page, "review-objects", lambda s: s["image"]["name"] == "im0.png")
+    assert [o["area"] for o in state["objects"]] == [a["area"] for a in anns0]
+
+    # select: the smallest instance under the centre pixel of instance 0's mask
+    masks = [decode_rle(a["segmentation"]).astype(bool) for a in anns0]
+    ys, xs = np.nonzero(masks[0])
+    y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+    pick = min((int(m.sum()), k) for k, m in enumerate(masks) if m[y, x])[1]
+    _click_pixel(page, "#review-overlay", x, y, (96, 128))
+    state = _wait_state(page, "review-objects", lambda s: s["selected"] is not None)
+    assert state["selected"] == pick
+
+    # fix 1: relabel it, save -> the dataset on disk has the new class and the image is marked reviewed
+    old_class = state["objects"][pick]["class"]
+    new_class = "circle" if old_class == "square" else "square"
+    _pick(page, "review-class", new_class)
+    page.click("#review-relabel")
+    _wait_state(page, "review-objects", lambda s: s["objects"][pick]["class"] == new_class)
+    page.click("#review-save")
+    page.wait_for_function("document.querySelector('#review-status').innerText.includes('saved')", timeout=60_000)
+    img, anns, names = _review_annotations(ds, "im0.png")
+    assert img["reviewed"] is True
+    assert [names[a["category_id"]] for a in anns] == [
+        new_class if k == pick else names[a["category_id"]] for k, a in enumerate(anns0)]
+    assert [a["area"] for a in anns] == [a["area"] for a in anns0]
+
+    # fix 2: delete it, save -> one instance fewer on disk, the others unchanged
+    page.click("#review-delete")
+    _wait_state(page, "review-objects", lambda s: len(s["objects"]) == len(anns0) - 1)
+    page.click("#review-save")
+    page.wait_for_function("document.querySelector('#review-status').innerText.includes('instance(s); dataset')"
+                           " && document.querySelector('#review-status').innerText.includes(' "
+                           f"{len(anns0) - 1}" " instance(s)')", timeout=60_000)
+    page.screenshot(path=str(screens / "review_saved.png"), full_page=True)
+    img, anns, _ = _review_annotations(ds, "im0.png")
+    assert [a["segmentation"] for a in anns] == [a["segmentation"] for k, a in enumerate(anns0) if k != pick]
+    others = [i for i in json.loads((ds / "annotations.json").read_text())["images"] if i["id"] != img["id"]]
+    assert others and all("reviewed" not in i for i in others)
+
+    # a later `label` rerun with the same settings keeps the reviewed record, and the dataset has it
+    after = (ds / "annotations.json").read_bytes()
+    report = gs.label(images, extension=".png", output_folder=ds, format="coco", progress=False)
+    assert (report.skipped, report.labeled) == (3, 0)
+    assert (ds / "annotations.json").read_bytes() == after
