@@ -66,6 +66,12 @@ def load() -> types.ModuleType:
     return video
 
 
+def load_kalman() -> types.ModuleType:
+    """The vendored ``kalman_filter`` module."""
+    load()
+    return sys.modules[f"{PACKAGE}.kalman_filter"]
+
+
 def samurai_predictor(config: str, checkpoint: str, image_size: int, **keys: float | int | bool):
     """SAMURAI's ``SAM2VideoPredictor`` built by the installed ``build_sam2_video_predictor``.
 
@@ -77,6 +83,8 @@ def samurai_predictor(config: str, checkpoint: str, image_size: int, **keys: flo
     overrides = [f"++model._target_={PACKAGE}.sam2_video_predictor.SAM2VideoPredictor", f"++model.image_size={image_size}"]
     overrides += [f"++model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in keys.items()]
     pred = build_sam2_video_predictor(config, checkpoint, device="cpu", hydra_overrides_extra=overrides)
+    if checkpoint is None:
+        torch.manual_seed(0)
     forward = pred.memory_attention.forward
 
     def float_memory(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
