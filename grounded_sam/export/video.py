@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,9 @@ from grounded_sam.export.safe_io import safe_output_path
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
 
-__all__ = ["write_tracking_outputs"]
+__all__ = ["write_tracking_outputs", "OUTPUTS"]
+
+OUTPUTS = ("mp4", "jsonl", "coco")
 
 
 def write_tracking_outputs(
@@ -24,12 +28,17 @@ def write_tracking_outputs(
     redetect_every: int | None = None,
     tracker: str = "auto",
     progress: bool = False,
+    outputs: Collection[str] = OUTPUTS,
     **tracker_options: Any,
 ) -> str:
     """Track ``video`` and write ``tracked.mp4``, ``frames.jsonl`` and ``annotations.json`` in ``out``.
 
-    Every file is written to a temporary name and renamed when complete. Returns a summary line.
+    ``outputs``: which of them (``"mp4"``, ``"jsonl"``, ``"coco"``). Every file is written to a
+    temporary name and renamed when complete. Returns a summary line.
     """
+    unknown = set(outputs) - set(OUTPUTS)
+    if unknown or not outputs:
+        raise ValueError(f"outputs must be some of {OUTPUTS}, got {sorted(outputs)}")
     from grounded_sam.annotate import VideoWriter, annotate_image
     from segmenter.video.frames import open_video
 
@@ -45,25 +54,31 @@ def write_tracking_outputs(
     ids: set[int] = set()
     mp4 = safe_output_path(out, "tracked.mp4")
     tmp_mp4 = mp4.with_name(".tracked.partial.mp4")
-    with VideoWriter(tmp_mp4, fps=fps) as writer, JsonlWriter(safe_output_path(out, "frames.jsonl")) as jsonl, \
-            CocoWriter(safe_output_path(out, "annotations.json"), classes) as coco:
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(tmp_mp4, fps=fps)) if "mp4" in outputs else None
+        jsonl = stack.enter_context(JsonlWriter(safe_output_path(out, "frames.jsonl"))) if "jsonl" in outputs else None
+        coco = stack.enter_context(CocoWriter(safe_output_path(out, "annotations.json"), classes)) \
+            if "coco" in outputs else None
         video_id = None
         runner = pipeline.make_tracker(tracker, redetect_every=redetect_every, **tracker_options)
         for t, frame, det in runner.frames(video):
             h, w = frame.shape[:2]
-            if video_id is None:
-                video_id = coco.add_video(name, w, h, fps=float(fps))
-            writer.write(annotate_image(frame, det, classes))
             file_name = f"{Path(name).stem}/{t:06d}.jpg"
-            jsonl.add(detections_to_record(det, file_name, w, h, classes, frame_index=t))
-            coco.add_image(file_name, w, h, det, video_id=video_id, frame_index=t)
+            if writer is not None:
+                writer.write(annotate_image(frame, det, classes))
+            if jsonl is not None:
+                jsonl.add(detections_to_record(det, file_name, w, h, classes, frame_index=t))
+            if coco is not None:
+                if video_id is None:
+                    video_id = coco.add_video(name, w, h, fps=float(fps))
+                coco.add_image(file_name, w, h, det, video_id=video_id, frame_index=t)
             ids.update(int(i) for i in (det.tracker_id if det.tracker_id is not None else []))
             frames += 1
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    if tmp_mp4.exists():
+    if "mp4" in outputs and tmp_mp4.exists():
         tmp_mp4.replace(mp4)
     return f"{frames} frames, {len(ids)} tracks -> {out}"
 
