@@ -224,11 +224,11 @@ def label(
     folder: Annotated[str, typer.Argument(help="Folder of images to label (with --backend ray also a pyarrow URI: s3://...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="coco | yolo | jsonl")] = "coco",
-    extension: Annotated[str, typer.Option("--extension", help="Image extension(s), comma-separated.")] = ".jpg,.jpeg,.png",
+    extension: Annotated[Optional[str], typer.Option("--extension", help="Extension(s), comma-separated (default: .jpg,.jpeg,.png; with --videos: every video type).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel from scratch if the settings changed.")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="local | ray (Ray Data: a pool of workers, one pipeline each).")] = "local",
+    backend: Annotated[str, typer.Option("--backend", help="local | ray (a pool of Ray workers, one pipeline each; a lost worker's images are re-run elsewhere).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (auto = the running one); default: RAY_ADDRESS or a new local Ray.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
     num_gpus_per_worker: Annotated[float, typer.Option("--num-gpus-per-worker", help="GPUs per Ray worker (0: CPU workers).")] = 0.0,
@@ -237,6 +237,9 @@ def label(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
+    videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
+    tracker: Annotated[str, typer.Option("--tracker", help="With --videos: auto | sam2 | sam3 (as for track).")] = "auto",
+    redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).")] = None,
 ) -> None:
     """Auto-label a folder into a COCO / YOLO-seg dataset. Rerun the same command to resume."""
     if backend not in ("local", "ray"):
@@ -251,10 +254,12 @@ def label(
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
-    exts = tuple(e.strip() for e in extension.split(",") if e.strip())
+    text = extension or (None if videos else ".jpg,.jpeg,.png")  # None: every video type
+    exts = tuple(e.strip() for e in text.split(",") if e.strip()) if text else None
+    video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every) if videos else {}
     try:
         report = gs.label(folder, extension=exts, output_folder=out, format=fmt, recursive=recursive,
-                          batch_size=batch_size, overwrite=overwrite, **ray_opts)
+                          batch_size=batch_size, overwrite=overwrite, **ray_opts, **video_opts)
     except (FileNotFoundError, NotADirectoryError, ImportError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
