@@ -298,3 +298,73 @@ def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> Non
     report = gs.label(images, extension=".png", output_folder=ds, format="coco", progress=False)
     assert (report.skipped, report.labeled) == (3, 0)
     assert (ds / "annotations.json").read_bytes() == after
+
+
+# ---------------------------------------------------------------------------- video view
+def test_video_click_on_frame_k_adds_an_object_from_k_on(page, tmp_path, screens) -> None:
+    import av
+
+    n, k = 8, 3
+    write_synthetic_video(tmp_path / "clip.mp4", n, size=(96, 128), objects=2, seed=0)
+    page.get_by_role("tab", name="Video").click()
+    page.set_input_files("#video-upload input[type=file]", str(tmp_path / "clip.mp4"))
+    page.wait_for_selector("#video-upload video", timeout=30_000)
+    page.fill("#video-captions textarea", CAPTIONS)
+    page.click("#video-track")
+    state = _wait_state(page, "video-state", lambda s: s["video"]["frames"] == n)
+    before = {int(t): v["frames"] for t, v in state["tracks"].items()}
+
+    page.fill("#video-frame input[type=number]", str(k))
+    page.press("#video-frame input[type=number]", "Enter")
+    _wait_state(page, "video-state", lambda s: s["frame"] == k)
+    page.click("#video-new")
+    _radio(page, "video-mode", "add (+ click)")
+    _click_pixel(page, "#video-overlay", 40, 30, (96, 128))
+    state = _wait_state(page, "video-state", lambda s: s["editing"] is not None)
+    new_id = state["editing"]["track_id"]
+    assert new_id not in before and state["editing"]["frame"] == k
+    page.click("#video-propagate")
+    state = _wait_state(page, "video-state", lambda s: s["editing"] is None)
+    page.screenshot(path=str(screens / "video_propagated.png"), full_page=True)
+    assert state["tracks"][str(new_id)]["frames"] == list(range(k, n))  # from frame k on, none before
+    assert {int(t): v["frames"] for t, v in state["tracks"].items() if int(t) != new_id} == before
+
+    mp4, coco_path = (_download(page, "video-export", "video-download", tmp_path, name)
+                      for name in ("tracked.mp4", "annotations.json"))
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == n
+    coco = json.loads(coco_path.read_text())
+    assert [im["frame_index"] for im in coco["images"]] == list(range(n))
+    frames_of_new = sorted({im["frame_index"] for im in coco["images"] for a in coco["annotations"]
+                            if a["image_id"] == im["id"] and a["track_id"] == new_id})
+    assert frames_of_new == list(range(k, n))
+
+
+def test_a_failed_model_load_shows_the_cli_message_in_the_page(browser, tmp_path) -> None:
+    from grounded_sam.cli import loading_error_message
+
+    options = ModelOptions(detector="owlv2", detector_model_id="nobody/not-cached", device="cpu")
+    with pytest.raises(Exception) as direct:
+        GroundedSAM(ONTOLOGY, **options.pipeline_kwargs())
+    port = _free_port()
+    app_options = AppOptions(port=port)
+    demo = build_app(AppModels(options), app_options, tmp_path / "work")
+    launch(demo, app_options, block=False)
+    try:
+        pg = browser.new_page()
+        pg.goto(f"http://127.0.0.1:{port}/")
+        Image.fromarray(shapes_image(H, W)).save(tmp_path / "shapes.png")
+        pg.set_input_files("#image-upload input[type=file]", str(tmp_path / "shapes.png"))
+        _wait_state(pg, "image-objects", lambda s: s["image"]["width"] == W)
+        pg.fill("#image-captions textarea", CAPTIONS)
+        pg.click("#image-detect")
+        pg.wait_for_function("document.querySelector('#image-status').innerText.includes('could not be loaded')",
+                             timeout=120_000)
+        shown = pg.inner_text("#image-status")
+        expected = loading_error_message(direct.value).replace("`", "")  # the page renders `x` as code
+        assert " ".join(expected.split()) in " ".join(shown.split())
+        pg.close()
+    finally:
+        demo.close()

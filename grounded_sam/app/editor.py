@@ -21,7 +21,7 @@ from grounded_sam.app.models import AppError, AppModels
 from grounded_sam.app.render import render_session
 from grounded_sam.app.session import ImageSession
 
-__all__ = ["Editor", "build_editor", "editor_outputs", "report_errors"]
+__all__ = ["Editor", "build_editor", "editor_outputs", "report_errors", "error_text"]
 
 
 @dataclass
@@ -49,6 +49,11 @@ def editor_outputs(session: ImageSession | None, message: str) -> tuple[Any, ...
             gr.update(choices=choices, value=session.current_class))
 
 
+def error_text(e: Exception) -> str:
+    """A status line for an error (the CLI's loading messages already start with ``error:``)."""
+    return str(e) if str(e).startswith("error:") else f"error: {e}"
+
+
 def report_errors(fn: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
     """Run a handler whose first argument is the session; a bad input or model error becomes the status line."""
 
@@ -57,7 +62,7 @@ def report_errors(fn: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any
         try:
             return fn(session, *args)
         except (AppError, ValueError, OSError) as e:
-            return editor_outputs(session, f"**error:** {e}")
+            return editor_outputs(session, error_text(e))
 
     return run
 

@@ -26,7 +26,7 @@ import numpy as np
 import supervision as sv
 
 from grounded_sam.export.records import ImageRecord, detections_to_record, record_to_detections
-from grounded_sam.export.safe_io import UnsafePathError, safe_output_path
+from grounded_sam.export.safe_io import UnsafePathError, check_relative_name, safe_output_path
 from grounded_sam.labeling.assemble import DATASET_FILE, DATASET_KEYS, IMAGES_DIR, assemble
 from grounded_sam.labeling.job import LabelJob, LabelReport
 from grounded_sam.labeling.options import LabelOptions
@@ -98,7 +98,7 @@ class ReviewFolder:
         return self.options.format
 
     def _image_path(self, rel: str) -> Path:
-        return safe_output_path(self.root, f"{IMAGES_DIR}/{rel}")
+        return safe_output_path(self.root, f"{IMAGES_DIR}/{check_relative_name(rel)}")
 
     def _check(self, rel: str) -> str:
         if not isinstance(rel, str) or rel not in self._stored:

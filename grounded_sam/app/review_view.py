@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from grounded_sam.app.editor import build_editor, editor_outputs, report_errors
+from grounded_sam.app.editor import build_editor, editor_outputs, error_text, report_errors
 from grounded_sam.app.models import AppError, AppModels
 from grounded_sam.app.review import ReviewError, ReviewFolder
 from grounded_sam.app.session import ImageSession
@@ -34,7 +34,7 @@ def build_review_view(models: AppModels, folder_path: Path | None) -> None:
     try:
         folder = ReviewFolder(folder_path)
     except (ReviewError, OSError) as e:
-        gr.Markdown(f"**error:** {e}", elem_id="review-status")
+        gr.Markdown(error_text(e), elem_id="review-status")
         return
     gr.Markdown(f"Reviewing `{folder.root}`: {len(folder.names)} images, {folder.format} dataset, "
                 f"classes {', '.join(folder.classes)}.")
@@ -60,7 +60,7 @@ def build_review_view(models: AppModels, folder_path: Path | None) -> None:
                 raise AppError("pick an image first")
             report = folder.save(s.name, s.to_detections())
         except (AppError, ValueError, OSError) as e:
-            return (*editor_outputs(s, f"**error:** {e}"), gr.update())
+            return (*editor_outputs(s, error_text(e)), gr.update())
         message = (f"saved {s.name}: {len(s.to_detections())} instance(s); dataset rewritten "
                    f"({report.instances_written} instances in {report.images_written} images)")
         return (*editor_outputs(s, message), gr.update(choices=_choices(folder), value=s.name))

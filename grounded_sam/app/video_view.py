@@ -21,6 +21,7 @@ import numpy as np
 
 from grounded_sam.annotate import annotate_image
 from grounded_sam.app.editing import BACKGROUND, BOX, FOREGROUND, SELECT
+from grounded_sam.app.editor import error_text
 from grounded_sam.app.models import AppError, AppModels, parse_captions
 from grounded_sam.app.video_session import VideoSession
 
@@ -86,7 +87,7 @@ def build_video_view(models: AppModels, work_dir: Path) -> None:
             try:
                 return fn(s, int(t or 0), *args)
             except (AppError, ValueError, OSError, RuntimeError) as e:
-                return refresh(s, int(t or 0), f"**error:** {e}")
+                return refresh(s, int(t or 0), error_text(e))
 
         return run_
 

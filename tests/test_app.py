@@ -1,0 +1,205 @@
+"""The app's logic without a browser: editing state, cached embeddings, sam3 exemplars, the review folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import supervision as sv
+from PIL import Image
+
+from grounded_sam.app.editing import BOX, EXEMPLAR, FOREGROUND, SELECT, apply_click, export_masks
+from grounded_sam.app.models import AppError, AppModels, ModelOptions
+from grounded_sam.app.render import render_session
+from grounded_sam.app.review import ReviewError, ReviewFolder
+from grounded_sam.app.session import ImageSession
+from grounded_sam.cli import loading_error_message
+from grounded_sam.export.safe_io import UnsafePathError
+from grounded_sam.labeling import label_folder
+from grounded_sam.pipeline import GroundedSAM
+from grounded_sam.samples import shapes_image
+from tiny import SAM_IMAGE_SIZE, save_tiny_sam
+
+CLASSES = ["red", "green"]
+
+
+def _square_dets(h: int = 40, w: int = 50) -> sv.Detections:
+    big = np.zeros((h, w), bool)
+    big[5:35, 5:45] = True
+    small = np.zeros((h, w), bool)
+    small[10:20, 10:20] = True
+    return sv.Detections(xyxy=np.array([[5, 5, 44, 34], [10, 10, 19, 19]], np.float32), mask=np.stack([big, small]),
+                         confidence=np.array([0.9, 0.6], np.float32), class_id=np.array([0, 1]),
+                         data={"caption": np.array(["a red", "a green"]), "mask_score": np.array([0.8, 0.7], np.float32)})
+
+
+def test_session_selection_prompts_and_edits() -> None:
+    s = ImageSession.from_detections(np.zeros((40, 50, 3), np.uint8), _square_dets(), CLASSES)
+    assert s.select_at(12, 12) == 1  # the smallest object under the pixel
+    assert s.select_at(30, 30) == 0
+    assert s.select_at(48, 38) is None
+    with pytest.raises(ValueError, match="select an object"):
+        s.add_click(1, 1, positive=False)  # a background click needs an object
+    with pytest.raises(ValueError, match="outside"):
+        s.select_at(50, 0)
+    assert s.add_corner(40, 30) is None
+    np.testing.assert_array_equal(s.add_corner(30, 10), [30, 10, 40, 30])
+    s.current_class = 1
+    obj = s.add_click(2, 2, positive=True)  # nothing selected: a new object of the current class
+    assert (s.selected, obj.class_id, obj.points, obj.labels) == (2, 1, [(2.0, 2.0)], [1])
+    s.set_mask(obj, np.pad(np.ones((3, 3), bool), ((1, 36), (1, 46))), 0.5)
+    np.testing.assert_array_equal(obj.xyxy, [1, 1, 3, 3])
+    s.select_at(12, 12)
+    s.relabel_selected(0)
+    with pytest.raises(ValueError, match="not one of"):
+        s.relabel_selected(2)
+    det = s.to_detections()
+    assert det.class_id.tolist() == [0, 0, 1] and det.data["caption"].tolist() == ["a red", "a green", "manual"]
+    s.delete_selected()
+    assert len(s.objects) == 2 and s.selected is None
+    assert [o["area"] for o in s.summary()["objects"]] == [1200, 9]
+
+
+def test_masks_zip_has_one_png_per_object(tmp_path) -> None:
+    import zipfile
+
+    s = ImageSession.from_detections(np.zeros((40, 50, 3), np.uint8), _square_dets(), CLASSES, name="a b.jpg")
+    path = export_masks(s, tmp_path)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.namelist() == ["000_red.png", "001_green.png"]
+        png = np.asarray(Image.open(zf.open("001_green.png")))
+    np.testing.assert_array_equal(png > 0, s.objects[1].mask)
+
+
+# ---------------------------------------------------------------------------- models
+@pytest.fixture(scope="module")
+def click_models(tmp_path_factory) -> AppModels:
+    sam = save_tiny_sam(tmp_path_factory.mktemp("sam"))
+    return AppModels(ModelOptions(segmenter="sam2.1_hiera_tiny", checkpoint=str(sam), image_size=SAM_IMAGE_SIZE,
+                                  device="cpu"))
+
+
+def test_an_image_is_embedded_once_and_clicks_only_decode(click_models) -> None:
+    predictor = click_models.click_predictor()
+    calls = []
+    encode = predictor.model.encode_images
+    predictor.model.encode_images = lambda x: calls.append(1) or encode(x)
+    try:
+        image = shapes_image(96, 128)
+        s = ImageSession(image, ["thing"])
+        apply_click(click_models, s, FOREGROUND, 30, 20)
+        apply_click(click_models, s, FOREGROUND, 34, 24)
+        apply_click(click_models, s, BOX, 10, 10)
+        apply_click(click_models, s, BOX, 60, 50)
+        assert len(calls) == 1
+        other = ImageSession(image.copy(), ["thing"])  # another image: embedded once more
+        apply_click(click_models, other, FOREGROUND, 30, 20)
+        apply_click(click_models, s, SELECT, 0, 0)  # selection runs no model
+        assert len(calls) == 2
+    finally:
+        predictor.model.encode_images = encode
+    # the last prompt's mask is the ImagePredictor's for the object's box + clicks
+    obj = s.objects[0]
+    predictor.set_image(image)
+    masks, _, _ = predictor.predict(np.array(obj.points), np.array(obj.labels), obj.box, multimask_output=False)
+    np.testing.assert_array_equal(obj.mask, masks[0] > 0.5)
+
+
+def test_a_failed_model_load_says_what_the_cli_says() -> None:
+    options = ModelOptions(detector="owlv2", detector_model_id="nobody/not-cached", device="cpu")
+    models = AppModels(options)
+    with pytest.raises(Exception) as direct:
+        GroundedSAM({"a cat": "cat"}, **options.pipeline_kwargs())
+    with pytest.raises(AppError) as shown:
+        models.pipeline({"a cat": "cat"})
+    assert str(shown.value) == loading_error_message(direct.value)
+    assert "could not be loaded" in str(shown.value)
+
+
+def test_sam3_exemplar_boxes_prompt_the_detector_and_are_drawn(tiny_sam3_dir) -> None:
+    models = AppModels(ModelOptions(detector="sam3", detector_model_id=tiny_sam3_dir, device="cpu", box_threshold=0.0))
+    image = shapes_image(96, 128)
+    s = ImageSession(image, ["shape"])
+    assert apply_click(models, s, EXEMPLAR, 20, 10).startswith("first corner")
+    apply_click(models, s, EXEMPLAR, 60, 40)
+    assert s.exemplars == {"shape": [[20.0, 10.0, 60.0, 40.0]]}
+    _, det = models.predict({"a shape": "shape"}, s.key, image, exemplars=s.exemplars)
+    gs = GroundedSAM({"a shape": "shape"}, detector="sam3", detector_model_id=tiny_sam3_dir, device="cpu",
+                     box_threshold=0.0)
+    want = gs.predict(image, exemplars=s.exemplars)
+    np.testing.assert_array_equal(det.mask, want.mask)
+    plain = render_session(ImageSession(image, ["shape"]))
+    drawn = render_session(s)
+    assert (drawn[10, 20:26] == 255).all()  # the dashed exemplar box starts at its corner
+    assert (plain[10, 20:26] != 255).any()
+
+
+# ---------------------------------------------------------------------------- review folder
+def _fake_predict(image: np.ndarray) -> sv.Detections:
+    red = (image[..., 0] > 200) & (image[..., 1] < 100)
+    green = (image[..., 1] > 150) & (image[..., 0] < 100)
+    masks = [m for m in (red, green) if m.any()]
+    ids = [i for i, m in enumerate((red, green)) if m.any()]
+    return sv.Detections(xyxy=sv.mask_to_xyxy(np.stack(masks)).astype(np.float32), mask=np.stack(masks),
+                         confidence=np.full(len(ids), 0.75, np.float32), class_id=np.array(ids))
+
+
+@pytest.fixture
+def labeled(tmp_path) -> tuple[Path, Path]:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(shapes_image(48 + 8 * i, 64)).save(src / f"im{i}.png")
+    return src, tmp_path / "out"
+
+
+def test_review_yolo_save_rewrites_the_label_and_a_rerun_keeps_it(labeled) -> None:
+    src, out = labeled
+    label_folder(_fake_predict, src, out, CLASSES, extension=".png", format="yolo", multipart="largest",
+                 progress=False)
+    folder = ReviewFolder(out)
+    assert (folder.format, folder.options.multipart, folder.names) == ("yolo", "largest", ["im0.png", "im1.png"])
+    image, record = folder.load("im1.png")
+    assert image.shape == (56, 64, 3) and len(record["instances"]) == 2
+    det = folder.detections("im1.png")
+    s = ImageSession.from_detections(image, det, folder.classes, name="im1.png")
+    s.select_at(*np.argwhere(det.mask[1])[0][::-1])
+    s.relabel_selected(0)
+    before = (out / "labels" / "im0.txt").read_bytes()
+    folder.save("im1.png", s.to_detections())
+    assert [line.split()[0] for line in (out / "labels" / "im1.txt").read_text().splitlines()] == ["0", "0"]
+    assert (out / "labels" / "im0.txt").read_bytes() == before
+    assert ReviewFolder(out).is_reviewed("im1.png") and not ReviewFolder(out).is_reviewed("im0.png")
+    report = label_folder(_fake_predict, src, out, CLASSES, extension=".png", format="yolo", multipart="largest",
+                          progress=False)
+    assert (report.skipped, report.labeled) == (2, 0)
+    assert [line.split()[0] for line in (out / "labels" / "im1.txt").read_text().splitlines()] == ["0", "0"]
+
+
+def test_review_reads_and_writes_only_inside_its_folder(labeled, tmp_path) -> None:
+    src, out = labeled
+    label_folder(_fake_predict, src, out, CLASSES, extension=".png", format="coco", progress=False)
+    folder = ReviewFolder(out)
+    secret = tmp_path / "secret.png"
+    Image.fromarray(shapes_image(8, 8)).save(secret)
+    for name in ("../src/im0.png", "../../secret.png", str(secret), "images/../../secret.png"):
+        with pytest.raises(UnsafePathError):
+            folder.load(name)
+        with pytest.raises(UnsafePathError):
+            folder.save(name, folder.detections("im0.png"))
+    with pytest.raises(ReviewError, match="not an image of the dataset"):
+        folder.load("missing.png")
+    os.symlink(secret, out / "images" / "linked.png")  # a link out of the folder is never followed
+    with pytest.raises(UnsafePathError):
+        folder.load("linked.png")
+    with pytest.raises(ReviewError, match="not an output folder"):
+        ReviewFolder(src)
+    none_out = tmp_path / "no_copies"
+    label_folder(_fake_predict, src, none_out, CLASSES, extension=".png", copy_images="none", progress=False)
+    with pytest.raises(ReviewError, match="outside the folder"):
+        ReviewFolder(none_out)
+    data = json.loads((out / "annotations.json").read_text())
+    assert all("reviewed" not in im for im in data["images"])
