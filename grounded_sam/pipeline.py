@@ -368,7 +368,12 @@ class GroundedSAM:
 
     # ------------------------------------------------------------------ video
     def track(
-        self, video: Any, redetect_every: int | None = None, tracker: Tracker = "auto", **kwargs: Any
+        self,
+        video: Any,
+        redetect_every: int | None = None,
+        tracker: Tracker = "auto",
+        memory: str | None = None,
+        **kwargs: Any,
     ) -> Iterator[tuple[int, sv.Detections]]:
         """Track the ontology's objects through a video: ``(frame_index, sv.Detections)`` per frame.
 
@@ -376,8 +381,12 @@ class GroundedSAM:
         the segmenter's memory (:class:`grounded_sam.tracking.GroundedTracker`); ``"sam3"`` runs
         SAM 3's concept tracker with every caption in one session
         (:class:`grounded_sam.sam3_tracking.Sam3ConceptTracker`); ``"auto"`` is ``"sam3"`` for the
-        ``sam3`` detector and ``"sam2"`` otherwise. ``kwargs`` go to the tracker.
+        ``sam3`` detector and ``"sam2"`` otherwise. ``memory`` (``"sam2"`` only): each track's memory
+        policy, ``"fifo"`` (SAM 2's, the default), ``"quality"``, ``"samurai"`` or ``"distractor"``
+        (:mod:`segmenter.video.policies`). ``kwargs`` go to the tracker.
         """
+        if memory is not None:
+            kwargs["memory"] = memory
         for t, _, det in self.make_tracker(tracker, redetect_every=redetect_every, **kwargs).frames(video):
             yield t, det
 
@@ -389,6 +398,9 @@ class GroundedSAM:
 
             if redetect_every is not None:
                 raise ValueError("SAM 3's concept tracker detects on every frame; redetect_every applies to tracker='sam2'")
+            if options.get("memory") is not None:
+                raise ValueError("memory policies apply to tracker='sam2' (SAM 3's concept tracker has its own memory)")
+            options.pop("memory", None)
             model_id = getattr(self.detector, "model_id", None) if self._detector_name == "sam3" else None
             options.setdefault("score_threshold", self._threshold)
             options.setdefault("nms_iou", self._nms_iou)

@@ -51,6 +51,8 @@ class GroundedTracker:
         match_iou: mask IoU above which a detection belongs to a live track of its class.
         max_lost: retire a track after this many consecutive frames without mask pixels.
         fill_hole_area: the video predictor's hole filling (pixels of the low-res mask).
+        memory: each track's memory policy (``"fifo"``: SAM 2's; ``"quality"``, ``"samurai"``,
+            ``"distractor"``: :mod:`segmenter.video.policies`).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class GroundedTracker:
         max_lost: int = 10,
         fill_hole_area: int = 8,
         video_predictor: VideoPredictor | None = None,
+        memory: str = "fifo",
     ) -> None:
         if redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
@@ -75,7 +78,9 @@ class GroundedTracker:
                     "tracking needs a SAM 2 model with its memory modules (an official .pt or a "
                     "transformers Sam2VideoModel checkpoint); this segmenter is image-only"
                 )
-            video_predictor = VideoPredictor(model, fill_hole_area=fill_hole_area)
+            video_predictor = VideoPredictor(model, fill_hole_area=fill_hole_area, memory=memory)
+        elif memory != "fifo":
+            raise ValueError("give memory= to the video_predictor you pass (VideoPredictor(model, memory=...))")
         self.pipeline = pipeline
         self.predictor = video_predictor
         self.redetect_every = int(redetect_every)
