@@ -273,6 +273,7 @@ def track(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (annotated MP4 + per-frame JSONL + COCO).")] = Path("grounded_sam_track"),
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="sam2 tracker: run the detector every N frames (default 15).")] = None,
     tracker: Annotated[str, typer.Option("--tracker", help="auto | sam2 | sam3 (auto: sam3's concept tracker for --detector sam3, else detect + SAM 2 memory).")] = "auto",
+    memory: Annotated[Optional[str], typer.Option("--memory", help="sam2 tracker: memory policy per track: fifo (SAM 2's) | quality (memory only from good frames) | samurai (+ motion cue vs look-alikes) | distractor (DAM4SAM-style distractor memory).", show_default="fifo")] = None,
     prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
@@ -285,7 +286,9 @@ def track(
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=None, image_size=image_size)
     try:
-        summary = write_tracking_outputs(gs, video, out, redetect_every=redetect_every, tracker=tracker, progress=True)
+        options = {} if memory is None else {"memory": memory}
+        summary = write_tracking_outputs(gs, video, out, redetect_every=redetect_every, tracker=tracker, progress=True,
+                                         **options)
     except (FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
