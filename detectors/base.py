@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -45,8 +46,11 @@ __all__ = [
     "DEFAULT_MODEL_IDS",
     "Detector",
     "DetectorFactory",
+    "DetectorSpec",
     "available_detectors",
     "default_model_id",
+    "detector_factory",
+    "detector_returns_masks",
     "load_detector",
     "register_detector",
     "returns_masks",
@@ -94,6 +98,44 @@ _BUILTINS: dict[str, str] = {
     "omdet-turbo": "detectors.omdet_turbo:OmDetTurboDetector",
     "sam3": "detectors.sam3:Sam3Detector",
 }
+
+
+_BUILTIN_RETURNS_MASKS = frozenset({"sam3"})
+"""Built-ins whose class sets ``returns_masks = True`` (known without importing them; a test checks)."""
+
+
+def detector_returns_masks(name: str) -> bool:
+    """Whether the detector registered as ``name`` returns masks, without loading a model (for a
+    built-in, without importing its module: a command line asks this before torch loads)."""
+    key = _key(name)
+    entry = _lookup(key)
+    if entry.factory == _BUILTINS.get(key):
+        return key in _BUILTIN_RETURNS_MASKS
+    return returns_masks(_resolve(entry))
+
+
+def detector_factory(name: str) -> DetectorFactory:
+    """The class (or factory) registered as ``name``, imported on first use; its class attributes
+    say what it does (``returns_masks``, ``default_box_threshold`` of the built-ins)."""
+    return _resolve(_lookup(name))
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How :func:`load_detector` built a detector: enough to build it again in another process.
+
+    Set as ``detector.build_spec`` on every detector that :func:`load_detector` builds from a
+    name (a local ``model_id`` is recorded as an absolute path); a detector built by hand has
+    none. ``build(device)`` loads the same checkpoint with the same options on ``device``
+    (weights changed in memory after loading are not part of the recipe).
+    """
+
+    name: str
+    model_id: str | None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, device: str | torch.device | None = None) -> Detector:
+        return load_detector(self.name, model_id=self.model_id, device=device, **dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -180,6 +222,9 @@ def load_detector(
     ``negative_iou``, ``batch_size``, ``captions_per_pass``, ``use_autocast`` and
     family-specific ones); an unknown option is a ``TypeError``. An object that already
     has a ``detect`` method is returned as is (with no other argument allowed).
+
+    The detector remembers how it was built: ``detector.build_spec`` (:class:`DetectorSpec`), which
+    lets a pipeline holding it rebuild it in Ray workers.
     """
     if not isinstance(name, str):
         if isinstance(name, Detector):
@@ -195,10 +240,17 @@ def load_detector(
         )
     entry = _lookup(name)
     factory = _resolve(entry)
-    detector = factory(model_id=model_id or entry.default_model_id, device=device, **options)
+    model_id = model_id or entry.default_model_id
+    detector = factory(model_id=model_id, device=device, **options)
     if not isinstance(detector, Detector):
         raise TypeError(
             f"the factory registered as {name!r} returned {type(detector).__name__}, "
             "which has no detect(images, ontology) method"
         )
+    if model_id is not None and Path(model_id).exists():
+        model_id = str(Path(model_id).resolve())
+    try:
+        detector.build_spec = DetectorSpec(_key(name), model_id, tuple(sorted(options.items())))
+    except AttributeError:  # a factory's object that takes no new attributes (__slots__)
+        pass
     return detector

@@ -3,31 +3,46 @@
 Models come from one builder (:func:`build_model`, behind :func:`build_sam`, :func:`from_pretrained`
 and the drop-in builders of :mod:`segmenter.compat`); the predictors are typed against one model
 interface, :class:`SegmentationModel`, that both families implement.
+
+Names load on first use: ``import segmenter.config`` (the model YAML files, their hub ids) needs
+no torch, so a command line can check its inputs and weights before paying for the import.
 """
 
-from segmenter.amg.generator import AutomaticMaskGenerator
-from segmenter.build import build_model, build_sam, from_pretrained, load_weights
-from segmenter.config import SAM1Config, SAM2Config, list_model_configs, load_model_config
-from segmenter.image.predictor import ImagePredictor
-from segmenter.modeling.interface import SegmentationModel
-from segmenter.modeling.sam1 import SAM1Model
-from segmenter.modeling.sam2 import ImageEmbeddings, SAM2Model
-from segmenter.video.predictor import VideoPredictor
+from __future__ import annotations
 
-__all__ = [
-    "build_sam",
-    "build_model",
-    "from_pretrained",
-    "load_weights",
-    "ImagePredictor",
-    "VideoPredictor",
-    "AutomaticMaskGenerator",
-    "SegmentationModel",
-    "SAM2Model",
-    "SAM2Config",
-    "SAM1Model",
-    "SAM1Config",
-    "ImageEmbeddings",
-    "load_model_config",
-    "list_model_configs",
-]
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_LAZY = {
+    "build_sam": "segmenter.build",
+    "build_model": "segmenter.build",
+    "from_pretrained": "segmenter.build",
+    "load_weights": "segmenter.build",
+    "ModelSpec": "segmenter.build",
+    "ImagePredictor": "segmenter.image.predictor",
+    "VideoPredictor": "segmenter.video.predictor",
+    "AutomaticMaskGenerator": "segmenter.amg.generator",
+    "SegmentationModel": "segmenter.modeling.interface",
+    "SAM2Model": "segmenter.modeling.sam2",
+    "SAM2Config": "segmenter.config",
+    "SAM1Model": "segmenter.modeling.sam1",
+    "SAM1Config": "segmenter.config",
+    "ImageEmbeddings": "segmenter.modeling.sam2",
+    "load_model_config": "segmenter.config",
+    "list_model_configs": "segmenter.config",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'segmenter' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,6 +10,7 @@ Every way to get a model goes through :func:`build_model`: :func:`build_sam` (a 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,9 +29,32 @@ from segmenter.config import ModelConfig, SAM1Config, SAM2Config, load_model_con
 from segmenter.modeling.sam1 import SAM1Model
 from segmenter.modeling.sam2 import SAM2Model
 
-__all__ = ["build_sam", "build_model", "from_pretrained", "load_weights", "read_checkpoint"]
+__all__ = ["ModelSpec", "build_sam", "build_model", "from_pretrained", "load_weights", "read_checkpoint"]
 
 StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How :func:`build_sam` / :func:`from_pretrained` built a model: enough to build it again elsewhere.
+
+    Set as ``model.build_spec`` on every model loaded from a checkpoint (a local checkpoint is
+    recorded as an absolute path); models with random weights or built by hand have none.
+    ``build(device)`` loads the same weights with the same config and image size on ``device``.
+    """
+
+    name: str
+    checkpoint: str
+    image_size: int | None = None
+
+    def build(self, device: str | torch.device | None = None) -> SAM2Model | SAM1Model:
+        return build_sam(self.name, checkpoint=self.checkpoint, device=device, image_size=self.image_size)
+
+
+def _remember(model: SAM2Model | SAM1Model, name: str, checkpoint: str | Path, image_size: int | None) -> None:
+    source = Path(checkpoint).expanduser()
+    where = str(source.resolve()) if source.exists() else str(checkpoint)
+    model.build_spec = ModelSpec(name, where, image_size)
 
 
 def build_sam(
@@ -48,11 +72,16 @@ def build_sam(
         device: ``None`` picks CUDA, MPS, then CPU.
         image_size: input resolution other than the config's 1024 (SAM 2: a multiple of 32,
             SAM 1: of 16); position embeddings are interpolated and feature sizes derived.
+
+    A model loaded from a checkpoint remembers how: ``model.build_spec`` (:class:`ModelSpec`).
     """
     dev = resolve_device(device)  # a missing device fails before any work
     cfg = load_model_config(name, image_size=image_size)
     state = None if checkpoint is None else read_checkpoint(checkpoint, cfg)
-    return build_model(cfg, state, dev, source=str(checkpoint))
+    model = build_model(cfg, state, dev, source=str(checkpoint))
+    if checkpoint is not None:
+        _remember(model, name, checkpoint, image_size)
+    return model
 
 
 def from_pretrained(
@@ -66,7 +95,9 @@ def from_pretrained(
     name = config_name_for_hub_id(source)
     state = read_checkpoint(source, load_model_config(name) if name else None)
     name = name or infer_config_name(state)
-    return build_model(load_model_config(name, image_size=image_size), state, dev, source=source)
+    model = build_model(load_model_config(name, image_size=image_size), state, dev, source=source)
+    _remember(model, name, source, image_size)
+    return model
 
 
 def read_checkpoint(checkpoint: str | Path, config: ModelConfig | None = None) -> dict[str, torch.Tensor]:

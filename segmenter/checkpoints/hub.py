@@ -15,7 +15,7 @@ from pathlib import Path
 
 from segmenter.config import list_model_configs, load_model_config
 
-__all__ = ["resolve_checkpoint", "config_name_for_hub_id", "CheckpointNotCachedError"]
+__all__ = ["resolve_checkpoint", "config_name_for_hub_id", "looks_like_path", "CheckpointNotCachedError"]
 
 TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 HF_WEIGHTS = "model.safetensors"
@@ -35,7 +35,8 @@ def config_name_for_hub_id(hub_id: str) -> str | None:
     return None
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a local file or folder rather than a hub repo id (``org/name``)."""
     return (
         text.startswith(("/", "./", "../", "~", "."))
         or "\\" in text
@@ -73,7 +74,7 @@ def resolve_checkpoint(
     path = Path(text).expanduser()
     if path.exists():
         return path
-    if isinstance(id_or_path, Path) or _looks_like_path(text):
+    if isinstance(id_or_path, Path) or looks_like_path(text):
         raise FileNotFoundError(f"checkpoint {text!r} does not exist")
     offline = _offline(local_files_only)
     return _from_hub(text, cache_dir=cache_dir, revision=revision, offline=offline, filename=filename)
