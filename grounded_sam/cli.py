@@ -1,7 +1,9 @@
 """The ``grounded-sam`` command: a thin layer over the Python API.
 
-Only typer is imported at module level: torch, transformers and supervision load inside the
-commands that need them, so ``grounded-sam --help`` answers fast.
+Only typer and the torch-free registries (detector names, segmenter configs, presets) are imported
+at module level: torch, transformers and supervision load inside the commands that need them, so
+``grounded-sam --help`` answers fast. Every command checks its inputs, and that the models it
+needs are cached or downloadable (:mod:`grounded_sam.hub`), before any model loads.
 """
 
 from __future__ import annotations
@@ -11,31 +13,64 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from detectors import DEFAULT_MODEL_IDS, available_detectors
+from grounded_sam.assets import SAMPLE_PROMPT
+from grounded_sam.configs import list_pipeline_configs
+from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from segmenter.config import load_model_config
+
 app = typer.Typer(
     name="grounded-sam",
-    help="Text-prompted segmentation and tracking: zero-shot detectors + SAM 2 / SAM 2.1 / SAM 1.",
+    help="Text-prompted segmentation and tracking: zero-shot detectors + SAM 2 / SAM 2.1 / SAM 1. "
+    "First run: `grounded-sam segment --sample` (needs the default models: `grounded-sam download`).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags render as flags, [brackets] in help text stay as written
 )
 
+_DEFAULT_SEGMENTER_CONFIG = load_model_config(DEFAULT_SEGMENTER)
+_DEFAULT_DETECTOR_ID = DEFAULT_MODEL_IDS[DEFAULT_DETECTOR]
+
 # ---------------------------------------------------------------------------- shared options
-Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help='Captions: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).')]
-OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or rich form).")]
-Preset = Annotated[Optional[str], typer.Option("--config", help="Pipeline preset: a YAML path or a bundled name (default, accurate).")]
-DetectorOpt = Annotated[Optional[str], typer.Option("--detector", help="grounding-dino | owlv2 | owlvit | florence-2 | omdet-turbo | sam3, or a local save_pretrained folder.")]
-DetectorId = Annotated[Optional[str], typer.Option("--detector-model-id", help="Hub id or local folder for the detector.")]
-SegmenterOpt = Annotated[Optional[str], typer.Option("--segmenter", help="Config name (sam2.1_hiera_tiny ...), hub id or checkpoint path.")]
-CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", help="Segmenter weights (.pt/.pth/safetensors/folder/hub id) for a config name.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda | cuda:N | mps | cpu (default: best available).")]
-BoxThr = Annotated[Optional[float], typer.Option("--box-threshold", help="Detector score threshold.")]
-TextThr = Annotated[Optional[float], typer.Option("--text-threshold", help="Grounding-DINO text threshold.")]
-NmsIou = Annotated[Optional[float], typer.Option("--nms-iou", help="IoU of the class-wise NMS merging captions of a class.")]
-Multimask = Annotated[Optional[bool], typer.Option("--multimask/--single-mask", help="Decode 3 masks per box and keep the best.")]
+Prompt = Annotated[Optional[str], typer.Option(
+    "--prompt", "-p", help='What to find: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).',
+    show_default=f"none; with --sample: {SAMPLE_PROMPT!r}")]
+OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or the rich form), instead of --prompt.")]
+Preset = Annotated[Optional[str], typer.Option(
+    "--config", help=f"Pipeline preset: a YAML path or a bundled name ({', '.join(list_pipeline_configs())}); "
+    "the model options below override it.", show_default="none: the defaults shown here")]
+DetectorOpt = Annotated[Optional[str], typer.Option(
+    "--detector", help=f"Detector family ({' | '.join(available_detectors())}), or a local save_pretrained folder "
+    "(its family is read from its config.json).", show_default=f"{DEFAULT_DETECTOR} with {_DEFAULT_DETECTOR_ID}")]
+DetectorId = Annotated[Optional[str], typer.Option(
+    "--detector-model-id", help="Hub id of another checkpoint of the --detector family (a local folder goes to --detector).",
+    show_default="the family's default, see `grounded-sam models`")]
+SegmenterOpt = Annotated[Optional[str], typer.Option(
+    "--segmenter", help="Segmenter config name (`grounded-sam models`), or a hub id / checkpoint path whose config is inferred.",
+    show_default=f"{DEFAULT_SEGMENTER} with {_DEFAULT_SEGMENTER_CONFIG.hf_ids[0]}; none for --detector sam3")]
+CheckpointOpt = Annotated[Optional[str], typer.Option(
+    "--checkpoint", help="Weights for a --segmenter config name: a .pt/.pth, safetensors file, folder or hub id.",
+    show_default="the config's hub id")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda | cuda:N | mps | cpu.", show_default="cuda, else mps, else cpu")]
+BoxThr = Annotated[Optional[float], typer.Option(
+    "--box-threshold", help="Detector score threshold.", show_default="the detector family's own, see `grounded-sam models`")]
+TextThr = Annotated[Optional[float], typer.Option(
+    "--text-threshold", help="Grounding-DINO-style text threshold: the caption credited to a box must score at least this.",
+    show_default="off")]
+NmsIou = Annotated[Optional[float], typer.Option(
+    "--nms-iou", help="IoU above which the class-wise NMS merges boxes of one class found by different captions.",
+    show_default=str(DEFAULT_NMS_IOU))]
+Multimask = Annotated[Optional[bool], typer.Option(
+    "--multimask/--single-mask", help="Decode 3 masks per box and keep the one with the best predicted IoU.",
+    show_default="--single-mask")]
+SampleOpt = Annotated[bool, typer.Option("--sample", help="Run on the bundled sample (a cat; CC0), as when no input is given.")]
 ExemplarsOpt = Annotated[Optional[Path], typer.Option("--exemplars", help=(
     'Visual prompts (sam3): a JSON file {"dog": [[x1, y1, x2, y2], ...]} for every image, or '
     '{"exemplars": {...}, "negative_exemplars": {...}, "images": {"photo.jpg": {"exemplars": {...}}}}.'))]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Segmenter input size (default 1024).")]
+ImageSize = Annotated[Optional[int], typer.Option(
+    "--image-size", help="Segmenter input size in pixels (a multiple of 32 for SAM 2).",
+    show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
 
 
 def parse_prompt(text: str) -> dict[str, str]:
@@ -87,30 +122,54 @@ def read_exemplars(path: Path) -> Any:
     return lambda name: specific.get(name, default)
 
 
+def check_models_or_exit(kwargs: dict[str, Any]) -> None:
+    """Stop with one message naming every model the pipeline of ``kwargs`` needs when any of them is
+    neither cached nor downloadable from here (no torch imported yet: this answers in a second or two)."""
+    from grounded_sam.hub import ModelsUnavailableError, check_models, models_needed
+
+    detector, model_id = kwargs.get("detector"), kwargs.get("detector_model_id")
+    if model_id is not None and (Path(model_id).exists() or model_id.startswith((".", "/", "~"))):
+        raise typer.BadParameter(f"{model_id!r} is a local path: give a save_pretrained folder with --detector "
+                                 "(its family is read from its config.json)", param_hint="--detector-model-id")
+    if model_id is not None and detector is not None and detector not in available_detectors():
+        raise typer.BadParameter(f"--detector {detector!r} is not a family name "
+                                 f"({', '.join(available_detectors())}); --detector-model-id needs one", param_hint="--detector")
+    try:
+        needs = models_needed(detector or DEFAULT_DETECTOR, model_id, kwargs.get("segmenter"), kwargs.get("checkpoint"))
+        check_models(needs, go_offline=True)
+    except ModelsUnavailableError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except (FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
-    from grounded_sam.pipeline import GroundedSAM
     from ontologies import CaptionOntology
 
     kwargs: dict[str, Any] = {}
     if config:
         from grounded_sam.presets import load_preset
 
-        kwargs.update(load_preset(config))
+        try:
+            kwargs.update(load_preset(config))
+        except (FileNotFoundError, ValueError) as e:
+            raise typer.BadParameter(str(e), param_hint="--config") from None
     if prompt and ontology:
         raise typer.BadParameter("give either --prompt or --ontology, not both")
     if prompt:
         kwargs["ontology"] = CaptionOntology(parse_prompt(prompt))
     elif ontology:
+        if not ontology.is_file():
+            raise typer.BadParameter(f"file not found: {str(ontology)!r}", param_hint="--ontology")
         kwargs["ontology"] = CaptionOntology.from_yaml(ontology)
     if "ontology" not in kwargs:
         raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
-    names = {"detector": "detector", "detector_model_id": "detector_model_id", "segmenter": "segmenter",
-             "checkpoint": "checkpoint", "device": "device", "box_threshold": "box_threshold",
-             "text_threshold": "text_threshold", "nms_iou": "nms_iou", "multimask": "multimask",
-             "image_size": "image_size"}
-    for key, value in opts.items():
-        if value is not None:
-            kwargs[names[key]] = value
+    kwargs.update({key: value for key, value in opts.items() if value is not None})
+    check_models_or_exit(kwargs)
+    from grounded_sam.pipeline import GroundedSAM
+
     try:
         return GroundedSAM(**kwargs)
     except Exception as e:  # noqa: BLE001 (turned into a message for the shell)
@@ -125,8 +184,8 @@ def loading_error_message(e: Exception) -> str:
         return (
             f"error: model weights could not be loaded: {text}\n"
             "The weights are not in the local Hugging Face cache and cannot be downloaded from here. "
-            "Download them on a connected machine (`hf download <model id>`), or pass local files: "
-            "--checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder."
+            "Download them on a connected machine (`grounded-sam download` with the same model options), or pass "
+            "local files: --checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder."
         )
     return f"error: {type(e).__name__}: {text}"
 
@@ -134,6 +193,35 @@ def loading_error_message(e: Exception) -> str:
 def _fail_loading(e: Exception) -> None:
     typer.secho(loading_error_message(e), fg="red", err=True)
     raise typer.Exit(2)
+
+
+def _input_files(paths: list[Path] | None, sample: bool) -> list[Path]:
+    """The image files of the ``images`` arguments (folders listed), checked before any model loads;
+    the bundled sample when none are given (or with ``--sample``)."""
+    from grounded_sam.assets import sample_image
+    from grounded_sam.files import list_images
+
+    if sample or not paths:
+        if paths:
+            raise typer.BadParameter("give images or --sample, not both", param_hint="--sample")
+        typer.echo(f"no input given: segmenting the bundled sample {sample_image()}", err=True)
+        return [sample_image()]
+    files: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise typer.BadParameter(f"file not found: {str(p)!r}", param_hint="images")
+        found = list_images(p, extension=None) if p.is_dir() else [p]
+        if p.is_dir() and not found:
+            raise typer.BadParameter(f"folder {str(p)!r} holds no images", param_hint="images")
+        files.extend(found)
+    return files
+
+
+def _sample_prompt(prompt: str | None, ontology: Path | None, config: str | None, sampled: bool) -> str | None:
+    """``--prompt`` as given, or the sample's own prompt when running on the sample with none."""
+    if prompt or ontology or not sampled:
+        return prompt
+    return SAMPLE_PROMPT
 
 
 def _progress(total: int | None, description: str) -> Any:
@@ -152,6 +240,20 @@ def _report_failures(failed: dict[str, str]) -> None:
 
 
 # ---------------------------------------------------------------------------- commands
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"grounded-sam {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the installed version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """Text-prompted segmentation and tracking: zero-shot detectors + SAM 2 / SAM 2.1 / SAM 1."""
+
+
 @app.command()
 def version() -> None:
     """Print the installed grounded-sam version."""
@@ -160,45 +262,90 @@ def version() -> None:
 
 @app.command("models")
 def models() -> None:
-    """List the segmenter configs and the detectors, with the hub ids they load by default."""
-    from detectors import DEFAULT_MODEL_IDS, available_detectors
-    from segmenter.config import list_model_configs, load_model_config
+    """List the detectors and segmenters: hub ids, licences, the default, and what is cached here."""
+    from grounded_sam.hub import catalogue, is_cached
 
-    typer.echo("segmenters (--segmenter; weights from the hub id, or --checkpoint):")
-    for name in list_model_configs():
-        ids = load_model_config(name).hf_ids
-        typer.echo(f"  {name:<24} {ids[0] if ids else '-'}")
-    typer.echo("detectors (--detector; default model id, or --detector-model-id):")
-    for name in available_detectors():
-        typer.echo(f"  {name:<24} {DEFAULT_MODEL_IDS.get(name, '-')}")
+    typer.echo("detectors (--detector; another checkpoint of a family: --detector-model-id):")
+    typer.echo(f"  {'name':<16} {'hub id':<38} {'box thr.':<9} {'cached':<7} licence")
+    for need, threshold in catalogue("detector"):
+        mark = "*" if need.name == DEFAULT_DETECTOR else " "
+        typer.echo(f"{mark} {need.name:<16} {need.source:<38} {threshold:<9} {'yes' if is_cached(need) else 'no':<7} {need.licence}")
+    typer.echo("segmenters (--segmenter; other weights for a config: --checkpoint):")
+    typer.echo(f"  {'name':<24} {'hub id':<34} {'cached':<7} licence")
+    for need, _ in catalogue("segmenter"):
+        mark = "*" if need.name == DEFAULT_SEGMENTER else " "
+        typer.echo(f"{mark} {need.name:<24} {need.source:<34} {'yes' if is_cached(need) else 'no':<7} {need.licence}")
+    typer.echo("* default. Presets (--config): " + ", ".join(list_pipeline_configs())
+               + ". Fetch models for offline use: grounded-sam download [--preset NAME].")
+
+
+@app.command()
+def download(
+    preset: Annotated[str, typer.Option("--preset", help=f"Fetch what this preset needs ({', '.join(list_pipeline_configs())}).")] = "default",
+    detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
+    checkpoint: CheckpointOpt = None,
+) -> None:
+    """Download every model a preset needs (model options override it) into the Hugging Face cache."""
+    from grounded_sam.hub import download as fetch
+    from grounded_sam.hub import models_needed, offline_reason
+    from grounded_sam.presets import load_preset
+
+    try:
+        kwargs = load_preset(preset)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--preset") from None
+    given = dict(detector=detector, detector_model_id=detector_model_id, segmenter=segmenter, checkpoint=checkpoint)
+    kwargs.update({k: v for k, v in given.items() if v is not None})
+    try:
+        needs = models_needed(kwargs.get("detector", DEFAULT_DETECTOR), kwargs.get("detector_model_id"),
+                              kwargs.get("segmenter"), kwargs.get("checkpoint"))
+    except (FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    remote = [n for n in needs if not n.local]
+    why = offline_reason() if remote else None
+    if why is not None:
+        typer.secho(f"error: cannot download: {why}. On a connected machine run:", fg="red", err=True)
+        for need in remote:
+            typer.secho(f"  {need.fetch_command()}", err=True)
+        raise typer.Exit(2)
+    for need in needs:
+        typer.echo(f"{need.role}: {need.name} <- {need.source} ({need.licence})")
+    try:
+        folders = fetch(needs)
+    except Exception as e:  # noqa: BLE001 (turned into a message for the shell)
+        typer.secho(f"error: download failed: {type(e).__name__}: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    for repo_id, folder in folders.items():
+        typer.echo(f"{repo_id} -> {folder}")
 
 
 @app.command()
 def segment(
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders.", show_default="the bundled sample")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for annotated images and JSON.")] = Path("grounded_sam_out"),
     prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
-    exemplars: ExemplarsOpt = None,
+    exemplars: ExemplarsOpt = None, sample: SampleOpt = False,
 ) -> None:
-    """Segment images from text: annotated images + one JSON (RLE masks) per image."""
+    """Segment images from text: annotated images + one JSON per image (COCO-RLE masks; "xyxy" the
+    detector's box, "bbox" the mask's box [x, y, width, height])."""
+
+    prompts_for = read_exemplars(exemplars) if exemplars is not None else (lambda name: (None, None))
+    files = _input_files(images, sample)
+    prompt = _sample_prompt(prompt, ontology, config, sample or not images)
+    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+                   segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
+                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     from PIL import Image
 
     from grounded_sam.annotate import annotate_image
     from grounded_sam.export.records import detections_to_record, dumps
     from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
-    from grounded_sam.files import list_images
     from runtime.images import load_image
 
-    prompts_for = read_exemplars(exemplars) if exemplars is not None else (lambda name: (None, None))
-    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
-                   segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
-                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
-    files: list[Path] = []
-    for p in images:
-        files.extend(list_images(p, extension=None) if p.is_dir() else [p])
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     progress, task = _progress(len(files), "segment")
@@ -225,9 +372,9 @@ def label(
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="coco | yolo | jsonl")] = "coco",
     extension: Annotated[Optional[str], typer.Option("--extension", help="Extension(s), comma-separated (default: .jpg,.jpeg,.png; with --videos: every video type).")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Relabel from scratch if the settings changed.")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Also label images in subfolders.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Relabel from scratch if the settings changed (else such a rerun is refused).")] = False,
     backend: Annotated[str, typer.Option("--backend", help="local | ray (a pool of Ray workers, one pipeline each; a lost worker's images are re-run elsewhere).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (auto = the running one); default: RAY_ADDRESS or a new local Ray.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
@@ -241,9 +388,15 @@ def label(
     tracker: Annotated[str, typer.Option("--tracker", help="With --videos: auto | sam2 | sam3 (as for track).")] = "auto",
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).")] = None,
 ) -> None:
-    """Auto-label a folder into a COCO / YOLO-seg dataset. Rerun the same command to resume."""
+    """Auto-label a folder into a COCO / YOLO-seg / JSONL dataset. Rerun the same command to resume.
+
+    "bbox" (COCO, JSONL) is the mask's box [x, y, width, height]; JSONL also keeps the detector's box as
+    "xyxy" [x1, y1, x2, y2] (COCO has no field for it)."""
     if backend not in ("local", "ray"):
         raise typer.BadParameter(f"expected local or ray, got {backend!r}", param_hint="--backend")
+    if "://" not in folder and not Path(folder).is_dir():
+        what = "is not a folder" if Path(folder).exists() else "not found"
+        raise typer.BadParameter(f"{what}: {folder!r}", param_hint="folder")
     ray_opts: dict[str, Any] = {}
     if backend == "ray":  # this process only lists, checks and assembles: its models stay on the CPU
         if device is not None:
@@ -269,10 +422,11 @@ def label(
 
 @app.command()
 def track(
-    video: Annotated[str, typer.Argument(help="Video file or folder of frames.")],
+    video: Annotated[Optional[str], typer.Argument(help="Video file or folder of frames.", show_default="the bundled sample clip")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (annotated MP4 + per-frame JSONL + COCO).")] = Path("grounded_sam_track"),
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="sam2 tracker: run the detector every N frames (default 15).")] = None,
     tracker: Annotated[str, typer.Option("--tracker", help="auto | sam2 | sam3 (auto: sam3's concept tracker for --detector sam3, else detect + SAM 2 memory).")] = "auto",
+    sample: SampleOpt = False,
     memory: Annotated[Optional[str], typer.Option("--memory", help="sam2 tracker: memory policy per track: fifo (SAM 2's) | quality (memory only from good frames) | samurai (+ motion cue vs look-alikes) | distractor (DAM4SAM-style distractor memory).", show_default="fifo")] = None,
     prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
@@ -280,11 +434,23 @@ def track(
     text_threshold: TextThr = None, nms_iou: NmsIou = None, image_size: ImageSize = None,
 ) -> None:
     """Track text-prompted objects through a video."""
-    from grounded_sam.export.video import write_tracking_outputs
+    from grounded_sam.assets import sample_video
+
+    sampled = sample or video is None
+    if sampled:
+        if video is not None:
+            raise typer.BadParameter("give a video or --sample, not both", param_hint="--sample")
+        video = str(sample_video())
+        typer.echo(f"no input given: tracking in the bundled sample {video}", err=True)
+    elif "://" not in video and not Path(video).exists():
+        raise typer.BadParameter(f"file not found: {video!r}", param_hint="video")
+    prompt = _sample_prompt(prompt, ontology, config, sampled)
 
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=None, image_size=image_size)
+    from grounded_sam.export.video import write_tracking_outputs
+
     try:
         options = {} if memory is None else {"memory": memory}
         summary = write_tracking_outputs(gs, video, out, redetect_every=redetect_every, tracker=tracker, progress=True,
@@ -297,19 +463,29 @@ def track(
 
 @app.command()
 def auto(
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    out: Annotated[Path, typer.Option("--out", "-o")] = Path("grounded_sam_auto"),
-    segmenter: SegmenterOpt = "sam2.1_hiera_tiny", checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders.", show_default="the bundled sample")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for annotated images and JSON.")] = Path("grounded_sam_auto"),
+    segmenter: SegmenterOpt = None, checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
     image_size: ImageSize = None,
-    points_per_side: Annotated[int, typer.Option("--points-per-side")] = 32,
-    pred_iou_thresh: Annotated[float, typer.Option("--pred-iou-thresh")] = 0.8,
-    stability_score_thresh: Annotated[float, typer.Option("--stability-score-thresh")] = 0.95,
-    min_mask_region_area: Annotated[int, typer.Option("--min-mask-region-area")] = 0,
+    points_per_side: Annotated[int, typer.Option("--points-per-side", help="Prompt points along each side of the image (the grid has this squared).")] = 32,
+    pred_iou_thresh: Annotated[float, typer.Option("--pred-iou-thresh", help="Keep masks whose predicted IoU is at least this.")] = 0.8,
+    stability_score_thresh: Annotated[float, typer.Option("--stability-score-thresh", help="Keep masks whose stability score is at least this.")] = 0.95,
+    min_mask_region_area: Annotated[int, typer.Option("--min-mask-region-area", help="Remove holes and islands smaller than this many pixels (0: off).")] = 0,
+    sample: SampleOpt = False,
 ) -> None:
     """Automatic masks (no text): annotated images + COCO-RLE JSON per image."""
+    files = _input_files(images, sample)
+    segmenter = segmenter or DEFAULT_SEGMENTER
+    try:
+        from grounded_sam.hub import ModelsUnavailableError, check_models, models_needed
+
+        check_models(models_needed(detector=None, segmenter=segmenter, checkpoint=checkpoint))
+    except (ModelsUnavailableError, FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     from grounded_sam.auto import run_auto
 
-    failed = run_auto(images, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
+    failed = run_auto(files, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
                       points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                       stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
                       on_load_error=_fail_loading)

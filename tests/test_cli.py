@@ -84,7 +84,7 @@ def test_label_coco_and_resume(models, tmp_path) -> None:
 
 
 def test_offline_without_weights_says_how_to_pass_files(tmp_path) -> None:
-    r = _run("segment", str(tmp_path), "--prompt", "cat", "--detector", "owlv2", "--device", "cpu",
+    r = _run("segment", "--sample", "--prompt", "cat", "--detector", "owlv2", "--device", "cpu",
              env={"HF_HUB_CACHE": str(tmp_path / "empty_cache"), "HF_HOME": str(tmp_path / "hf")})
     assert r.returncode == 2
     assert "--checkpoint" in r.stderr and "cache" in r.stderr
@@ -114,5 +114,6 @@ def test_track_and_auto_commands(models, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "auto" / "a_auto.json").read_text())
     assert (rec["width"], rec["height"]) == (56, 40)
-    r = _run("track", str(tmp_path / "missing.mp4"), "--prompt", "cat", *_model_args(models))
-    assert r.returncode == 1 and "missing.mp4" in r.stderr
+    r = _run("track", str(tmp_path / "missing.mp4"), "--prompt", "cat", *_model_args(models), "--out", str(tmp_path / "t2"))
+    assert r.returncode == 2 and "file not found" in r.stderr and "missing.mp4" in r.stderr
+    assert not (tmp_path / "t2").exists()  # checked before any output folder is made

@@ -2,7 +2,7 @@
 
 - :func:`sample_image`: ``chelsea.jpg``, "Chelsea the cat" (451 x 300), CC0 by Stéfan van der Walt,
   from scikit-image's data directory.
-- :func:`sample_video`: ``chelsea_pan.mp4``, 30 frames (3 s, 320 x 224, H.264) panning and zooming
+- :func:`sample_video`: ``chelsea_pan.mp4``, 16 frames (2 s, 320 x 224, H.264) panning and zooming
   over the same photo (made by :mod:`grounded_sam.assets.make_samples`).
 
 Both show one cat: :data:`SAMPLE_PROMPT` finds it. Licences: NOTICE.

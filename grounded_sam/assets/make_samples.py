@@ -3,7 +3,7 @@
 ``python -m grounded_sam.assets.make_samples path/to/chelsea.png`` with ``chelsea.png`` taken from
 the scikit-image wheel (``skimage/data/chelsea.png``: "Chelsea the cat", CC0 by Stéfan van der
 Walt; see NOTICE). It writes ``chelsea.jpg`` (the image, JPEG quality 90) and ``chelsea_pan.mp4``:
-a 3-second H.264 clip that pans and zooms over the same photo, so that a tracker has motion to
+a 2-second H.264 clip that pans and zooms over the same photo, so that a tracker has motion to
 follow. Deterministic: the same input gives the same frames.
 """
 
@@ -18,7 +18,7 @@ from PIL import Image
 from grounded_sam.annotate import VideoWriter
 
 HERE = Path(__file__).resolve().parent
-FRAMES, FPS, OUT_W, OUT_H = 30, 10, 320, 224
+FRAMES, FPS, OUT_W, OUT_H = 16, 8, 320, 224
 
 
 def pan_zoom_frames(image: np.ndarray, frames: int = FRAMES, size: tuple[int, int] = (OUT_W, OUT_H)) -> list[np.ndarray]:
