@@ -55,3 +55,26 @@ def test_cli_track_memory_option(tmp_path, monkeypatch) -> None:
     result = runner.invoke(app, ["track", str(video), "--prompt", "cat", "--memory", "distractor", "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert seen["memory"] == "distractor"
+
+
+def test_compat_accepts_samurai_config_keys() -> None:
+    from segmenter.compat.sam2 import build_sam2_video_predictor
+
+    small = ["++model.image_size=128"]
+    pred = build_sam2_video_predictor("configs/samurai/sam2.1_hiera_t.yaml", device="cpu", hydra_overrides_extra=small)
+    assert isinstance(pred.memory, SamuraiPolicy) and pred.memory.config.kf_score_weight == 0.25  # its yaml's values
+    keys = ["++model.samurai_mode=true", "++model.stable_frames_threshold=10", "++model.stable_ious_threshold=0.4",
+            "++model.min_obj_score_logits=-2", "++model.kf_score_weight=0.3", "++model.memory_bank_iou_threshold=0.6",
+            "++model.memory_bank_obj_score_threshold=0.1", "++model.memory_bank_kf_score_threshold=0.2"]  # fmt: skip
+    cfg = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", device="cpu",
+                                     hydra_overrides_extra=small + keys).memory.config  # fmt: skip
+    assert (cfg.stable_frames_threshold, cfg.stable_ious_threshold, cfg.min_obj_score_logits, cfg.kf_score_weight,
+            cfg.iou_threshold, cfg.obj_score_threshold, cfg.kf_score_threshold) == (10, 0.4, -2.0, 0.3, 0.6, 0.1, 0.2)
+    assert type(build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", device="cpu",
+                                           hydra_overrides_extra=small).memory).__name__ == "FifoPolicy"  # fmt: skip
+    with pytest.raises(ValueError, match="take effect with \\+\\+model.samurai_mode=true"):
+        build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", device="cpu",
+                                   hydra_overrides_extra=["++model.kf_score_weight=0.3"])  # fmt: skip
+    with pytest.raises(ValueError, match="bad value"):
+        build_sam2_video_predictor("configs/samurai/sam2.1_hiera_t.yaml", device="cpu",
+                                   hydra_overrides_extra=["++model.stable_frames_threshold=0"])  # fmt: skip

@@ -47,6 +47,17 @@ class SAM2Settings:
     non_overlap_masks: bool = False
     add_all_frames_to_correct_as_cond: bool = False
     feat_sizes: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    # SAMURAI's keys (its fork's SAM2Base; code defaults, its configs/samurai/*.yaml set samurai_mode
+    # true and kf_score_weight 0.25): memory="samurai" in the video predictor
+    samurai_mode: bool = False
+    stable_frames_threshold: int = 15
+    stable_ious_threshold: float = 0.3
+    min_obj_score_logits: float = -1.0
+    kf_score_weight: float = 0.15
+    memory_bank_iou_threshold: float = 0.5
+    memory_bank_obj_score_threshold: float = 0.0
+    memory_bank_kf_score_threshold: float = 0.0
+    samurai_keys: set[str] = dataclasses.field(default_factory=set)  # the SAMURAI keys given
 
     def check_feat_sizes(self, embed_size: int) -> None:
         """RoPE feature sizes are derived from the image size here; a given value must agree."""
@@ -104,7 +115,16 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any], bool]] = {
     "model.fill_hole_area": ("fill_hole_area", _int(0), True),
     "model.non_overlap_masks": ("non_overlap_masks", _bool, True),
     "model.add_all_frames_to_correct_as_cond": ("add_all_frames_to_correct_as_cond", _bool, True),
+    "model.samurai_mode": ("samurai_mode", _bool, True),
+    "model.stable_frames_threshold": ("stable_frames_threshold", _int(1), True),
+    "model.stable_ious_threshold": ("stable_ious_threshold", _float, True),
+    "model.min_obj_score_logits": ("min_obj_score_logits", _float, True),
+    "model.kf_score_weight": ("kf_score_weight", _float, True),
+    "model.memory_bank_iou_threshold": ("memory_bank_iou_threshold", _float, True),
+    "model.memory_bank_obj_score_threshold": ("memory_bank_obj_score_threshold", _float, True),
+    "model.memory_bank_kf_score_threshold": ("memory_bank_kf_score_threshold", _float, True),
 }
+SAMURAI_KEYS = frozenset(k.removeprefix("model.") for k in list(_KEYS)[-8:])
 # keys accepted only with the one value that is implemented: key -> (value, why, only for video)
 _FIXED: dict[str, tuple[Any, str, bool]] = {
     "model.compile_image_encoder": (False, "torch.compile of the image encoder is not implemented", False),
@@ -151,11 +171,17 @@ def _value(text: str) -> Any:
         return text
 
 
-def parse_overrides(entries: Sequence[str], video: bool) -> SAM2Settings:
-    """Apply ``entries`` in order to the defaults; raises ``ValueError`` for anything unsupported."""
+def parse_overrides(entries: Sequence[str], video: bool, samurai: bool = False) -> SAM2Settings:
+    """Apply ``entries`` in order to the defaults; raises ``ValueError`` for anything unsupported.
+
+    ``samurai``: start from SAMURAI's ``configs/samurai/*.yaml`` (``samurai_mode`` true,
+    ``kf_score_weight`` 0.25).
+    """
     if isinstance(entries, str) or not isinstance(entries, Sequence):
         raise ValueError(f"hydra_overrides_extra must be a list of strings, got {type(entries).__name__}")
     settings = SAM2Settings()
+    if samurai:
+        settings.samurai_mode, settings.kf_score_weight = True, 0.25
     for entry in entries:
         if not isinstance(entry, str):
             raise ValueError(f"hydra_overrides_extra entries must be strings, got {entry!r}")
@@ -178,6 +204,8 @@ def parse_overrides(entries: Sequence[str], video: bool) -> SAM2Settings:
             if video_only and not video:
                 raise _unsupported(entry, video, "this key exists for the video predictor only")
             setattr(settings, field, _parse(entry, parse, value, video))
+            if key.removeprefix("model.") in SAMURAI_KEYS:
+                settings.samurai_keys.add(key.removeprefix("model."))
         else:
             raise _unsupported(entry, video, "unknown key")
     return settings

@@ -25,6 +25,13 @@ classes (``SAM2VideoPredictor`` wraps the model instead of being it; its state i
 :class:`~segmenter.video.state.VideoState`, not a dict); ``vos_optimized=True`` runs uncompiled
 (with a warning); ``max_hole_area`` / ``max_sprinkle_area`` work on every device (Meta's need a
 CUDA extension and are skipped without it).
+
+SAMURAI (github.com/yangchris11/samurai) users keep their config names and keys too:
+``build_sam2_video_predictor("configs/samurai/sam2.1_hiera_b+.yaml", ckpt)`` or
+``hydra_overrides_extra=["++model.samurai_mode=true", "++model.kf_score_weight=0.25", ...]``
+(``stable_frames_threshold``, ``stable_ious_threshold``, ``min_obj_score_logits``,
+``memory_bank_{iou,obj_score,kf_score}_threshold``) give a predictor with ``memory="samurai"``
+and those values, per object and for any number of objects (SAMURAI's own code is single-object).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from segmenter.image.predictor import ImagePredictor
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import fill_holes, small_components
 from segmenter.video.tracking import Tracker
+from segmenter.video.policies import FifoPolicy, MemoryPolicy, SamuraiConfig, SamuraiPolicy
 from segmenter.video.predictor import VideoPredictor
 
 __all__ = [
@@ -91,11 +99,29 @@ def config_name(config_file: str | Path) -> str:
     return f"{m['version']}_hiera_{_SIZES.get(m['size'], m['size'])}"
 
 
-def _settings(overrides: Any, apply_postprocessing: bool, video: bool) -> SAM2Settings:
+def _settings(overrides: Any, apply_postprocessing: bool, video: bool, samurai: bool = False) -> SAM2Settings:
     if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
         raise ValueError(f"hydra_overrides_extra must be a list of strings, got {type(overrides).__name__}")
     entries = list(overrides) + (postprocessing_overrides(video) if apply_postprocessing else [])
-    return parse_overrides(entries, video=video)
+    return parse_overrides(entries, video=video, samurai=samurai)
+
+
+def _memory_policy(settings: SAM2Settings) -> MemoryPolicy:
+    """SAMURAI's keys -> ``memory="samurai"`` with them (SAM 2's policy without ``samurai_mode``)."""
+    if not settings.samurai_mode:
+        if settings.samurai_keys:
+            raise ValueError(
+                f"SAMURAI's keys {sorted(settings.samurai_keys)} take effect with ++model.samurai_mode=true "
+                "(or a configs/samurai/*.yaml config name)"
+            )
+        return FifoPolicy()
+    s = settings
+    return SamuraiPolicy(SamuraiConfig(
+        iou_threshold=s.memory_bank_iou_threshold, obj_score_threshold=s.memory_bank_obj_score_threshold,
+        kf_score_threshold=s.memory_bank_kf_score_threshold, stable_frames_threshold=s.stable_frames_threshold,
+        stable_ious_threshold=s.stable_ious_threshold, min_obj_score_logits=s.min_obj_score_logits,
+        kf_score_weight=s.kf_score_weight,
+    ))  # fmt: skip
 
 
 def _model_config(name: str, settings: SAM2Settings) -> SAM2Config:
@@ -164,7 +190,9 @@ def build_sam2_video_predictor(
             UserWarning,
             stacklevel=2,
         )
-    settings = _settings(hydra_overrides_extra, apply_postprocessing, video=True)
+    samurai = "samurai" in PurePosixPath(str(config_file).replace("\\", "/")).parts[:-1]
+    settings = _settings(hydra_overrides_extra, apply_postprocessing, video=True, samurai=samurai)
+    memory = _memory_policy(settings)
     model = _build(config_file, ckpt_path, device, mode, settings)
     return SAM2VideoPredictor(
         model,
@@ -172,6 +200,7 @@ def build_sam2_video_predictor(
         non_overlap_masks=settings.non_overlap_masks,
         add_all_frames_to_correct_as_cond=settings.add_all_frames_to_correct_as_cond,
         binarize_mask_from_pts_for_mem_enc=settings.binarize_mask_from_pts_for_mem_enc,
+        memory=memory,
     )
 
 
@@ -288,8 +317,9 @@ class SAM2VideoPredictor(VideoPredictor):
         add_all_frames_to_correct_as_cond: bool = False,
         binarize_mask_from_pts_for_mem_enc: bool = True,
         autocast: bool | None = None,
+        memory: str | MemoryPolicy = "fifo",
     ) -> None:
-        super().__init__(model, fill_hole_area, non_overlap_masks, add_all_frames_to_correct_as_cond, autocast)
+        super().__init__(model, fill_hole_area, non_overlap_masks, add_all_frames_to_correct_as_cond, autocast, memory)
         self.binarize_mask_from_pts_for_mem_enc = bool(binarize_mask_from_pts_for_mem_enc)
         if not self.binarize_mask_from_pts_for_mem_enc:
             self.tracker = _SoftMemoryTracker(self.model)
