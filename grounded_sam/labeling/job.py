@@ -160,6 +160,11 @@ class JobProgress:
         self._show()
         self.bar.update(n)
 
+    def fail(self, names: Sequence[str], why: str) -> None:
+        """Report ``names`` failed for ``why`` and count them done."""
+        self.report.failed.update(dict.fromkeys(names, why))
+        self.advance(len(names))
+
     def retry(self, names: Sequence[str], why: str) -> None:
         """Count ``names`` as retried (their worker was lost) and say so."""
         for name in names:

@@ -167,11 +167,8 @@ def _run(job: LabelJob, factory: Callable[[], Any], chunks: list[list[LabelItem]
             store_results(job, results)
             bar.advance(len(results))
 
-        def failed(task: PoolTask, why: str) -> None:
-            job.report.failed.update(dict.fromkeys(task.names, why))
-            bar.advance(len(task.names))
-
-        run_pool(ray, factory, context, tasks, cluster, on_result=done, on_fail=failed,
+        run_pool(ray, factory, context, tasks, cluster, on_result=done,
+                 on_fail=lambda task, why: bar.fail(task.names, why),
                  on_retry=lambda task, why: bar.retry(task.names, why))
 
 

@@ -183,6 +183,7 @@ def _fail_all(queue: deque[tuple[PoolTask, int]], on_fail: Callable[[PoolTask, s
 
 
 def _why(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    first = next((line for line in text if line.strip()), type(e).__name__)
-    return f"{type(e).__name__}: {first[:300]}"
+    """One line: the error's first line and, for a traceback (a constructor that raised), its last."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    text = lines[0][:300] + (f" ... {lines[-1][:300]}" if len(lines) > 1 else "")
+    return f"{type(e).__name__}: {text}"

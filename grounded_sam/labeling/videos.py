@@ -257,11 +257,8 @@ def label_videos_ray(
                 _store(job, result)
                 bar.advance(1)
 
-            def failed(task: PoolTask, why: str) -> None:
-                job.report.failed.update(dict.fromkeys(task.names, why))
-                bar.advance(1)
-
-            run_pool(ray, factory, track, tasks, cluster, on_result=done, on_fail=failed,
+            run_pool(ray, factory, track, tasks, cluster, on_result=done,
+                     on_fail=lambda task, why: bar.fail(task.names, why),
                      on_retry=lambda task, why: bar.retry(task.names, why))
     _write_index(job)
     return job.report
