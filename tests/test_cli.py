@@ -91,6 +91,7 @@ def test_offline_without_weights_says_how_to_pass_files(tmp_path) -> None:
 
 
 def test_missing_prompt_is_a_usage_error(tmp_path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     r = _run("segment", str(tmp_path))
     assert r.returncode != 0 and "--prompt" in (r.stderr + r.stdout)
 
