@@ -50,6 +50,7 @@ __all__ = [
     "available_detectors",
     "default_model_id",
     "detector_factory",
+    "detector_for_folder",
     "detector_returns_masks",
     "load_detector",
     "register_detector",
@@ -112,6 +113,33 @@ def detector_returns_masks(name: str) -> bool:
     if entry.factory == _BUILTINS.get(key):
         return key in _BUILTIN_RETURNS_MASKS
     return returns_masks(_resolve(entry))
+
+
+MODEL_TYPES: dict[str, str] = {
+    "grounding-dino": "grounding-dino",
+    "mm-grounding-dino": "grounding-dino",
+    "owlv2": "owlv2",
+    "owlvit": "owlvit",
+    "florence2": "florence-2",
+    "omdet-turbo": "omdet-turbo",
+    "sam3": "sam3",
+    "sam3_video": "sam3",  # facebook/sam3 holds the video model, detector included
+}
+"""transformers ``model_type`` of a ``save_pretrained`` checkpoint -> the built-in detector that loads it."""
+
+
+def detector_for_folder(folder: str | Path) -> str:
+    """The detector name for a local ``save_pretrained`` folder, from its ``config.json`` (no model loads)."""
+    import json
+
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        raise ValueError(f"detector folder {folder} has no config.json (expected a transformers save_pretrained folder)")
+    model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+    try:
+        return MODEL_TYPES[model_type]
+    except KeyError:
+        raise ValueError(f"detector folder {folder} holds a {model_type!r} model; supported: {sorted(MODEL_TYPES)}") from None
 
 
 def detector_factory(name: str) -> DetectorFactory:

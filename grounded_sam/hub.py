@@ -111,14 +111,17 @@ def models_needed(
     no segmenter for a detector that returns masks unless one is given). Objects (a detector or
     model already built) need nothing. Raises ``ValueError`` for an unknown name and
     ``FileNotFoundError`` for a local path that does not exist, before anything loads."""
-    from detectors import available_detectors, default_model_id, detector_returns_masks
+    from detectors import available_detectors, default_model_id, detector_for_folder, detector_returns_masks
 
     needs: list[ModelNeed] = []
     masks = False
     if isinstance(detector, (str, Path)):
         name = str(detector)
         if name not in available_detectors() and (Path(name).exists() or any(c in name for c in "/\\~")):
-            detector_model_id, name = name, "(from the folder's config.json)"
+            detector_model_id = name
+            if Path(name).is_dir():  # its family decides whether a segmenter is needed
+                name = detector_for_folder(name)
+                masks = detector_returns_masks(name)
         else:
             default_model_id(name)  # an unknown name fails here, listing the known ones
             masks = detector_returns_masks(name)

@@ -8,7 +8,6 @@ segmenter is given explicitly, which then re-segments the detector's boxes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +16,9 @@ import numpy as np
 import supervision as sv
 import torch
 
-from detectors import DetectorSpec, available_detectors, load_detector, returns_masks, supports_exemplars
+from detectors import (
+    DetectorSpec, available_detectors, detector_for_folder, load_detector, returns_masks, supports_exemplars,
+)
 from detectors.ontology_ops import empty_detections
 from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from ontologies import CaptionOntology
@@ -29,17 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GroundedSAM", "GroundedSAM2", "empty_result", "make_predictor"]
 
-# transformers ``model_type`` of a local detector checkpoint -> our detector name
-_DETECTOR_FOR_MODEL_TYPE = {
-    "grounding-dino": "grounding-dino",
-    "mm-grounding-dino": "grounding-dino",
-    "owlv2": "owlv2",
-    "owlvit": "owlvit",
-    "florence2": "florence-2",
-    "omdet-turbo": "omdet-turbo",
-    "sam3": "sam3",
-    "sam3_video": "sam3",  # facebook/sam3 holds the video model, detector included
-}
 Tracker = Literal["auto", "sam2", "sam3"]
 
 
@@ -450,25 +440,12 @@ def _make_detector(
         return load_detector(spec), (recipe.name if isinstance(recipe, DetectorSpec) else None)
     name = str(spec)
     if name not in available_detectors() and Path(name).is_dir():  # a local save_pretrained folder
-        model_id, name = name, _detector_name_for_folder(Path(name))
+        model_id, name = name, detector_for_folder(name)
     options: dict[str, Any] = dict(extra or {})
     if threshold is not None:
         options["box_threshold"] = threshold
     options.setdefault("nms_iou", nms_iou)
     return load_detector(name, model_id=model_id, device=device, **options), name
-
-
-def _detector_name_for_folder(folder: Path) -> str:
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        raise ValueError(f"detector folder {folder} has no config.json (expected a transformers save_pretrained folder)")
-    model_type = json.loads(cfg.read_text()).get("model_type")
-    try:
-        return _DETECTOR_FOR_MODEL_TYPE[model_type]
-    except KeyError:
-        raise ValueError(
-            f"detector folder {folder} holds a {model_type!r} model; supported: {sorted(_DETECTOR_FOR_MODEL_TYPE)}"
-        ) from None
 
 
 def make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.device, image_size: int | None) -> Any:

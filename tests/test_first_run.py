@@ -82,8 +82,12 @@ def test_inputs_are_checked_before_models_load(tmp_path) -> None:
     assert r.returncode == 2 and "file not found" in r.stderr and "weights/missing.pt" in r.stderr
 
 
-def test_models_needed_follows_the_pipeline() -> None:
+def test_models_needed_follows_the_pipeline(tmp_path) -> None:
     assert [n.source for n in models_needed("sam3")] == ["facebook/sam3"]  # segments by itself
+    (tmp_path / "config.json").write_text('{"model_type": "sam3_video"}')  # a local SAM 3 folder: the same
+    assert models_needed(str(tmp_path)) == [ModelNeed("detector", "sam3", str(tmp_path.resolve()), True)]
+    (tmp_path / "config.json").write_text('{"model_type": "owlv2"}')
+    assert [n.role for n in models_needed(str(tmp_path))] == ["detector", "segmenter"]
     assert [n.source for n in models_needed("sam3", segmenter="sam2.1_hiera_small")] == [
         "facebook/sam3", "facebook/sam2.1-hiera-small"]
     owl, seg = models_needed("owlv2", segmenter="sam_vit_b")

@@ -247,6 +247,7 @@ def test_cli_models_lists_sam3() -> None:
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0
-    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines() if line.startswith("  ")}
-    assert rows["sam3"] == ["facebook/sam3"] and rows["grounding-dino"] == ["iSEE-Laboratory/llmdet_tiny"]
-    assert rows["sam2.1_hiera_tiny"] == ["facebook/sam2.1-hiera-tiny"]
+    rows = {line[2:].split()[0]: line[2:].split()[1] for line in result.output.splitlines()
+            if line[:2] in ("  ", "* ") and len(line.split()) > 2}  # "* " marks the defaults
+    assert rows["sam3"] == "facebook/sam3" and rows["grounding-dino"] == "iSEE-Laboratory/llmdet_tiny"
+    assert rows["sam2.1_hiera_tiny"] == "facebook/sam2.1-hiera-tiny"
