@@ -64,6 +64,7 @@ def test_segment_writes_outputs_and_reports_bad_inputs(models, tmp_path) -> None
     assert not (out / "broken.json").exists()
 
 
+@pytest.mark.slow
 def test_label_coco_and_resume(models, tmp_path) -> None:
     rng = np.random.default_rng(1)
     imgs = tmp_path / "imgs"
@@ -96,6 +97,7 @@ def test_missing_prompt_is_a_usage_error(tmp_path) -> None:
     assert r.returncode != 0 and "--prompt" in (r.stderr + r.stdout)
 
 
+@pytest.mark.slow
 def test_track_and_auto_commands(models, tmp_path) -> None:
     from grounded_sam.samples import write_synthetic_video
 

@@ -196,6 +196,7 @@ def _track(predictor, video: str, **init) -> list:
         return list(predictor.propagate_in_video(state))
 
 
+@pytest.mark.slow
 def test_sam2_readme_video(sam2_ckpt, video, offline_hub, reference_cuda_ops, record_property) -> None:
     names = dict(video=video, prompts=VIDEO_PROMPTS, results=[])
     ours = run(adapt(SAM2_VIDEO, sam2_changes(SAM2_VIDEO, sam2_ckpt, OURS_SAM2)), **names)
@@ -370,6 +371,7 @@ def test_unsupported_overrides_are_errors() -> None:
         )
 
 
+@pytest.mark.slow
 def test_video_without_postprocessing_matches_meta(sam2_ckpt, video, reference_cuda_ops, record_property) -> None:
     """apply_postprocessing=False: no hole filling, no dynamic multimask, soft masks in prompted frames' memory."""
     import sam2.build_sam as bs
@@ -417,6 +419,7 @@ def _close(a, b) -> float:
     return float(np.abs(a - b).max() / (1.0 + np.abs(b).max()))
 
 
+@pytest.mark.slow
 def test_segment_anything_readme_predictor(sam1, record_property) -> None:
     from segment_anything import SamPredictor as RefPredictor
 
@@ -453,6 +456,7 @@ def test_segment_anything_readme_predictor(sam1, record_property) -> None:
         compat_sa.SamPredictor(build_sam("sam2.1_hiera_tiny", device="cpu", image_size=S2))
 
 
+@pytest.mark.slow
 def test_segment_anything_notebook_batched_boxes(sam1, record_property) -> None:
     from segment_anything import SamPredictor as RefPredictor
 
@@ -481,6 +485,7 @@ def test_segment_anything_notebook_batched_boxes(sam1, record_property) -> None:
     assert d < 1e-5
 
 
+@pytest.mark.slow
 def test_segment_anything_readme_amg(sam1) -> None:
     _, path = sam1
     image = shapes_image(60, 80)
@@ -521,6 +526,7 @@ def test_segment_anything_signatures_and_transform() -> None:
 
 
 # ----------------------------------------------------------------------------- autodistill
+@pytest.mark.slow
 def test_autodistill_readme(offline_hub, tmp_path, monkeypatch) -> None:
     """The sample's defaults (LLMDet-T, SAM 2.1-T) come from the offline cache: no code is patched."""
     import json

@@ -272,7 +272,7 @@ def _greedy_nms(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, thr
     return kept
 
 
-@pytest.mark.parametrize("n", [40, 1200])  # torchvision's batched_nms switches strategy above 1000 boxes
+@pytest.mark.parametrize("n", [40, pytest.param(1200, marks=pytest.mark.slow)])  # torchvision's batched_nms switches strategy above 1000 boxes
 def test_nms_is_greedy_with_ties_in_input_order(n: int) -> None:
     rng = np.random.default_rng(n)
     xy = rng.integers(0, 60, (n, 2))

@@ -146,6 +146,7 @@ def test_a_failing_cell_fails_the_run(tmp_path: Path) -> None:
     assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None  # execution stopped
 
 
+@pytest.mark.slow
 def test_text_to_masks_notebook(kernel_env: Path, tmp_path: Path) -> None:
     nb = _execute(nbformat.read(NOTEBOOKS_DIR / EXPECTED[0], as_version=4), tmp_path)
     text = _text(nb)
@@ -158,6 +159,7 @@ def test_text_to_masks_notebook(kernel_env: Path, tmp_path: Path) -> None:
     assert _images(nb) >= 6  # image, detections, point masks, box masks, automatic masks, SAM 3
 
 
+@pytest.mark.slow
 def test_video_tracking_notebook(kernel_env: Path, tmp_path: Path) -> None:
     nb = _execute(nbformat.read(NOTEBOOKS_DIR / EXPECTED[1], as_version=4), tmp_path)
     text = _text(nb)
@@ -177,6 +179,7 @@ def test_video_tracking_notebook(kernel_env: Path, tmp_path: Path) -> None:
     assert re.search(rf"^SAM 3 tracked {NUM_FRAMES} frames, \d+ tracks: \[", text, re.M)
 
 
+@pytest.mark.slow
 def test_auto_labeling_notebook(kernel_env: Path, tmp_path: Path) -> None:
     nb = _execute(nbformat.read(NOTEBOOKS_DIR / EXPECTED[2], as_version=4), tmp_path)
     text = _text(nb)

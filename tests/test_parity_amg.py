@@ -107,7 +107,10 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+SLOW_CASES = {"small_batches", "crop_layers", "m2m", "crop_layers_thresholds"}  # -m "not slow" keeps grid, single_mask, box_nms
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES])
 def test_generate_matches_reference(models, image, case) -> None:
     ref_model, our_model = models
     kwargs = CASES[case]
@@ -164,7 +167,7 @@ def test_decoder_linears_see_reference_layouts(models, image) -> None:
     assert seen["ours"] == seen["ref"]
 
 
-@pytest.mark.parametrize("mode", ["uncompressed_rle", "coco_rle"])
+@pytest.mark.parametrize("mode", [pytest.param("uncompressed_rle", marks=pytest.mark.slow), "coco_rle"])
 def test_output_modes_match_reference(models, image, mode) -> None:
     ref_model, our_model = models
     ref = _reference_amg(ref_model, output_mode=mode, **FEW).generate(image)
@@ -173,6 +176,7 @@ def test_output_modes_match_reference(models, image, mode) -> None:
     assert [r["segmentation"] for r in ours] == [r["segmentation"] for r in ref]
 
 
+@pytest.mark.slow
 def test_min_mask_region_area_follows_sam1(models, image) -> None:
     """Our min_mask_region_area = SAM 1's postprocess_small_regions applied to SAM 2's masks.
 
@@ -256,6 +260,7 @@ def _gap_threshold(values: list[float]) -> float:
     return float((v[i] + v[i + 1]) / 2)
 
 
+@pytest.mark.slow
 def test_sam1_matches_segment_anything(sam1_models, image) -> None:
     """Against segment_anything's SamAutomaticMaskGenerator (multimask always on, no m2m there).
 

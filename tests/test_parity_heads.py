@@ -41,7 +41,7 @@ def build_heads(name: str, image_size: int) -> Heads:
     return Heads(cfg, ref.sam_prompt_encoder, ref.sam_mask_decoder, pe.eval(), dec.eval())
 
 
-@pytest.fixture(scope="module", params=[512, 1024], ids=lambda s: f"S{s}")
+@pytest.fixture(scope="module", params=[512, pytest.param(1024, marks=pytest.mark.slow)], ids=lambda s: f"S{s}")
 def heads(request: pytest.FixtureRequest) -> Heads:
     return build_heads("sam2.1_hiera_tiny", request.param)
 

@@ -51,9 +51,9 @@ def _check_shapes(out: dict, batch: int, height: int, width: int) -> None:
         ("sam2.1_hiera_tiny", 256, 1),  # 16x16 / 8x8 grids: windows 14 and 7 need padding
         ("sam2.1_hiera_tiny", 256, 2),
         ("sam2.1_hiera_tiny", 512, 1),
-        ("sam2.1_hiera_tiny", 1024, 1),
+        pytest.param("sam2.1_hiera_tiny", 1024, 1, marks=pytest.mark.slow),
         ("sam2_hiera_small", 256, 1),
-        ("sam2_hiera_small", 512, 1),
+        pytest.param("sam2_hiera_small", 512, 1, marks=pytest.mark.slow),
         ("sam2.1_hiera_base_plus", 256, 1),  # 14x14 background pos-embed, 2 heads, 2-block stage 1
     ],
 )
@@ -68,7 +68,7 @@ def test_image_encoder_matches_reference(name: str, size: int, batch: int) -> No
     assert _max_abs_diff(expected, got) <= TOL
 
 
-@pytest.mark.parametrize("name", ["sam2.1_hiera_tiny", "sam2.1_hiera_base_plus"])
+@pytest.mark.parametrize("name", ["sam2.1_hiera_tiny", pytest.param("sam2.1_hiera_base_plus", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(
     ("batch", "height", "width"),
     [
@@ -88,6 +88,7 @@ def test_odd_shapes_match_reference(name: str, batch: int, height: int, width: i
     assert _max_abs_diff(expected, got) <= TOL
 
 
+@pytest.mark.slow
 def test_grad_mode_non_square_matches_reference() -> None:
     """The plain path (used with autograd and on GPUs) on a non-square input; gradients flow."""
     ref = reference_sam2("sam2.1_hiera_tiny", 256).image_encoder

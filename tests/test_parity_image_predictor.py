@@ -81,6 +81,7 @@ def tiny21_1024(tmp_path_factory):
     return ref, ours
 
 
+@pytest.mark.slow
 def test_embeddings_match(tiny21_1024) -> None:
     ref, ours = tiny21_1024
     d = _max_diff(ref.get_image_embedding(), ours.get_image_embedding())
@@ -92,6 +93,7 @@ def test_embeddings_match(tiny21_1024) -> None:
         assert _max_diff(r, o) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multimask", [True, False])
 @pytest.mark.parametrize("prompt", list(PROMPTS))
 def test_predict_matches(tiny21_1024, prompt: str, multimask: bool) -> None:
@@ -103,6 +105,7 @@ def test_predict_matches(tiny21_1024, prompt: str, multimask: bool) -> None:
     assert o_masks.dtype == r_masks.dtype and np.array_equal(r_masks, o_masks)
 
 
+@pytest.mark.slow
 def test_mask_input_round_trip(tiny21_1024) -> None:
     ref, ours = tiny21_1024
     _, iou, low = ref.predict(**PROMPTS["point"], multimask_output=True)
@@ -116,6 +119,7 @@ def test_mask_input_round_trip(tiny21_1024) -> None:
     )
 
 
+@pytest.mark.slow
 def test_dynamic_multimask_is_on_by_default(tiny21_1024) -> None:
     _, ours = tiny21_1024
     assert ours.model.sam_mask_decoder.dynamic_multimask_via_stability

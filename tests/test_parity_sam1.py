@@ -241,6 +241,7 @@ def _hf_model(hidden: int, depth: int, heads: int, global_idx: tuple[int, ...]):
     return randomize_(SamModel(cfg), seed=3).eval()
 
 
+@pytest.mark.slow
 def test_transformers_layout_gives_transformers_outputs(tmp_path, monkeypatch) -> None:
     hf = _hf_model(768, 12, 12, (2, 5, 8, 11))
     folder = tmp_path / "hf"

@@ -49,6 +49,7 @@ def test_coco_masks_equal_predictions(setup, tmp_path) -> None:
     assert total > 0
 
 
+@pytest.mark.slow
 def test_yolo_one_line_per_instance(setup, tmp_path) -> None:
     gs, folder = setup
     out = tmp_path / "yolo"

@@ -22,6 +22,8 @@ from runtime.images import ImageLoadError, load_image
 from grounded_sam.labeling import STORE_DIR, PipelineFactory, label_folder_ray, list_remote_images
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
+pytestmark = pytest.mark.slow  # starts a local Ray
+
 N_IMAGES, BATCH = 20, 2
 RAY = dict(backend="ray", num_workers=2, num_cpus_per_worker=0.5)
 

@@ -210,6 +210,7 @@ def test_frames_without_objects_give_empty_detections_with_every_field(model_dir
 
 
 # ----------------------------------------------------------------------------- memory
+@pytest.mark.slow
 def test_session_memory_does_not_grow_with_video_length() -> None:
     torch.manual_seed(0)
     model, processor = tiny_sam3_video(

@@ -333,6 +333,7 @@ _MEMORY_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_decoding_memory_does_not_grow_with_length(tmp_path: Path) -> None:
     path = tmp_path / "hd.mp4"
     h, w = 720, 1280

@@ -50,6 +50,7 @@ def _peak_rss_kb(video: Path, frames: int) -> int:
     return int(out[0])
 
 
+@pytest.mark.slow
 def test_peak_rss_does_not_grow_with_length(video: Path) -> None:
     short, long = _peak_rss_kb(video, 50), _peak_rss_kb(video, 300)
     print(f"peak RSS: 50 frames {short / 1024:.0f} MB, 300 frames {long / 1024:.0f} MB ({long / short:.3f}x)")

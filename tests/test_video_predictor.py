@@ -150,6 +150,7 @@ def test_stream_box_prompts_in_one_batch(predictor, scene, frames) -> None:
     assert predictor.add_new_boxes(offline, [1], boxes[:1], frame_idx=1)[0] == 1
 
 
+@pytest.mark.slow
 def test_state_stays_bounded(predictor, scene, frames) -> None:
     """While tracking 40 frames the number of stored entries and bytes stops growing, the
     prompted frame keeps its memory, and nothing is kept beyond the memory windows."""
