@@ -9,7 +9,7 @@ needs are cached or downloadable (:mod:`grounded_sam.hub`), before any model loa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
@@ -68,7 +68,8 @@ Multimask = Annotated[Optional[bool], typer.Option(
 SampleOpt = Annotated[bool, typer.Option("--sample", help="Run on the bundled sample (a cat; CC0), as when no input is given.")]
 ExemplarsOpt = Annotated[Optional[Path], typer.Option("--exemplars", help=(
     'Visual prompts (sam3): a JSON file {"dog": [[x1, y1, x2, y2], ...]} for every image, or '
-    '{"exemplars": {...}, "negative_exemplars": {...}, "images": {"photo.jpg": {"exemplars": {...}}}}.'))]
+    '{"exemplars": {...}, "negative_exemplars": {...}, "images": {"photo.jpg": {"exemplars": {...}}}} '
+    '(images named by file name; for label, by path relative to the folder).'))]
 ImageSize = Annotated[Optional[int], typer.Option(
     "--image-size", help="Segmenter input size in pixels (a multiple of 32 for SAM 2).",
     show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
@@ -91,9 +92,19 @@ def parse_prompt(text: str) -> dict[str, str]:
     return out
 
 
-def read_exemplars(path: Path) -> Any:
-    """``--exemplars`` file -> ``lookup(file_name) -> (exemplars, negative_exemplars)``, checked before
-    any model loads. Box values are checked by the detector against each image."""
+class ExemplarFile(NamedTuple):
+    """An ``--exemplars`` file: ``(exemplars, negative_exemplars)`` for every image, and per image name."""
+
+    default: tuple[Any, Any]
+    images: dict[str, tuple[Any, Any]]
+
+    def for_image(self, name: str) -> tuple[Any, Any]:
+        return self.images.get(name, self.default)
+
+
+def read_exemplars(path: Path) -> ExemplarFile:
+    """Read an ``--exemplars`` file, checked before any model loads. Box values are checked by the
+    detector against each image."""
     import json
 
     try:
@@ -119,8 +130,7 @@ def read_exemplars(path: Path) -> Any:
     if not isinstance(per_image, dict):
         raise typer.BadParameter(f"{str(path)!r}: 'images' must map file names to prompts", param_hint="--exemplars")
     default = section({k: v for k, v in data.items() if k != "images"}, str(path))
-    specific = {name: section(v, f"images[{name!r}]") for name, v in per_image.items()}
-    return lambda name: specific.get(name, default)
+    return ExemplarFile(default, {name: section(v, f"images[{name!r}]") for name, v in per_image.items()})
 
 
 def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
@@ -239,7 +249,7 @@ def segment(
     """Segment images from text: annotated images + one JSON per image (COCO-RLE masks; "xyxy" the
     detector's box, "bbox" the mask's box [x, y, width, height])."""
 
-    prompts_for = read_exemplars(exemplars) if exemplars is not None else (lambda name: (None, None))
+    prompts = read_exemplars(exemplars) if exemplars is not None else ExemplarFile((None, None), {})
     files = input_files(images, sample)
     prompt = sample_prompt(prompt, ontology, config, sample or not images)
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
@@ -259,7 +269,7 @@ def segment(
         for path in files:
             try:
                 image = load_image(path)
-                positive, negative = prompts_for(path.name)
+                positive, negative = prompts.for_image(path.name)
                 det = gs.predict(image, exemplars=positive, negative_exemplars=negative)
                 stem = path.stem
                 Image.fromarray(annotate_image(image, det, gs.classes)).save(safe_output_path(out, f"{stem}_annotated.jpg"), quality=92)
@@ -290,6 +300,7 @@ def label(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
+    exemplars: ExemplarsOpt = None,
     videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
     tracker: Annotated[str, typer.Option("--tracker", help="With --videos: auto | sam2 | sam3 (as for track).")] = "auto",
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).")] = None,
@@ -303,6 +314,7 @@ def label(
     if "://" not in folder and not Path(folder).is_dir():
         what = "is not a folder" if Path(folder).exists() else "not found"
         raise typer.BadParameter(f"{what}: {folder!r}", param_hint="folder")
+    prompts = read_exemplars(exemplars) if exemplars is not None else None
     ray_opts: dict[str, Any] = {}
     if backend == "ray":  # this process only lists, checks and assembles: its models stay on the CPU
         if device is not None:
@@ -316,9 +328,14 @@ def label(
     text = extension or (None if videos else ".jpg,.jpeg,.png")  # None: every video type
     exts = tuple(e.strip() for e in text.split(",") if e.strip()) if text else None
     video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every) if videos else {}
+    visual: dict[str, Any] = {}
+    if prompts is not None:  # image names in the file are paths relative to the folder
+        visual = dict(exemplars=prompts.default[0], negative_exemplars=prompts.default[1],
+                      image_exemplars={name: {"exemplars": pos, "negative_exemplars": neg}
+                                       for name, (pos, neg) in prompts.images.items()})
     try:
         report = gs.label(folder, extension=exts, output_folder=out, format=fmt, recursive=recursive,
-                          batch_size=batch_size, overwrite=overwrite, **ray_opts, **video_opts)
+                          batch_size=batch_size, overwrite=overwrite, **ray_opts, **visual, **video_opts)
     except (FileNotFoundError, NotADirectoryError, ImportError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -332,8 +349,8 @@ def track(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (annotated MP4 + per-frame JSONL + COCO).")] = Path("grounded_sam_track"),
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="sam2 tracker: run the detector every N frames (default 15).")] = None,
     tracker: Annotated[str, typer.Option("--tracker", help="auto | sam2 | sam3 (auto: sam3's concept tracker for --detector sam3, else detect + SAM 2 memory).")] = "auto",
-    sample: SampleOpt = False,
     memory: Annotated[Optional[str], typer.Option("--memory", help="sam2 tracker: memory policy per track: fifo (SAM 2's) | quality (memory only from good frames) | samurai (+ motion cue vs look-alikes) | distractor (DAM4SAM-style distractor memory).", show_default="fifo")] = None,
+    sample: SampleOpt = False,
     prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
