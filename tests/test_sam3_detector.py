@@ -147,6 +147,38 @@ def test_several_captions_decoded_together_equal_each_caption_alone(model_dir, o
         assert worst[0] <= 1e-5 and worst[1] <= 1e-4 and worst[2] <= 1e-5
 
 
+def test_mask_decoder_runs_only_for_prompts_that_kept_a_query(model_dir, oracle) -> None:
+    """Boxes and scores come first; the mask decoder then runs on the prompts (rows) with a kept
+    query only, and their masks equal transformers' full forward."""
+    model, proc = oracle
+    det = load(model_dir)
+    rows_decoded: list[int] = []
+    det.model.mask_decoder.register_forward_pre_hook(
+        lambda m, args, kwargs: rows_decoded.append(kwargs["decoder_queries"].shape[0]), with_kwargs=True)
+    image = IMAGES[0]
+    h, w = image.shape[:2]
+    with torch.inference_mode():
+        vision = det.encode_images([Image.fromarray(image)])
+        scores = {}
+        for caption in CAPTIONS:
+            out = model(**proc(images=image, text=caption, return_tensors="pt"))
+            scores[caption] = (out.pred_logits.sigmoid() * out.presence_logits.sigmoid())[0]
+        best = sorted(float(v.max()) for v in scores.values())
+        cut = (best[len(best) // 2 - 1] + best[len(best) // 2]) / 2  # half the captions keep a query
+        raw = det.decode_prompts(vision, 0, CAPTIONS, (w, h), min_score=cut)
+        assert rows_decoded == [len(CAPTIONS) // 2]
+        for i, caption in enumerate(CAPTIONS):
+            rows = raw.boxes.prompt_ids == i
+            assert rows.sum() == (scores[caption] >= cut).sum()
+            if rows.any():
+                out = model(**proc(images=image, text=caption, return_tensors="pt"))
+                expected = out.pred_masks[0][scores[caption] >= cut].sigmoid()
+                assert (raw.mask_probs[torch.from_numpy(rows)] - expected).abs().max() <= 1e-5
+        rows_decoded.clear()
+        nothing = det.decode_prompts(vision, 0, CAPTIONS, (w, h), min_score=1.1)
+    assert len(nothing) == 0 and rows_decoded == []
+
+
 def assert_masks_close(a: np.ndarray, b: np.ndarray) -> None:
     """Equal but for the odd pixel whose probability sits within float noise of the threshold."""
     assert a.shape == b.shape and (a != b).sum() <= 1e-4 * a.size
