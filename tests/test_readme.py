@@ -82,3 +82,6 @@ def test_python_snippets_run(hub_cache, tmp_path, monkeypatch) -> None:
     for block in _blocks("python"):
         exec(compile(block, "README.md", "exec"), scope)  # one scope: later blocks use earlier names
     assert (work / "dataset" / "annotations.json").is_file()
+    assert (work / "sam3_dataset" / "annotations.json").is_file() and not scope["sam3"].label(
+        "images/", output_folder="sam3_dataset/", image_exemplars={"a.jpg": {"exemplars": {"dog": [[5, 8, 30, 35]]}}},
+        progress=False).failed  # resumed, nothing failed
