@@ -14,13 +14,15 @@ captions merge by mask NMS, negative captions suppress by mask IoU (:mod:`detect
 
 Cost. The image side (the ViT and its FPN, ~450M parameters) runs once per image, whatever the
 number of captions (``get_vision_features``). A caption's text features are computed once per
-detector and cached. The prompts of an image are decoded ``captions_per_pass`` (default 8) at
-a time: the image's features are expanded, without a copy, along the batch of prompts (faster
-than looping prompts over cached features: 8 prompts in 0.04 s vs 0.15 s on one CPU core for a
-toy model; the numbers agree to ~1e-7). Everything after the ViT depends on the prompt
-(the DETR encoder fuses the text into every image token); measured on one CPU thread at 1008 px
-a prompt costs ~9 % of the image side, ~2 % less when it finds nothing: the mask decoder runs
-only for prompts that kept a query (:class:`_DeferredMaskHead`). 8 captions cost ~1.5-1.65x one.
+detector and cached. Everything after the ViT depends on the prompt (the DETR encoder fuses the
+text into every image token), so each prompt is decoded against the image's features, expanded
+without a copy along the batch of prompts: ``captions_per_pass`` prompts per forward, 8 on
+CUDA / MPS; on a CPU 1 (measured at 1008 px, one thread: 8 captions decode in 55 s one at a time
+against 64 s eight at a time, and the mask decoder is much slower batched; the numbers agree to
+~1e-7 either way). Boxes and scores come first; the mask decoder runs only for prompts that
+kept a query (:class:`_DeferredMaskHead`), ~25 % of a prompt's cost saved for a caption that
+finds nothing. At 1008 px on a CPU a prompt costs ~6-8 % of the image side: 8 captions cost
+~1.4x one caption (docs/benchmarks.md).
 
 Exemplars. ``detect(images, ontology, exemplars={"dog": boxes}, negative_exemplars=...)``
 (:mod:`detectors.exemplars` for the format and checks). With ``exemplar_text=True`` (default)
@@ -197,7 +199,7 @@ class Sam3Detector(TransformersDetector):
     Options beyond :class:`TransformersDetector`'s: ``mask_threshold`` (probability above which
     a pixel is in the mask, default 0.5). Defaults: ``box_threshold`` 0.5 (SAM 3's own),
     ``nms_iou``/``negative_iou`` 0.5 (mask IoU), ``batch_size`` 1 (images per ViT pass),
-    ``captions_per_pass`` 8 (prompts decoded per forward; ``None``: all of them at once).
+    ``captions_per_pass`` (prompts decoded per forward): 8 on CUDA / MPS, 1 on a CPU.
     """
 
     name: ClassVar[str] = "sam3"
@@ -215,8 +217,10 @@ class Sam3Detector(TransformersDetector):
         ):
             raise ValueError(f"mask_threshold must be a number in [0, 1], got {mask_threshold!r}")
         self.mask_threshold = float(mask_threshold)
-        options.setdefault("captions_per_pass", self.default_captions_per_pass)
+        chosen = options.get("captions_per_pass") is not None
         super().__init__(model_id, device, **options)
+        if not chosen:  # a CPU decodes prompts fastest one at a time (module docstring)
+            self.captions_per_pass = 1 if self.device.type == "cpu" else self.default_captions_per_pass
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._text_cache_key: tuple[Any, ...] = ()
 

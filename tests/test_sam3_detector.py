@@ -122,7 +122,7 @@ def test_batched_images_match_single_images(model_dir) -> None:
 def test_several_captions_decoded_together_equal_each_caption_alone(model_dir, oracle) -> None:
     """Raw outputs, before any ontology logic: 8 prompts on shared features vs transformers per caption."""
     model, proc = oracle
-    det = load(model_dir)
+    det = load(model_dir, captions_per_pass=8)
     for k, image in enumerate(IMAGES):
         h, w = image.shape[:2]
         with torch.inference_mode():
@@ -151,7 +151,7 @@ def test_mask_decoder_runs_only_for_prompts_that_kept_a_query(model_dir, oracle)
     """Boxes and scores come first; the mask decoder then runs on the prompts (rows) with a kept
     query only, and their masks equal transformers' full forward."""
     model, proc = oracle
-    det = load(model_dir)
+    det = load(model_dir, captions_per_pass=8)
     rows_decoded: list[int] = []
     det.model.mask_decoder.register_forward_pre_hook(
         lambda m, args, kwargs: rows_decoded.append(kwargs["decoder_queries"].shape[0]), with_kwargs=True)
@@ -186,6 +186,8 @@ def assert_masks_close(a: np.ndarray, b: np.ndarray) -> None:
 
 def test_several_captions_equal_each_caption_alone(model_dir) -> None:
     det = load(model_dir, box_threshold=THRESHOLD, nms_iou=None, negative_iou=None)
+    assert det.captions_per_pass == 1  # the CPU default: one prompt per forward
+    assert load(model_dir, captions_per_pass=8).captions_per_pass == 8
     alone = {c: det.detect(IMAGES, {c: "x"}) for c in CAPTIONS}
     # one class per caption, nothing merged
     together = det.detect(IMAGES, {c: f"class {i}" for i, c in enumerate(CAPTIONS)})
@@ -247,7 +249,7 @@ def test_per_image_exemplars(model_dir) -> None:
 
 # ----------------------------------------------------------------------------- sharing
 def test_image_side_runs_once_per_image_and_text_once_per_caption(model_dir) -> None:
-    det = load(model_dir, box_threshold=0.0)
+    det = load(model_dir, box_threshold=0.0, captions_per_pass=8)
     calls = {"vision": 0, "text": 0, "decode": 0}
     modules = {"vision": det.model.vision_encoder, "text": det.model.text_encoder, "decode": det.model}
     for name, module in modules.items():
@@ -260,6 +262,9 @@ def test_image_side_runs_once_per_image_and_text_once_per_caption(model_dir) -> 
     det.batch_size, det.captions_per_pass = 2, 3
     det.detect(IMAGES, onto)
     assert calls == {"vision": 5, "text": 1, "decode": 4 + 2 * 3}
+    det.captions_per_pass = 1  # the CPU default: one forward per prompt, the image side still once
+    det.detect(IMAGES, onto)
+    assert calls == {"vision": 6, "text": 1, "decode": 10 + 2 * 8}
 
 
 # ----------------------------------------------------------------------------- semantics
@@ -307,7 +312,7 @@ def controlled_forward(inputs_seen: list):
 
 def test_ontology_semantics_on_masks(model_dir) -> None:
     onto = CaptionOntology({"a cat": "cat", "the cat": "cat", "a dog": "dog"}, negatives={"dog": ["red dog"]})
-    det = load(model_dir, box_threshold=0.3, mask_threshold=0.5)
+    det = load(model_dir, box_threshold=0.3, mask_threshold=0.5, captions_per_pass=8)
     seen: list[int] = []
     det.model.forward = controlled_forward(seen)
     image = np.zeros((64, 64, 3), np.uint8)  # masks come out at their own size: no resampling
