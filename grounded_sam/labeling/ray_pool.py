@@ -10,9 +10,11 @@ What happens when a worker process or its node dies (:func:`run_pool`):
 - The actor's in-flight tasks fail at once (``max_task_retries=0``: Ray does not retry them
   itself) with ``RayActorError`` / ``ObjectLostError``. Each goes back to the **front of the
   driver's queue** and is given to the next live actor, so a chunk is re-run whole (same images,
-  same batch: the same records). Its inputs are counted in ``retried``. A task whose worker has
-  died ``1 + max_task_retries`` times is not tried again: its inputs are reported failed, by
-  name, with the reason (a poison input cannot crash the pool forever).
+  same batch: the same records). Its inputs are counted in ``retried``. A death is counted
+  against the task that was running (an actor runs its tasks in the order sent: the oldest in
+  flight), not those waiting behind it. A task whose worker has died ``1 + max_task_retries``
+  times while running it is not tried again: its inputs are reported failed, by name, with the
+  reason (a poison input cannot crash the pool forever).
 - Ray restarts the actor (``max_restarts`` times; the constructor runs again, a new process,
   on any node with room). The driver pings it and sends it work only once it answers. An actor
   that cannot be placed (its node is gone and no other node has room) is simply not used; the
@@ -93,6 +95,8 @@ class _Actor:
     state: str = "starting"  # starting -> ok; ok -> suspect (lost a task) -> ok | dead
     load: int = 0
     ever_ready: bool = False
+    sent: int = 0  # tasks sent to it so far (their order: an actor runs its tasks one after another)
+    blamed: Any = None  # the task that was running when it was last lost
 
 
 def run_pool(
@@ -119,15 +123,15 @@ def run_pool(
     pings = {a.handle.ready.remote(): a for a in actors}
     ctx = ray.put(context)
     queue: deque[tuple[PoolTask, int]] = deque((t, 1) for t in tasks)
-    running: dict[Any, tuple[_Actor, PoolTask, int]] = {}
+    running: dict[Any, tuple[_Actor, PoolTask, int, int]] = {}  # ref -> actor, task, attempt, order sent
     last_error, idle_since = "", time.monotonic()
     try:
         while queue or running:
             for a in actors:
                 while a.state == "ok" and a.load < DEPTH and queue:
                     task, attempt = queue.popleft()
-                    running[a.handle.run.remote(task.fn, ctx, task.payload)] = (a, task, attempt)
-                    a.load += 1
+                    running[a.handle.run.remote(task.fn, ctx, task.payload)] = (a, task, attempt, a.sent)
+                    a.load, a.sent = a.load + 1, a.sent + 1
             if running:
                 idle_since = time.monotonic()
             elif all(a.state == "dead" for a in actors):
@@ -151,16 +155,21 @@ def run_pool(
                     except RayActorError:  # unreachable for now (restarting): ask again
                         pings[a.handle.ready.remote()] = a
                     continue
-                a, task, attempt = running.pop(ref)
+                a, task, attempt, order = running.pop(ref)
                 a.load -= 1
                 try:
                     result = ray.get(ref)
                 except (RayActorError, ObjectLostError) as e:  # the worker (or its node) was lost
                     last_error = _why(e)
-                    if a.state == "ok":
+                    if a.state == "ok":  # first news of this loss: its oldest task was the one running
                         a.state = "suspect"
                         pings[a.handle.ready.remote()] = a
-                    if attempt > cluster.max_task_retries:
+                        a.blamed = min([(order, ref), *((o, r) for r, (b, _, _, o) in running.items() if b is a)],
+                                       key=lambda pair: pair[0])[1]
+                    if ref != a.blamed:  # only waiting behind it: re-run, no death counted against it
+                        queue.appendleft((task, attempt))
+                        on_retry(task, last_error)
+                    elif attempt > cluster.max_task_retries:
                         on_fail(task, f"its Ray worker died {attempt} times while on it (last: {last_error})")
                     else:
                         queue.appendleft((task, attempt + 1))
