@@ -317,7 +317,9 @@ def test_video_click_on_frame_k_adds_an_object_from_k_on(page, tmp_path, screens
     page.fill("#video-frame input[type=number]", str(k))
     page.press("#video-frame input[type=number]", "Enter")
     _wait_state(page, "video-state", lambda s: s["frame"] == k)
-    page.click("#video-new")
+    page.click("#video-new")  # its answer redraws the overlay: click only once it is in
+    page.wait_for_function("document.querySelector('#video-status').innerText.includes('now starts a new')",
+                           timeout=120_000)
     _radio(page, "video-mode", "add (+ click)")
     _click_pixel(page, "#video-overlay", 40, 30, (96, 128))
     state = _wait_state(page, "video-state", lambda s: s["editing"] is not None)
