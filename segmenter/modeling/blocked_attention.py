@@ -15,18 +15,9 @@ The softmax is computed block by block with a running maximum and sum ("online s
 FlashAttention) on ``q_block x k_block`` score tiles that stay in the L2 cache; on one CPU core
 this runs ~0.65x the time of ``scaled_dot_product_attention`` + projections for SAM 2's shapes.
 Results equal the reference order of operations to float32 rounding (~1e-7 relative).
-
-The products themselves (projections, scores, weighted sums, MLP) go through :func:`cpu_linear`,
-oneDNN's GEMM: PyTorch's float32 ``F.linear``/``bmm`` use MKL, which runs slower kernels on
-non-Intel CPUs. :func:`fast_cpu_gemm` extends that to any :func:`linear` call in its scope (the
-video tracker's image encoding); outside it, modules keep PyTorch's GEMMs.
 """
 
 from __future__ import annotations
-
-import contextlib
-import contextvars
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,60 +25,11 @@ from torch import nn
 
 from segmenter.modeling.rope import apply_rope
 
-__all__ = ["folded_memory_attention", "key_blocks", "blocked_mlp", "cpu_linear", "fast_cpu_gemm", "linear"]
+__all__ = ["folded_memory_attention", "key_blocks", "blocked_mlp"]
 
 Q_BLOCK = 512  # query rows per score tile
 K_BLOCK = 2048  # keys per score tile: 512 x 2048 fp32 scores = 4 MiB
 MLP_ROWS = 512  # token rows per MLP chunk: the (rows, 2048) hidden tile stays in cache
-
-
-def _onednn_linear():  # noqa: ANN202 -> the op, or None
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        if not torch.backends.mkldnn.is_available():
-            return None
-        op(torch.ones(1, 1), torch.ones(1, 1), None, "none", [], "")  # present and working
-        return op
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_LINEAR = _onednn_linear()
-
-
-def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
-    """``F.linear`` (then ReLU if ``relu``) for float32 CPU inference, through oneDNN where available.
-
-    PyTorch sends float32 ``F.linear`` to MKL's sgemm, which picks slower kernels on non-Intel
-    CPUs (on the AMD EPYC bench machine: 46-60 GFLOP/s vs oneDNN's 69-87 for the memory
-    attention's shapes); oneDNN's JIT kernels follow the CPU's instruction set on any vendor.
-    The same products, summed in another order: results agree to float32 rounding.
-    """
-    if _LINEAR is not None and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu":
-        return _LINEAR(x, weight, bias, "relu" if relu else "none", [], "")
-    y = F.linear(x, weight, bias)
-    return y.relu_() if relu else y
-
-
-_FAST_GEMM = contextvars.ContextVar("segmenter_fast_cpu_gemm", default=False)
-
-
-@contextlib.contextmanager
-def fast_cpu_gemm(enabled: bool = True) -> Iterator[None]:
-    """Inside: :func:`linear` runs CPU inference through :func:`cpu_linear` (video tracking's
-    image encoding uses it; the image predictor keeps the reference's GEMMs, bit for bit)."""
-    token = _FAST_GEMM.set(enabled)
-    try:
-        yield
-    finally:
-        _FAST_GEMM.reset(token)
-
-
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)``; inside :func:`fast_cpu_gemm`, CPU inference goes through :func:`cpu_linear`."""
-    if _FAST_GEMM.get() and x.device.type == "cpu" and not torch.is_grad_enabled():
-        return cpu_linear(x, layer.weight, layer.bias)
-    return layer(x)
 
 
 def key_blocks(num_keys: int, num_rope: int, grid_len: int, k_block: int = K_BLOCK) -> list[tuple[int, int, int | None]]:
@@ -120,7 +62,7 @@ def _rotated_keys(
     table: torch.Tensor,  # (L, d/2, 2)
     rope_offset: int | None,
 ) -> torch.Tensor:  # (h, n, d)
-    k = cpu_linear(k_in, weight, bias).unflatten(-1, (heads, -1)).transpose(0, 1)
+    k = F.linear(k_in, weight, bias).unflatten(-1, (heads, -1)).transpose(0, 1)
     if rope_offset is None:
         return k
     if rope_offset >= 0:  # part of one frame
@@ -157,7 +99,7 @@ def folded_memory_attention(
     scale = head_dim**-0.5 if scale is None else scale
     blocks = key_blocks(num_keys, num_rope, table.shape[0], k_block)
     widest = max(stop - start for start, stop, _ in blocks)
-    scores_buf = q.new_empty(heads * min(q_block, num_q) * widest) if heads > 1 else None  # (h, nq, n) tiles
+    scores_buf = q.new_empty(heads * min(q_block, num_q) * widest)
     out = q.new_empty(batch, heads, num_q, ckv)
     for b in range(batch):
         qb = q[b if q.shape[0] > 1 else 0] * scale  # (h, Nq, d)
@@ -166,24 +108,17 @@ def folded_memory_attention(
         acc = q.new_zeros(heads, num_q, ckv)
         for start, stop, rope_offset in blocks:
             n = stop - start
-            keys = _rotated_keys(k_in[b, start:stop], k_weight, k_bias, heads, table, rope_offset)  # (h, n, d)
+            keys_t = _rotated_keys(k_in[b, start:stop], k_weight, k_bias, heads, table, rope_offset).transpose(1, 2)
             values = v_in[b, start:stop].expand(heads, n, ckv)  # (h, n, Ckv), shared by heads
-            values_t = values[0].t().contiguous() if heads == 1 else None  # (Ckv, n)
             for i in range(0, num_q, q_block):
                 rows = slice(i, min(i + q_block, num_q))
-                if heads == 1:  # products as linear layers (cpu_linear: oneDNN where it is faster)
-                    s = cpu_linear(qb[0, rows], keys[0]).unsqueeze(0)  # (1, nq, n)
-                else:
-                    s = scores_buf[: heads * (rows.stop - i) * n].view(heads, rows.stop - i, n)
-                    torch.bmm(qb[:, rows], keys.transpose(1, 2), out=s)  # (h, nq, n)
+                s = scores_buf[: heads * (rows.stop - i) * n].view(heads, rows.stop - i, n)
+                torch.bmm(qb[:, rows], keys_t, out=s)  # (h, nq, n)
                 new_max = torch.maximum(run_max[:, rows], s.amax(-1, keepdim=True))
                 s.sub_(new_max).exp_()
                 rescale = (run_max[:, rows] - new_max).exp_()  # 0 on the first block
                 run_sum[:, rows].mul_(rescale).add_(s.sum(-1, keepdim=True))
-                if heads == 1:
-                    acc[:, rows].mul_(rescale).add_(cpu_linear(s[0], values_t))
-                else:
-                    acc[:, rows].mul_(rescale).baddbmm_(s, values)
+                acc[:, rows].mul_(rescale).baddbmm_(s, values)
                 run_max[:, rows] = new_max
         torch.div(acc, run_sum, out=out[b])
     return out.to(dtype)
@@ -194,6 +129,9 @@ def blocked_mlp(x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, rows: i
     flat = x.reshape(-1, x.shape[-1])  # (N, C)
     out = flat.new_empty(flat.shape[0], linear2.out_features)
     for i in range(0, flat.shape[0], rows):
-        hidden = cpu_linear(flat[i : i + rows], linear1.weight, linear1.bias, relu=True)  # (rows, F)
-        out[i : i + rows] = cpu_linear(hidden, linear2.weight, linear2.bias)
+        hidden = linear1(flat[i : i + rows]).relu_()  # (rows, F)
+        if linear2.bias is None:
+            torch.mm(hidden, linear2.weight.t(), out=out[i : i + rows])
+        else:
+            torch.addmm(linear2.bias, hidden, linear2.weight.t(), out=out[i : i + rows])
     return out.view(*x.shape[:-1], linear2.out_features)

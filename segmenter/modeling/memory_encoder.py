@@ -14,7 +14,6 @@ from einops import rearrange
 from torch import nn
 
 from segmenter.config import MemoryConfig
-from segmenter.modeling.blocked_attention import cpu_linear
 from segmenter.modeling.common import LayerNorm2d
 from segmenter.modeling.position_encoding import PositionEmbeddingSine
 
@@ -77,11 +76,7 @@ class CXBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         y = rearrange(self.norm(self.dwconv(x)), "b c h w -> b h w c")
-        if x.device.type == "cpu" and not torch.is_grad_enabled():  # inference: oneDNN's GEMM where faster
-            y = cpu_linear(F.gelu(cpu_linear(y, self.pwconv1.weight, self.pwconv1.bias)), self.pwconv2.weight, self.pwconv2.bias)
-            y = self.gamma * y
-        else:
-            y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
         return x + rearrange(y, "b h w c -> b c h w")
 
 

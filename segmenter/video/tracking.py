@@ -18,7 +18,6 @@ from einops import rearrange
 
 from segmenter.video.memory_bank import MemorySelection
 from segmenter.video.policies.step import PolicyStep
-from segmenter.modeling.blocked_attention import fast_cpu_gemm
 from segmenter.modeling.position_encoding import sine_1d
 from segmenter.modeling.sam2 import SAM2Model
 
@@ -75,12 +74,8 @@ class Tracker:
 
     # ------------------------------------------------------------------ frame features
     def encode_frame(self, frame_idx: int, image: torch.Tensor) -> FrameFeatures:
-        """(1, 3, S, S) normalised image -> features shared by every object on this frame.
-
-        On the CPU the image encoder's linear layers run through oneDNN (``fast_cpu_gemm``):
-        equal to the image predictor's features to float32 rounding, faster on non-Intel CPUs."""
-        with fast_cpu_gemm():
-            emb = self.model.encode_images(image)
+        """(1, 3, S, S) normalised image -> features shared by every object on this frame."""
+        emb = self.model.encode_images(image)
         return FrameFeatures(frame_idx, emb.vision_features, emb.vision_pos_enc, emb.high_res_feats, emb.image_embed)
 
     # ------------------------------------------------------------------ SAM heads
