@@ -27,10 +27,8 @@ from segmenter.video.predictor import VideoPredictor
 
 S = 256  # model input size: fast, and the reference supports it via ++model.image_size
 H, W = 96, 128  # video size
-TOL = 1e-3  # on logits. Measured (2026-12-02): <= 2.5e-5 for one object, <= 1.1e-4 for several. Video
-# frames run their linear layers through oneDNN on a CPU (segmenter.modeling.blocked_attention.
-# fast_cpu_gemm), which rounds differently from the reference's MKL products; batched products
-# round differently from one-object ones too, and a bf16 memory may then round the other way
+TOL = 1e-3  # on logits. Measured: 0 for one object; <= 2e-4 for several (batched products round
+# differently from one-object ones, and a bf16 memory may then round the other way)
 MEM_FLIPS = 0.01  # bf16 memories: a ~1e-6 difference before rounding may flip an element by 1 ulp
 SCORE_HEAD_BIAS = "sam_mask_decoder.pred_obj_score_head.layers.2.bias"
 
