@@ -25,6 +25,8 @@ from grounded_sam.samples import shapes_image, write_synthetic_video
 from segmenter import ImagePredictor
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
+pytestmark = pytest.mark.slow  # a browser and a server per test; grounded_sam.app is covered by test_app.py
+
 CAPTIONS = "a red square:square, a green circle:circle"
 ONTOLOGY = {"a red square": "square", "a green circle": "circle"}
 H, W = 128, 160

@@ -158,6 +158,7 @@ print("standalone ok", len(records))
 """
 
 
+@pytest.mark.slow
 def test_segmenter_runs_with_the_other_packages_blocked() -> None:
     out = subprocess.run(
         [sys.executable, "-c", STANDALONE], cwd=ROOT, capture_output=True, text=True, timeout=600,

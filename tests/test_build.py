@@ -32,7 +32,7 @@ def image() -> torch.Tensor:
     return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
 
 
-@pytest.mark.parametrize("video", [True, False], ids=["Sam2VideoModel", "Sam2Model"])
+@pytest.mark.parametrize("video", [pytest.param(v, marks=pytest.mark.slow) for v in (True, False)], ids=["Sam2VideoModel", "Sam2Model"])
 def test_transformers_layout_gives_transformers_outputs(video: bool, tmp_path, image) -> None:
     hf = _hf_model(video=video, seed=11)
     folder = _save_pretrained(hf, tmp_path / "hf")
@@ -60,6 +60,7 @@ def test_transformers_layout_gives_transformers_outputs(video: bool, tmp_path, i
             assert max(d.values()) < TOL, d
 
 
+@pytest.mark.slow
 def test_meta_pt_and_hub_cache_give_reference_outputs(tmp_path, monkeypatch, image) -> None:
     ref = copy.deepcopy(reference_sam2("sam2_hiera_tiny", SIZE))
     with torch.no_grad():  # object present, so the reference does not gate the masks to -1024
@@ -95,6 +96,7 @@ def test_meta_pt_and_hub_cache_give_reference_outputs(tmp_path, monkeypatch, ima
     assert (r[0] - masks).abs().max() < TOL and (r[2] - iou).abs().max() < TOL and (r[6] - score).abs().max() < TOL
 
 
+@pytest.mark.slow
 def test_wrong_config_names_the_probable_one(tmp_path) -> None:
     ref = reference_sam2("sam2.1_hiera_small", 256)
     pt = tmp_path / "small.pt"
@@ -176,6 +178,7 @@ def test_only_the_config_loader_reads_model_families() -> None:
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_every_builder_goes_through_build_model(monkeypatch, tmp_path) -> None:
     import segmenter.build as build_module
     from segmenter.compat import sam2 as compat_sam2

@@ -185,6 +185,7 @@ def test_unreadable_files_name_the_file_and_problem(tmp_path):
 # ----------------------------------------------------------------------------- transformers layouts
 
 
+@pytest.mark.slow
 def test_transformers_video_model_maps_to_official(tmp_path, hf_video, ref_tiny, image_input):
     hf, folder = hf_video
     sd = read_state_dict(folder)
@@ -264,6 +265,7 @@ def test_transformers_video_model_maps_to_official(tmp_path, hf_video, ref_tiny,
         assert _maxdiff(hf.mask_downsample(down), ref.mask_downsample(down)) <= TOL
 
 
+@pytest.mark.slow
 def test_transformers_image_model_maps_to_image_subset(tmp_path, ref_tiny, image_input):
     hf = _hf_model(video=False, seed=2)
     folder = _save_pretrained(hf, tmp_path / "sharded", max_shard_size="10MB")

@@ -46,6 +46,7 @@ def test_parse_prompt() -> None:
         parse_prompt(":dog")
 
 
+@pytest.mark.slow
 def test_segment_writes_outputs_and_reports_bad_inputs(models, tmp_path) -> None:
     rng = np.random.default_rng(0)
     imgs = tmp_path / "imgs"

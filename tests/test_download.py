@@ -44,6 +44,7 @@ def _cli(*args: str, hf_home: Path, **env: str) -> subprocess.CompletedProcess:
                           env={**base, "HF_HOME": str(hf_home), **env}, timeout=600)
 
 
+@pytest.mark.slow
 def test_download_then_run_offline(hub, tmp_path) -> None:
     hf = tmp_path / "hf"
     r = _cli("download", "--preset", "default", hf_home=hf, HF_ENDPOINT=hub.url)

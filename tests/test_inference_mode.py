@@ -178,8 +178,11 @@ def plain(request, image) -> _Plain:
     return _Plain(request, image)
 
 
-@pytest.mark.parametrize("what", list(RUNS))
-@pytest.mark.parametrize(("build", "run"), CASES, ids=IDS)
+@pytest.mark.parametrize("what", [pytest.param(w, marks=pytest.mark.slow) if w != "compat.sam2" and w != "build_sam" else w for w in RUNS])
+@pytest.mark.parametrize(
+    ("build", "run"),
+    [pytest.param(*c, id=i, marks=[] if c == CASES[0] else pytest.mark.slow) for c, i in zip(CASES, IDS)],
+)
 def test_outputs_equal_plain_mode(what: str, build: str, run: str, request, image, plain) -> None:
     _assert_equal(_run(what, request, image, build, run), plain[what], what)
 

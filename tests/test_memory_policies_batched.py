@@ -54,7 +54,7 @@ def _single(model, policy, frames, prompt) -> tuple[list[torch.Tensor], list]:
     return logits, [obj.non_cond[t].stats for t in range(1, FRAMES)], obj.policy_state
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in POLICIES])
 def test_batched_equals_one_at_a_time(model, clip, name) -> None:
     frames, prompts = clip
     policy = make_policy(name, **POLICIES[name])

@@ -107,7 +107,7 @@ CASES = {
 }
 
 
-SLOW_CASES = {"small_batches", "crop_layers", "m2m", "crop_layers_thresholds"}  # -m "not slow" keeps grid, single_mask, box_nms
+SLOW_CASES = {"small_batches", "crop_layers", "m2m", "crop_layers_thresholds", "single_mask", "box_nms"}  # -m "not slow": grid
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES])

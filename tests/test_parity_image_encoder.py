@@ -49,12 +49,12 @@ def _check_shapes(out: dict, batch: int, height: int, width: int) -> None:
     ("name", "size", "batch"),
     [
         ("sam2.1_hiera_tiny", 256, 1),  # 16x16 / 8x8 grids: windows 14 and 7 need padding
-        ("sam2.1_hiera_tiny", 256, 2),
+        pytest.param("sam2.1_hiera_tiny", 256, 2, marks=pytest.mark.slow),
         ("sam2.1_hiera_tiny", 512, 1),
         pytest.param("sam2.1_hiera_tiny", 1024, 1, marks=pytest.mark.slow),
         ("sam2_hiera_small", 256, 1),
         pytest.param("sam2_hiera_small", 512, 1, marks=pytest.mark.slow),
-        ("sam2.1_hiera_base_plus", 256, 1),  # 14x14 background pos-embed, 2 heads, 2-block stage 1
+        pytest.param("sam2.1_hiera_base_plus", 256, 1, marks=pytest.mark.slow),  # 14x14 background pos-embed, 2 heads, 2-block stage 1
     ],
 )
 def test_image_encoder_matches_reference(name: str, size: int, batch: int) -> None:

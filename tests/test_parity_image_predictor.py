@@ -127,7 +127,12 @@ def test_dynamic_multimask_is_on_by_default(tiny21_1024) -> None:
 
 @pytest.mark.parametrize(
     ("config", "image_size"),
-    [("sam2_hiera_tiny", 512), ("sam2.1_hiera_small", 512), ("sam2_hiera_small", 256), ("sam2.1_hiera_tiny", 768)],
+    [
+        pytest.param("sam2_hiera_tiny", 512, marks=pytest.mark.slow),
+        pytest.param("sam2.1_hiera_small", 512, marks=pytest.mark.slow),
+        ("sam2_hiera_small", 256),
+        pytest.param("sam2.1_hiera_tiny", 768, marks=pytest.mark.slow),
+    ],
 )
 def test_other_configs_and_sizes(config: str, image_size: int, tmp_path_factory) -> None:
     ref, ours = _pair(config, image_size, tmp_path_factory)
@@ -144,6 +149,7 @@ def test_other_configs_and_sizes(config: str, image_size: int, tmp_path_factory)
         assert low.shape[-2:] == (4 * e, 4 * e)
 
 
+@pytest.mark.slow
 def test_batch_of_images(tmp_path_factory) -> None:
     ref, ours = _pair("sam2.1_hiera_tiny", 512, tmp_path_factory)
     imgs = [_image(200, 300, seed=2), _image(256, 256, seed=3)]

@@ -154,10 +154,10 @@ def test_rope_attention_rejects_inconsistent_keys():
     [
         (32, 1, 0, 1),  # first tracked frame: one memory frame, no pointers
         (32, 3, 4, 3),  # three frames + 4 pointers (16 tokens), three objects in one call
-        (64, 1, 1, 1),  # 1024 px grid: the reference recomputes its RoPE table again
+        pytest.param(64, 1, 1, 1, marks=pytest.mark.slow),  # 1024 px grid: the reference recomputes its RoPE table again
     ],
 )
-@pytest.mark.parametrize("blocked", [True, False], ids=["blocked", "exact"])
+@pytest.mark.parametrize("blocked", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["blocked", "exact"])
 @torch.no_grad()
 def test_memory_attention_matches_reference(
     memory_attention, reference, side, frames, pointers, batch, blocked, request
@@ -186,6 +186,7 @@ def test_memory_attention_matches_reference(
     assert all(rope._cache[key] is table for key, table in cached_before.items())  # not rebuilt
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_memory_attention_shared_frame_features(memory_attention, reference, request):
     """A batch-1 ``curr`` (all objects on the same frame) equals passing it once per object."""
@@ -199,7 +200,7 @@ def test_memory_attention_shared_frame_features(memory_attention, reference, req
         _ours(memory_attention, {**inp, "curr": inp["curr"].expand(-1, 2, -1)})
 
 
-@pytest.mark.parametrize("pos_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pos_dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.slow)])
 @torch.no_grad()
 def test_memory_attention_accepts_bf16_memory(memory_attention, reference, pos_dtype, request):
     """bf16 memories (as the video predictor stores them) with an fp32 model, no pointers."""

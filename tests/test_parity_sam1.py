@@ -154,6 +154,7 @@ def test_batched_boxes_through_predict_torch(predictors, multimask: bool) -> Non
     assert masks.dtype == np.bool_ and masks.shape == (3, 3 if multimask else 1, *IMAGE_HW)
 
 
+@pytest.mark.slow
 def test_batch_of_images_equals_one_by_one(pth) -> None:
     ours = ImagePredictor(build_sam("sam_vit_b", checkpoint=pth[1], device="cpu", image_size=SIZE))
     imgs = [_image(*IMAGE_HW, seed=1), _image(300, 200, seed=2)]
@@ -166,6 +167,7 @@ def test_batch_of_images_equals_one_by_one(pth) -> None:
         assert max(_max_diff(b[i], s) for b, s in zip(batched, single)) < 1e-5
 
 
+@pytest.mark.slow
 def test_pth_loads_and_config_is_inferred(pth, tmp_path) -> None:
     ref, path = pth
     model = from_pretrained(path, device="cpu", image_size=SIZE)
@@ -182,6 +184,7 @@ def test_pth_loads_and_config_is_inferred(pth, tmp_path) -> None:
         build_sam("sam2.1_hiera_tiny", checkpoint=path, device="cpu", image_size=SIZE)
 
 
+@pytest.mark.slow
 def test_checkpoint_at_another_image_size_is_resized(pth) -> None:
     ref, path = pth
     ref_sd = ref.state_dict()

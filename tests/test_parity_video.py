@@ -166,6 +166,7 @@ def _center(box: np.ndarray) -> np.ndarray:
     return np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]], dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_three_objects_added_late_correction_and_reverse(pair21, start, check, scene) -> None:
     """SAM 2.1: box + point objects over 18 frames (memory window and pointer cap), then a
     mask object added after tracking, a correction click, and reverse propagation."""
@@ -200,6 +201,7 @@ def test_three_objects_added_late_correction_and_reverse(pair21, start, check, s
     )
 
 
+@pytest.mark.slow
 def test_sam20_refined_points_reverse_and_retrack(pair20, start, check, scene) -> None:
     """SAM 2.0: two clicks on a frame in the middle, forward, reverse (reads the forward
     memories near the prompt), a correction near the prompt, tracking again, then edits."""
@@ -231,6 +233,7 @@ def test_sam20_refined_points_reverse_and_retrack(pair20, start, check, scene) -
         check.tensor(f"remove frame {t}", r, o)
 
 
+@pytest.mark.slow
 def test_keep_outputs_correction_mid_video(pair21, start, check, scene, frames) -> None:
     """keep_outputs=True keeps every frame: a correction in the middle of a long tracked
     stretch reads the memories the bounded state releases (which then warns)."""

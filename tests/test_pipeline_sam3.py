@@ -164,6 +164,7 @@ def test_checkpoint_without_a_segmenter_is_refused(sam3_dir) -> None:
         GroundedSAM(ONTO, detector=sam3_dir, device="cpu", checkpoint="sam.pt")
 
 
+@pytest.mark.slow
 def test_cli_segment_with_sam3_and_an_exemplars_file(sam3_dir, tmp_path) -> None:
     import os
     import subprocess
@@ -218,6 +219,7 @@ def sam3_video_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 def test_track_with_sam3_runs_the_concept_tracker(sam3_video_dir) -> None:
     from grounded_sam.sam3_tracking import Sam3ConceptTracker
     from grounded_sam.samples import SyntheticScene

@@ -122,6 +122,7 @@ def _assert_same_as_local(data, out: Path) -> None:
     assert len(names) == len(set(names)) == N_IMAGES == len(_records(out))  # every image exactly once
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_mid_job(cluster, data, tmp_path) -> None:
     """A labeling actor's process is SIGKILLed while it labels: its chunk runs again elsewhere."""
     out, log = tmp_path / "out", tmp_path / "job.log"
@@ -144,6 +145,7 @@ def test_sigkilled_worker_mid_job(cluster, data, tmp_path) -> None:
     _assert_same_as_local(data, out)
 
 
+@pytest.mark.slow
 def test_driver_killed_and_rerun_resumes(cluster, data, tmp_path) -> None:
     """The driver (the CLI) is SIGKILLed mid-job; the same command then finishes only the rest."""
     out, log = tmp_path / "out", tmp_path / "job.log"
@@ -164,6 +166,7 @@ def test_driver_killed_and_rerun_resumes(cluster, data, tmp_path) -> None:
     _assert_same_as_local(data, out)
 
 
+@pytest.mark.slow
 def test_videos_one_task_each_on_the_cluster(cluster, data, tmp_path) -> None:
     gs, model_args, _, _ = data
     videos = tmp_path / "videos"
@@ -183,6 +186,7 @@ def test_videos_one_task_each_on_the_cluster(cluster, data, tmp_path) -> None:
     assert [v["frames"] for v in index["videos"]] == [4, 3] and sum(v["tracks"] for v in index["videos"]) > 0
 
 
+@pytest.mark.slow
 def test_second_node_lost_mid_job(cluster, data, tmp_path) -> None:
     """The second node (raylet, object store, its worker) is killed mid-job: the head's worker finishes."""
     out, log = tmp_path / "out", tmp_path / "job.log"
@@ -201,6 +205,7 @@ def test_second_node_lost_mid_job(cluster, data, tmp_path) -> None:
     _assert_same_as_local(data, out)
 
 
+@pytest.mark.slow
 def test_ray_is_imported_only_when_the_ray_backend_runs(tmp_path) -> None:
     """Importing the package, the CLI and the labeling modules, and a local labeling job, load no Ray."""
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "a.png")
@@ -244,6 +249,7 @@ except RayWorkerError as e:
 """
 
 
+@pytest.mark.slow
 def test_pool_limits_on_the_cluster(cluster) -> None:
     """A task that kills its worker every time is retried max_task_retries times, then fails by name
     while the others finish; a constructor that raises everywhere stops the job with its error."""

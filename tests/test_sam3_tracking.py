@@ -141,6 +141,7 @@ def greedy_nms_rows(masks: np.ndarray, scores: np.ndarray, rows: list[int], iou:
     return set(kept)
 
 
+@pytest.mark.slow
 def test_many_captions_one_class_class_thresholds_and_nms(model_dir, reference) -> None:
     results, _ = reference
     onto = CaptionOntology({"a cat": "animal", "a dog": "animal", "red car": "vehicle"}, thresholds={"vehicle": 0.585})
@@ -171,6 +172,7 @@ def test_many_captions_one_class_class_thresholds_and_nms(model_dir, reference) 
     assert any(scores[o] < 0.585 for o in cars) and any(scores[o] >= 0.585 for o in cars)  # not vacuous
 
 
+@pytest.mark.slow
 def test_negative_captions_hide_overlapping_objects_of_their_class(model_dir, reference) -> None:
     from detectors.mask_ops import mask_iou
 

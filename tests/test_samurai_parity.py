@@ -110,6 +110,7 @@ def _record(request, key: str, value: float) -> None:
     request.node.user_properties.append((f"max_abs_diff[{key}]", value))
 
 
+@pytest.mark.slow
 def test_masks_scores_and_memory_equal_samurai(run, request) -> None:
     (rp, op) = run["prompt"]
     assert (rp[2] - op[2]).abs().max().item() <= TOL
@@ -162,6 +163,7 @@ def test_masks_scores_and_memory_equal_samurai(run, request) -> None:
     )
 
 
+@pytest.mark.slow
 def test_samurai_state_lives_on_objects(run) -> None:
     """Nothing was stored on the model or the policy: a second session starts fresh."""
     ours = run["ours"]

@@ -138,6 +138,7 @@ def pipeline(tmp_path_factory) -> GroundedSAM:
                        checkpoint=sam, image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.1)
 
 
+@pytest.mark.slow
 def test_track_end_to_end_with_tiny_models(pipeline: GroundedSAM, tmp_path) -> None:
     from grounded_sam.export import write_tracking_outputs
     from grounded_sam.samples import write_synthetic_video

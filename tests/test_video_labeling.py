@@ -52,6 +52,7 @@ def _tree(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_one_coco_per_video_and_an_index(setup, first_run, tmp_path) -> None:
     gs, folder = setup
     report, out = first_run
@@ -79,6 +80,7 @@ def test_one_coco_per_video_and_an_index(setup, first_run, tmp_path) -> None:
     assert not (tmp_path / "track" / "tracked.mp4").exists() and not (tmp_path / "track" / "frames.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_resume_per_video(setup, first_run, tmp_path) -> None:
     gs, folder = setup
     out = tmp_path / "out"
@@ -115,6 +117,7 @@ def test_changed_settings_and_bad_arguments(setup, tmp_path) -> None:
         label_videos(gs, tmp_path / "missing", tmp_path / "z")
 
 
+@pytest.mark.slow
 def test_pipeline_label_videos(setup, tmp_path) -> None:
     """``GroundedSAM.label(..., videos=True)`` is this job; extension defaults to the video types."""
     gs, folder = setup

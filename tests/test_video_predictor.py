@@ -38,6 +38,7 @@ def _run(predictor, state, **kw) -> dict[int, torch.Tensor]:
     return {t: m for t, _, m in predictor.propagate_in_video(state, **kw)}
 
 
+@pytest.mark.slow
 def test_batched_objects_equal_one_at_a_time(predictor, scene, frames) -> None:
     """Three objects with two memory layouts (one prompted later) tracked together give each
     object's single-object result; memory attention runs once per layout and frame."""
@@ -67,6 +68,7 @@ def test_batched_objects_equal_one_at_a_time(predictor, scene, frames) -> None:
     assert worst <= BATCH_TOL, worst
 
 
+@pytest.mark.slow
 def test_stream_equals_offline(predictor, scene, frames) -> None:
     """Frame-by-frame tracking, with an object joining mid-stream, gives the offline numbers;
     so does an iterator input. A stream holds at most two frames."""
@@ -116,6 +118,7 @@ def test_stream_before_prompt_and_frame_checks(predictor, frames) -> None:
         predictor.track(predictor.init_state(frames[:2]))
 
 
+@pytest.mark.slow
 def test_stream_box_prompts_in_one_batch(predictor, scene, frames) -> None:
     """``box_masks`` decodes a frame's boxes without touching the session; ``add_new_boxes``
     starts several objects at once with the masks ``add_new_points_or_box`` gives one by one,
