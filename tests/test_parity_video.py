@@ -275,3 +275,23 @@ def test_masks_and_absent_objects(tmp_path_factory, start, check, scene) -> None
     scores = torch.cat([e.object_score_logits for o in os_.objects.values() for e in o.non_cond.values()])
     assert (scores < 0).all()  # the absent branch was taken on every tracked frame
     assert os_.objects[1].cond[0].object_score_logits.item() > 0 > os_.objects[2].cond[0].object_score_logits.item()
+
+
+def test_exact_mode_is_meta_bit_for_bit_and_the_default_within_rounding(pair21, start, check, scene, request) -> None:
+    """fp32, one object over 10 frames: ``exact=True`` (PyTorch's GEMMs, the compat predictor's
+    default) gives Meta's logits bit for bit; the default (oneDNN GEMMs on the CPU) agrees within
+    the tolerance and measures how far apart the two GEMM libraries drift."""
+    ref, ours = pair21
+    exact = VideoPredictor(ours.model, fill_hole_area=0, exact=True)
+    box = scene.boxes(0)[0]
+    rs, es = start((ref, exact), 10)
+    _, os_ = start((ref, ours), 10)
+    with torch.inference_mode():
+        want = [ref.add_new_points_or_box(rs, 0, 1, box=box), *ref.propagate_in_video(rs)]
+        got_exact = [exact.add_new_points_or_box(es, 0, 1, box=box), *exact.propagate_in_video(es)]
+        got_fast = [ours.add_new_points_or_box(os_, 0, 1, box=box), *ours.propagate_in_video(os_)]
+    assert len(want) == len(got_exact) == len(got_fast) == 11
+    for w, e, f in zip(want, got_exact, got_fast):
+        assert (w[0], list(w[1])) == (e[0], list(e[1])) == (f[0], list(f[1]))
+        assert torch.equal(w[2], e[2]), f"frame {w[0]}: exact mode differs from Meta"
+        check(f"default frame {w[0]}", w, f)

@@ -306,7 +306,9 @@ class SAM2VideoPredictor(VideoPredictor):
     defaults are that builder's with ``apply_postprocessing=True``). The session argument of every
     verb is named ``inference_state``, as in Meta's. ``init_state`` keeps every frame's outputs by
     default (``keep_outputs=True``), as Meta's does, so any correction gives Meta's numbers; pass
-    ``keep_outputs=False`` for bounded memory.
+    ``keep_outputs=False`` for bounded memory. ``exact=True`` (the default here, unlike
+    :class:`segmenter.VideoPredictor`) keeps the reference's GEMMs on the CPU: Meta's numbers bit
+    for bit.
     """
 
     def __init__(
@@ -318,11 +320,12 @@ class SAM2VideoPredictor(VideoPredictor):
         binarize_mask_from_pts_for_mem_enc: bool = True,
         autocast: bool | None = None,
         memory: str | MemoryPolicy = "fifo",
+        exact: bool = True,
     ) -> None:
-        super().__init__(model, fill_hole_area, non_overlap_masks, add_all_frames_to_correct_as_cond, autocast, memory)
+        super().__init__(model, fill_hole_area, non_overlap_masks, add_all_frames_to_correct_as_cond, autocast, memory, exact)
         self.binarize_mask_from_pts_for_mem_enc = bool(binarize_mask_from_pts_for_mem_enc)
         if not self.binarize_mask_from_pts_for_mem_enc:
-            self.tracker = _SoftMemoryTracker(self.model)
+            self.tracker = _SoftMemoryTracker(self.model, exact=exact)
 
     @classmethod
     def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2VideoPredictor:  # type: ignore[override]

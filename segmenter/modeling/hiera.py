@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from segmenter.config import HieraConfig
+from segmenter.modeling.blocked_attention import linear
 from segmenter.modeling.common import MLP
 
 __all__ = ["Hiera", "HieraBlock", "MultiScaleAttention", "BlockSpec", "block_specs"]
@@ -123,7 +124,7 @@ class MultiScaleAttention(nn.Module):
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, h, w, C) -> (B, h', w', C_out)
-        return self.proj(self.attend(self.qkv(x)))
+        return linear(self.proj, self.attend(linear(self.qkv, x)))
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """Attention without the projections: (B, h, w, 3*C_out) -> (B, h', w', C_out)."""
@@ -187,7 +188,7 @@ class HieraBlock(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.proj is not None:
-            shortcut = self.proj(x)  # the residual path is widened from the normed input
+            shortcut = linear(self.proj, x)  # the residual path is widened from the normed input
         if self.q_stride is not None:
             shortcut = _max_pool(shortcut, self.q_stride)
         x = self._attention(x, shortcut.shape[1:3])
@@ -205,11 +206,11 @@ class HieraBlock(nn.Module):
         if self._qkv_before_partition(x, out_hw):
             # Padded windows. A zero-padded token's qkv is just the bias and its output gets
             # cropped, so both projections run on the real tokens only (same values, less work).
-            qkv = self.attn.qkv(x)  # (B, H, W, 3*C_out)
+            qkv = linear(self.attn.qkv, x)  # (B, H, W, 3*C_out)
             windows, grid = window_partition(qkv, self.window_size, self.attn.qkv.bias)
             y = window_unpartition(self._per_window(self.attn.attend, windows), grid)
             # contiguous: a strided crop would send the Linear down another GEMM path
-            return self.attn.proj(y[:, :h, :w].contiguous())
+            return linear(self.attn.proj, y[:, :h, :w].contiguous())
         windows, grid = window_partition(x, self.window_size)  # (B*nW, w, w, C)
         y = window_unpartition(self._per_window(self.attn, windows), grid)  # q-pool shrinks
         return y if y.shape[1:3] == out_hw else y[:, :h, :w]
@@ -237,7 +238,7 @@ class HieraBlock(nn.Module):
         fc1, fc2 = self.mlp.layers
 
         def residual_mlp(t: torch.Tensor) -> torch.Tensor:
-            return t + fc2(self.mlp.act(fc1(self.norm2(t))))
+            return t + linear(fc2, self.mlp.act(linear(fc1, self.norm2(t))))
 
         flat = x.reshape(-1, x.shape[-1])
         out = _map_chunks(residual_mlp, flat, _num_chunks(flat.shape[0], fc1.out_features))

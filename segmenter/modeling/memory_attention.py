@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from segmenter.config import MemoryConfig
-from segmenter.modeling.blocked_attention import blocked_mlp, folded_memory_attention
+from segmenter.modeling.blocked_attention import blocked_mlp, cpu_linear, fast_gemm_enabled, folded_memory_attention
 from segmenter.modeling.rope import AxialRoPE, grid_from_length
 
 __all__ = ["RoPEAttention", "MemoryAttentionLayer", "MemoryAttention"]
@@ -104,6 +104,15 @@ class RoPEAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, h, Nq, C/h)
         return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
 
+    def self_attention_cpu(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # (B, N, C)
+        """Self-attention of ``x`` (B, N, C) for CPU inference (see :func:`blocked_attention.cpu_linear`):
+        the q/k/v projections as one product, then SDPA; equal to ``forward(x, x, x)`` to fp32 rounding."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        q, k, v = (self._split_heads(t) for t in cpu_linear(x, weight, bias).chunk(3, dim=-1))
+        out = F.scaled_dot_product_attention(self.rope(q, grid), self.rope(k, grid), v)  # (B, h, N, C/h)
+        return cpu_linear(rearrange(out, "b h n d -> b n (h d)"), self.out_proj.weight, self.out_proj.bias)
+
     def _can_fold(self, q: torch.Tensor, k: torch.Tensor) -> bool:
         head_dim = self.q_proj.out_features // self.num_heads
         return (
@@ -116,7 +125,7 @@ class RoPEAttention(nn.Module):
     def _forward_folded(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_rope: int, grid: tuple[int, int]
     ) -> torch.Tensor:  # (B, Nq, C)
-        q = self.rope(self._split_heads(self.q_proj(q)), grid)  # (Bq, h, Nq, d)
+        q = self.rope(self._split_heads(cpu_linear(q, self.q_proj.weight, self.q_proj.bias)), grid)  # (Bq, h, Nq, d)
         table = self.rope.table(grid[0], grid[1], q.device)
         weighted = folded_memory_attention(
             q, k, v, self.k_proj.weight, self.k_proj.bias, table, num_k_rope
@@ -126,7 +135,7 @@ class RoPEAttention(nn.Module):
         w_o = self.out_proj.weight.unflatten(1, (self.num_heads, -1))  # (C, h, d)
         weight = torch.einsum("chd,hdk->chk", w_o, w_v).flatten(1)
         bias = self.out_proj.bias + self.out_proj.weight @ self.v_proj.bias
-        return F.linear(rearrange(weighted, "b h n k -> b n (h k)"), weight, bias)
+        return cpu_linear(rearrange(weighted, "b h n k -> b n (h k)"), weight, bias)
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -171,13 +180,18 @@ class MemoryAttentionLayer(nn.Module):
         feat_size: tuple[int, int] | None = None,
         blocked: bool = False,
     ) -> torch.Tensor:  # (B, HW, C)
+        fast = blocked and _blocked_cpu_inference(x, self.training and self.dropout_p > 0)
         h = self.norm1(x)
-        x = x + self._drop(self.self_attn(h, h, h, feat_size=feat_size))
+        if fast and fast_gemm_enabled(x):
+            grid = feat_size if feat_size is not None else grid_from_length(x.shape[1])
+            x = x + self.self_attn.self_attention_cpu(h, grid)
+        else:
+            x = x + self._drop(self.self_attn(h, h, h, feat_size=feat_size))
         # a frame shared by all objects fans out in the cross-attention (queries computed once)
         h = self.norm2(x)
         x = x + self._drop(self.cross_attn_image(h, memory_k, memory_v, num_k_exclude_rope, feat_size, blocked))
         h = self.norm3(x)
-        if blocked and _blocked_cpu_inference(x, self.training and self.dropout_p > 0):
+        if fast:
             return x + blocked_mlp(h, self.linear1, self.linear2)
         return x + self._drop(self.linear2(self._drop(F.relu(self.linear1(h)))))
 
@@ -188,7 +202,8 @@ class MemoryAttention(nn.Module):
     All layers share one RoPE table cache, so the tables are computed once per grid shape.
     ``blocked`` (default on) runs inference on the CPU with the cache-blocked kernels of
     ``segmenter.modeling.blocked_attention`` (~1.4x faster, equal to fp32 rounding); set it to
-    False for the reference's exact order of operations (bit-identical results).
+    False (or pass ``blocked=False`` to a call) for the reference's exact order of operations
+    (bit-identical results).
     """
 
     def __init__(
@@ -232,8 +247,10 @@ class MemoryAttention(nn.Module):
         num_obj_ptr_tokens: int = 0,
         *,
         feat_size: tuple[int, int] | None = None,  # (H, W); default: square grid of HW tokens
+        blocked: bool | None = None,  # None: self.blocked
     ) -> torch.Tensor:  # (HW, B, C)
         """Memory-conditioned features. A batch-1 ``curr`` is shared by all B objects."""
+        blocked = self.blocked if blocked is None else blocked
         batch = memory.shape[1]
         if curr.shape[1] not in (1, batch):
             raise ValueError(f"curr has batch {curr.shape[1]}, memory has batch {batch}")
@@ -247,7 +264,7 @@ class MemoryAttention(nn.Module):
         if memory_pos is not None:
             memory_k = memory_v + memory_pos.transpose(0, 1).to(x.dtype)
         for layer in self.layers:
-            x = layer(x, memory_k, memory_v, num_obj_ptr_tokens, feat_size, self.blocked)
+            x = layer(x, memory_k, memory_v, num_obj_ptr_tokens, feat_size, blocked)
         if x.shape[0] != batch:  # no layers
             x = x.expand(batch, -1, -1)
         return self.norm(x).transpose(0, 1)

@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from segmenter.config import MemoryConfig
+from segmenter.modeling.blocked_attention import cpu_linear, fast_gemm_enabled
 from segmenter.modeling.common import LayerNorm2d
 from segmenter.modeling.position_encoding import PositionEmbeddingSine
 
@@ -76,7 +77,11 @@ class CXBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         y = rearrange(self.norm(self.dwconv(x)), "b c h w -> b h w c")
-        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        if fast_gemm_enabled(x):  # inference inside fast_cpu_gemm: oneDNN's GEMM
+            y = cpu_linear(F.gelu(cpu_linear(y, self.pwconv1.weight, self.pwconv1.bias)), self.pwconv2.weight, self.pwconv2.bias)
+            y = self.gamma * y
+        else:
+            y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
         return x + rearrange(y, "b h w c -> b c h w")
 
 

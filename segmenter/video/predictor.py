@@ -1,25 +1,22 @@
 """SAM 2 video object tracking with the official ``SAM2VideoPredictor`` verbs and results.
 
-Differences from the reference, none of which changes a number:
+Differences from the reference. With ``exact=True`` none changes a number; by default the CPU
+products of the encoders and memory attention go through oneDNN, equal to float32 rounding.
 
 * all objects of a frame are tracked in one batch (memory attention per memory layout, one
   mask-decoder and one memory-encoder call), and the frame's features are computed once;
 * frames are decoded lazily from the video and never held as a whole;
-* with ``keep_outputs=False`` (default) the state keeps only what later steps read: prompted
-  frames' outputs, the memories of the last ``num_maskmem - 1`` tracked frames and of frames
-  near a prompt, the pointers of the last ``max_obj_ptrs_in_encoder - 1`` ones (see
-  :class:`segmenter.video.memory_bank.RetentionPolicy`). Memory does not grow with video length.
-  Propagating on from where tracking stopped or from a prompted frame (either direction),
-  and correcting the last tracked frame or a frame near a prompt, are exact. Other actions
-  that would read released outputs (a correction click in the middle of a long tracked
-  stretch) warn and use the memories left; ``keep_outputs=True`` keeps everything, as the
-  reference does;
-* a live stream is tracked one frame at a time: :meth:`VideoPredictor.init_stream`,
-  :meth:`~VideoPredictor.add_frame`, :meth:`~VideoPredictor.track`; :meth:`~VideoPredictor.box_masks`
-  and :meth:`~VideoPredictor.add_new_boxes` prompt many boxes on the current frame in one batch
-  (e.g. a detector's, to check them against the tracks and start new ones). A stream, or an iterator
-  input, has no known length: object pointers' temporal encodings are then normalised as for
-  a video of 16 frames or more (the reference normalises by the frame count when it is below
+* with ``keep_outputs=False`` (default) the state keeps only what later steps read (prompted
+  frames' outputs, the memories and pointers of recent and near-prompt frames: see
+  :class:`segmenter.video.memory_bank.RetentionPolicy`), so memory does not grow with video length.
+  Propagating on in either direction, and correcting the last tracked frame or a frame near a
+  prompt, are exact; an action that would read released outputs (a correction in the middle of a
+  long tracked stretch) warns and uses the memories left. ``keep_outputs=True`` keeps everything;
+* a live stream is tracked one frame at a time (:meth:`VideoPredictor.init_stream`,
+  :meth:`~VideoPredictor.add_frame`, :meth:`~VideoPredictor.track`); :meth:`~VideoPredictor.box_masks`
+  and :meth:`~VideoPredictor.add_new_boxes` prompt many boxes on the current frame in one batch (e.g.
+  a detector's). A stream or an iterator has no known length: object pointers' temporal encodings
+  are normalised as for a video of 16 frames or more (the reference uses the frame count below
   16), so a stream matches offline tracking of any video of at least 16 frames.
 """
 
@@ -55,13 +52,15 @@ class VideoPredictor:
 
     Args:
         model: a SAM 2 model with memory modules (:func:`segmenter.build_sam`).
-        fill_hole_area: fill background holes up to this many pixels (low-res mask) in each
-            object's mask; 0 disables it.
+        fill_hole_area: fill each object's background holes up to this many low-res pixels (0: off).
         non_overlap_masks: give each output pixel to the highest-scoring object only.
         add_all_frames_to_correct_as_cond: corrections on tracked frames become conditioning frames.
         autocast: bf16 autocast; ``None`` = on for CUDA, off elsewhere.
         memory: the memory/mask-selection policy of every object (``"fifo"``: SAM 2's; ``"quality"``,
             ``"samurai"``, ``"distractor"`` or a policy object: :mod:`segmenter.video.policies`).
+        exact: on the CPU, PyTorch's GEMMs in the reference's order (one object's outputs equal
+            Meta's bit for bit). Default: oneDNN GEMMs in the encoders and memory attention, faster
+            where MKL is slow (AMD), equal to float32 rounding (see ``docs/benchmarks.md``).
     """
 
     def __init__(
@@ -72,11 +71,12 @@ class VideoPredictor:
         add_all_frames_to_correct_as_cond: bool = False,
         autocast: bool | None = None,
         memory: str | MemoryPolicy = "fifo",
+        exact: bool = False,
     ) -> None:
         if fill_hole_area < 0:
             raise ValueError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
         self.model = model.eval()
-        self.tracker = Tracker(self.model)
+        self.tracker = Tracker(self.model, exact=exact)
         self.fill_hole_area = int(fill_hole_area)
         self.non_overlap_masks = bool(non_overlap_masks)
         self.add_all_frames_to_correct_as_cond = bool(add_all_frames_to_correct_as_cond)

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from segmenter.video.memory_bank import MemorySelection
-from segmenter.video.policies.step import PolicyStep
+from segmenter.modeling.blocked_attention import fast_cpu_gemm
 from segmenter.modeling.position_encoding import sine_1d
 from segmenter.modeling.sam2 import SAM2Model
+from segmenter.video.memory_bank import MemorySelection
+from segmenter.video.policies.step import PolicyStep
 
 __all__ = ["NO_OBJ_SCORE", "FrameFeatures", "HeadOutput", "Tracker", "use_multimask"]
 
@@ -59,12 +60,19 @@ class HeadOutput:
 
 
 class Tracker:
-    """The per-frame operations of SAM 2 video tracking, batched over objects."""
+    """The per-frame operations of SAM 2 video tracking, batched over objects.
 
-    def __init__(self, model: SAM2Model) -> None:
+    ``exact=False``: on the CPU, the image encoder, memory attention and memory encoder run their
+    products through oneDNN (:func:`~segmenter.modeling.blocked_attention.fast_cpu_gemm`), and memory
+    attention through its cache-blocked kernels: equal to Meta's to float32 rounding. ``exact=True``
+    keeps PyTorch's GEMMs in the reference's order of operations: one object's outputs equal Meta's
+    bit for bit."""
+
+    def __init__(self, model: SAM2Model, exact: bool = False) -> None:
         if not getattr(model, "with_memory", False):
             raise ValueError("video tracking needs a SAM 2 model with its memory modules (memory attention/encoder)")
         self.model = model
+        self.exact = exact
         self.mem_cfg = model.config.memory
         self.hidden_dim = model.config.decoder.transformer_dim
         self.mem_dim = self.mem_cfg.mem_dim
@@ -75,7 +83,8 @@ class Tracker:
     # ------------------------------------------------------------------ frame features
     def encode_frame(self, frame_idx: int, image: torch.Tensor) -> FrameFeatures:
         """(1, 3, S, S) normalised image -> features shared by every object on this frame."""
-        emb = self.model.encode_images(image)
+        with fast_cpu_gemm(not self.exact):
+            emb = self.model.encode_images(image)
         return FrameFeatures(frame_idx, emb.vision_features, emb.vision_pos_enc, emb.high_res_feats, emb.image_embed)
 
     # ------------------------------------------------------------------ SAM heads
@@ -220,7 +229,10 @@ class Tracker:
         out: list[torch.Tensor | None] = [None] * len(selections)
         for idx in groups.values():
             memory, memory_pos, n_ptr = self._group_memory([selections[i] for i in idx], (h, w), device, num_frames)
-            fused = self.model.memory_attention(curr, curr_pos, memory, memory_pos, n_ptr, feat_size=(h, w))
+            with fast_cpu_gemm(not self.exact):
+                fused = self.model.memory_attention(
+                    curr, curr_pos, memory, memory_pos, n_ptr, feat_size=(h, w), blocked=False if self.exact else None
+                )
             fused = fused.permute(1, 2, 0).view(len(idx), -1, h, w)  # (HW, B, C) -> (B, C, h, w)
             for j, i in enumerate(idx):
                 out[i] = fused[j : j + 1]
@@ -244,7 +256,8 @@ class Tracker:
             mask = mask + cfg.sigmoid_bias_for_mem_enc
         # the reference hands the encoder NCHW-contiguous features; a channels-last input would
         # make the convolutions round differently
-        out = self.model.memory_encoder(feats.vision.contiguous(), mask, skip_mask_sigmoid=True)
+        with fast_cpu_gemm(not self.exact):
+            out = self.model.memory_encoder(feats.vision.contiguous(), mask, skip_mask_sigmoid=True)
         maskmem = out["vision_features"]  # (B, D, h, w)
         if cfg.no_obj_embed_spatial:
             absent = 1 - (object_score_logits > 0).float()
