@@ -277,6 +277,7 @@ def test_masks_and_absent_objects(tmp_path_factory, start, check, scene) -> None
     assert os_.objects[1].cond[0].object_score_logits.item() > 0 > os_.objects[2].cond[0].object_score_logits.item()
 
 
+@pytest.mark.slow
 def test_exact_mode_is_meta_bit_for_bit_and_the_default_within_rounding(pair21, start, check, scene, request) -> None:
     """fp32, one object over 10 frames: ``exact=True`` (PyTorch's GEMMs, the compat predictor's
     default) gives Meta's logits bit for bit; the default (oneDNN GEMMs on the CPU) agrees within
