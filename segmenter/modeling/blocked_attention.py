@@ -19,7 +19,7 @@ Results equal the reference order of operations to float32 rounding (~1e-7 relat
 Inside :func:`fast_cpu_gemm` (the video tracker's default), the products (projections, scores,
 weighted sums, MLP) go through :func:`cpu_linear`, oneDNN's GEMM: PyTorch's float32
 ``F.linear``/``bmm`` use MKL, which runs slower kernels on non-Intel CPUs. Outside the scope every
-product keeps PyTorch's GEMMs, in the reference's order, so outputs equal Meta's bit for bit.
+product keeps PyTorch's GEMMs.
 """
 
 from __future__ import annotations
