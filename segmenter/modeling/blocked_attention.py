@@ -213,8 +213,10 @@ def blocked_mlp(x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, rows: i
         if onednn:
             hidden = cpu_linear(flat[i : i + rows], linear1.weight, linear1.bias, relu=True)  # (rows, F)
             out[i : i + rows] = cpu_linear(hidden, linear2.weight, linear2.bias)
-        elif linear2.bias is None:
-            torch.mm(linear1(flat[i : i + rows]).relu_(), linear2.weight.t(), out=out[i : i + rows])
+            continue
+        hidden = linear1(flat[i : i + rows]).relu_()  # (rows, F)
+        if linear2.bias is None:
+            torch.mm(hidden, linear2.weight.t(), out=out[i : i + rows])
         else:
-            torch.addmm(linear2.bias, linear1(flat[i : i + rows]).relu_(), linear2.weight.t(), out=out[i : i + rows])
+            torch.addmm(linear2.bias, hidden, linear2.weight.t(), out=out[i : i + rows])
     return out.view(*x.shape[:-1], linear2.out_features)
