@@ -11,7 +11,7 @@ import pytest
 import supervision as sv
 from PIL import Image
 
-from grounded_sam.app.editing import BOX, EXEMPLAR, FOREGROUND, SELECT, apply_click, export_masks
+from grounded_sam.app.editing import BACKGROUND, BOX, EXEMPLAR, FOREGROUND, SELECT, apply_click, export_masks
 from grounded_sam.app.models import AppError, AppModels, ModelOptions
 from grounded_sam.app.render import render_session
 from grounded_sam.app.review import ReviewError, ReviewFolder
@@ -74,6 +74,67 @@ def test_masks_zip_has_one_png_per_object(tmp_path) -> None:
     np.testing.assert_array_equal(png > 0, s.objects[1].mask)
 
 
+def _same_class_dets(h: int = 40, w: int = 50) -> sv.Detections:
+    """Two objects of one class (class 0) and equal scores: only their masks differ."""
+    dets = _square_dets(h, w)
+    dets.class_id = np.array([0, 0])
+    dets.confidence = np.array([0.9, 0.9], np.float32)
+    dets.data = {"caption": np.array(["a red", "a red"]), "mask_score": np.array([0.8, 0.8], np.float32)}
+    return dets
+
+
+class _StubModels:
+    """``AppModels.refine`` without a model: a square around the last click, or the box prompt filled."""
+
+    def __init__(self) -> None:
+        self.masks: list[np.ndarray] = []
+
+    def refine(self, key: str, image: np.ndarray, points: list[tuple[float, float]], labels: list[int],
+               box: np.ndarray | None) -> tuple[np.ndarray, float]:
+        mask = np.zeros(image.shape[:2], bool)
+        if box is not None:
+            x0, y0, x1, y1 = (int(v) for v in box)
+            mask[y0:y1 + 1, x0:x1 + 1] = True
+        if points:
+            x, y = (int(v) for v in points[-1])
+            mask[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3] = labels[-1] == 1
+        self.masks.append(mask)
+        return mask, 0.5
+
+
+def test_click_edits_after_an_object_of_the_same_class_report_no_error() -> None:
+    """Issue 25: a dataclass ``__eq__`` comparing masks made ``objects.index(obj)`` raise after a good edit."""
+    models = _StubModels()
+    s = ImageSession.from_detections(np.zeros((40, 50, 3), np.uint8), _same_class_dets(), CLASSES)
+    assert apply_click(models, s, SELECT, 12, 12).startswith("selected #1 red")
+    assert apply_click(models, s, FOREGROUND, 15, 15) == f"#1 red: {int(models.masks[-1].sum())} px (IoU score 0.50)"
+    np.testing.assert_array_equal(s.objects[1].mask, models.masks[-1])
+    assert apply_click(models, s, BACKGROUND, 11, 11).startswith("#1 red: ")
+    assert apply_click(models, s, BOX, 10, 10).startswith("first corner")
+    assert apply_click(models, s, BOX, 22, 22).startswith("#1 red: ")
+    np.testing.assert_array_equal(s.objects[1].mask, models.masks[-1])
+    assert s.objects[0].area == 1200  # the other object of the class is untouched
+    # a new object of the same class, made with two box clicks, then a + click on it
+    s.selected = None
+    assert apply_click(models, s, BOX, 30, 2).startswith("first corner")
+    assert apply_click(models, s, BOX, 40, 8) == f"#2 red: {int(models.masks[-1].sum())} px (IoU score 0.50)"
+    assert apply_click(models, s, FOREGROUND, 35, 5).startswith("#2 red: ")
+    np.testing.assert_array_equal(s.objects[2].mask, models.masks[-1])
+    # and one made with a + click while three objects of the class exist
+    s.selected = None
+    assert apply_click(models, s, FOREGROUND, 46, 36).startswith("#3 red: ")
+    assert [o.class_id for o in s.objects] == [0, 0, 0, 0] and s.selected == 3
+
+
+def test_objects_and_sessions_compare_by_identity() -> None:
+    """Objects and sessions hold arrays: equal-looking ones are different objects, and comparing never raises."""
+    image = np.zeros((40, 50, 3), np.uint8)
+    a = ImageSession.from_detections(image, _same_class_dets(), CLASSES)
+    b = ImageSession.from_detections(image, _same_class_dets(), CLASSES, key=a.key)
+    assert a.objects[0] != a.objects[1] and a.objects[0] != b.objects[0] and a != b and a == a
+    assert a.objects.index(a.objects[1]) == 1 and b.objects[0] not in a.objects
+
+
 # ---------------------------------------------------------------------------- models
 @pytest.fixture(scope="module")
 def click_models(tmp_path_factory) -> AppModels:
@@ -106,6 +167,21 @@ def test_an_image_is_embedded_once_and_clicks_only_decode(click_models) -> None:
     predictor.set_image(image)
     masks, _, _ = predictor.predict(np.array(obj.points), np.array(obj.labels), obj.box, multimask_output=False)
     np.testing.assert_array_equal(obj.mask, masks[0] > 0.5)
+
+
+def test_a_click_on_the_second_object_of_a_class_stores_the_predictor_mask(click_models) -> None:
+    image = shapes_image(96, 128)
+    dets = _same_class_dets(96, 128)
+    s = ImageSession.from_detections(image, dets, CLASSES)
+    assert apply_click(click_models, s, SELECT, 12, 12).startswith("selected #1 red")
+    status = apply_click(click_models, s, FOREGROUND, 14, 16)
+    obj = s.objects[1]
+    assert status == f"#1 red: {obj.area} px (IoU score {obj.mask_score:.2f})"
+    predictor = click_models.click_predictor()
+    predictor.set_image(image)
+    masks, _, _ = predictor.predict(np.array(obj.points), np.array(obj.labels), obj.box, multimask_output=False)
+    np.testing.assert_array_equal(obj.mask, masks[0] > 0.5)
+    np.testing.assert_array_equal(s.objects[0].mask, dets.mask[0])
 
 
 def test_a_failed_model_load_says_what_the_cli_says() -> None:

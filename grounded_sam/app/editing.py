@@ -50,7 +50,7 @@ def apply_click(models: AppModels, session: ImageSession, mode: str, x: float, y
         raise ValueError(f"unknown click mode {mode!r}; one of {CLICK_MODES}")
     mask, score = models.refine(session.key, session.image, obj.points, obj.labels, obj.box)
     session.set_mask(obj, mask, score)
-    i = session.objects.index(obj)
+    i = session.index_of(obj)
     return f"#{i} {session.classes[obj.class_id]}: {obj.area} px (IoU score {score:.2f})"
 
 

@@ -13,6 +13,10 @@ the prompts that made it) and the selection. The views turn page events into its
 
 A box drawn with two clicks (``corner``) is kept in :attr:`ImageSession.corner` until the
 second click. Exemplar boxes (visual prompts for ``sam3``) are kept per class.
+
+Objects and sessions hold numpy arrays, so they compare by identity (``eq=False``): two objects
+of one class with the same prompts are still two objects, and ``==``, ``in`` or ``list.index``
+on them never compare masks (which raises "truth value of an array ... is ambiguous").
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ __all__ = ["EditableObject", "ImageSession", "MANUAL"]
 MANUAL = "manual"  # the caption of an object made by clicks or a drawn box
 
 
-@dataclass
+@dataclass(eq=False)
 class EditableObject:
-    """One object: its mask and class, and the prompts that made it."""
+    """One object: its mask and class, and the prompts that made it (compared by identity)."""
 
     class_id: int
     mask: np.ndarray  # (H, W) bool
@@ -49,9 +53,9 @@ class EditableObject:
         return int(self.mask.sum())
 
 
-@dataclass
+@dataclass(eq=False)
 class ImageSession:
-    """One image being edited (module docs)."""
+    """One image being edited (module docs; compared by identity)."""
 
     image: np.ndarray  # (H, W, 3) uint8 RGB
     classes: list[str]
@@ -113,6 +117,13 @@ class ImageSession:
                                                track_id=self.next_track_id()))
             self.selected = len(self.objects) - 1
         return self.objects[self.selected]
+
+    def index_of(self, obj: EditableObject) -> int:
+        """The position of ``obj`` (this very object) in :attr:`objects`; ``ValueError`` if it is not there."""
+        for i, o in enumerate(self.objects):
+            if o is obj:
+                return i
+        raise ValueError("the object is not in this session (deleted?)")
 
     def next_track_id(self) -> int | None:
         ids = [o.track_id for o in self.objects if o.track_id is not None]
