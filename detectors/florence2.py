@@ -53,6 +53,7 @@ class Florence2Detector(TransformersDetector):
     default_batch_size: ClassVar[int] = 2
     has_scores: ClassVar[bool] = False
     constant_confidence: ClassVar[float] = FLORENCE2_CONFIDENCE
+    settings_keys: ClassVar[tuple[str, ...]] = (*TransformersDetector.settings_keys, "max_new_tokens", "num_beams")
 
     def __init__(
         self,

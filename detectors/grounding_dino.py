@@ -85,6 +85,7 @@ class GroundingDinoDetector(TransformersDetector):
     default_box_threshold: ClassVar[float] = 0.35
     default_batch_size: ClassVar[int] = 1
     strip_separators: ClassVar[bool] = True
+    settings_keys: ClassVar[tuple[str, ...]] = (*TransformersDetector.settings_keys, "phrase_score")
 
     def __init__(
         self, model_id: str | None = None, device: Any = None, *, phrase_score: str = "max", **options: Any

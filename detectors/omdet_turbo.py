@@ -54,6 +54,7 @@ class OmDetTurboDetector(TransformersDetector):
     name: ClassVar[str] = "omdet-turbo"
     default_box_threshold: ClassVar[float] = 0.3
     default_batch_size: ClassVar[int] = 4
+    settings_keys: ClassVar[tuple[str, ...]] = (*TransformersDetector.settings_keys, "max_detections")
 
     def __init__(
         self,

@@ -42,6 +42,8 @@ class OwlDetector(TransformersDetector):
     default_box_threshold: ClassVar[float] = 0.1
     default_batch_size: ClassVar[int] = 4
     model_type: ClassVar[str] = ""
+    # each caption is its own query (no joint prompt): the captions per pass change only the speed
+    settings_keys: ClassVar[tuple[str, ...]] = ("box_threshold", "nms_iou", "negative_iou")
 
     def _load(self, model_id: str) -> tuple[Any, Any]:
         from transformers import AutoConfig, AutoModelForZeroShotObjectDetection, AutoProcessor

@@ -208,6 +208,8 @@ class Sam3Detector(TransformersDetector):
     default_box_threshold: ClassVar[float] = 0.5
     default_batch_size: ClassVar[int] = 1
     default_captions_per_pass: ClassVar[int] = 8
+    # each prompt is decoded on its own: the prompts per forward change only the speed
+    settings_keys: ClassVar[tuple[str, ...]] = ("box_threshold", "nms_iou", "negative_iou", "mask_threshold")
 
     def __init__(
         self, model_id: str | None = None, device: Any = None, *, mask_threshold: float = 0.5, **options: Any

@@ -106,6 +106,9 @@ class TransformersDetector(ABC):
     has_scores: ClassVar[bool] = True
     constant_confidence: ClassVar[float] = 1.0  # confidence reported when has_scores is False
     strip_separators: ClassVar[bool] = False
+    settings_keys: ClassVar[tuple[str, ...]] = ("box_threshold", "nms_iou", "negative_iou", "captions_per_pass")
+    """The options that change what this family finds (see :meth:`settings`); captions that share
+    a joint prompt see each other, so the captions per pass count for a joint-prompt family."""
 
     def __init__(
         self,
@@ -144,6 +147,12 @@ class TransformersDetector(ABC):
         self.model = model.to(self.device).eval()
         self.processor = processor
         self._plans: dict[tuple[CaptionOntology, int | None], tuple[PromptTable, list[list[int]]]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        """The options that change this detector's output for given weights, images and ontology
+        (effective values, defaults filled in): a labeling job records them in its fingerprint.
+        Speed-only options (``batch_size``, autocast) are not among them."""
+        return {"family": self.name, **{key: getattr(self, key) for key in self.settings_keys}}
 
     # ------------------------------------------------------------------ family hooks
     @abstractmethod

@@ -290,7 +290,8 @@ def label(
     extension: Annotated[Optional[str], typer.Option("--extension", help="Extension(s), comma-separated (default: .jpg,.jpeg,.png; with --videos: every video type).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Also label images in subfolders.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Relabel from scratch if the settings changed (else such a rerun is refused).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Relabel the folder, with other settings too (without it, a rerun whose settings differ is refused and changes nothing); images reviewed in the app are kept.")] = False,
+    discard_reviewed: Annotated[bool, typer.Option("--discard-reviewed", help="With --overwrite: relabel the images reviewed in the app too (their fixes are lost).")] = False,
     backend: Annotated[str, typer.Option("--backend", help="local | ray (a pool of Ray workers, one pipeline each; a lost worker's images are re-run elsewhere).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (auto = the running one); default: RAY_ADDRESS or a new local Ray.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
@@ -304,6 +305,7 @@ def label(
     videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
     tracker: Annotated[str, typer.Option("--tracker", help="With --videos: auto | sam2 | sam3 (as for track).")] = "auto",
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).")] = None,
+    memory: Annotated[Optional[str], typer.Option("--memory", help="With --videos, sam2 tracker: memory policy per track (fifo | quality | samurai | distractor, as for track).", show_default="fifo")] = None,
 ) -> None:
     """Auto-label a folder into a COCO / YOLO-seg / JSONL dataset. Rerun the same command to resume.
 
@@ -311,6 +313,11 @@ def label(
     "xyxy" [x1, y1, x2, y2] (COCO has no field for it)."""
     if backend not in ("local", "ray"):
         raise typer.BadParameter(f"expected local or ray, got {backend!r}", param_hint="--backend")
+    if discard_reviewed and not overwrite:
+        raise typer.BadParameter("relabels reviewed images as part of an --overwrite; give --overwrite too",
+                                 param_hint="--discard-reviewed")
+    if memory is not None and not videos:
+        raise typer.BadParameter("applies to video labeling (--videos)", param_hint="--memory")
     if "://" not in folder and not Path(folder).is_dir():
         what = "is not a folder" if Path(folder).exists() else "not found"
         raise typer.BadParameter(f"{what}: {folder!r}", param_hint="folder")
@@ -327,7 +334,7 @@ def label(
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     text = extension or (None if videos else ".jpg,.jpeg,.png")  # None: every video type
     exts = tuple(e.strip() for e in text.split(",") if e.strip()) if text else None
-    video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every) if videos else {}
+    video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every, memory=memory) if videos else {}
     visual: dict[str, Any] = {}
     if prompts is not None:  # image names in the file are paths relative to the folder
         visual = dict(exemplars=prompts.default[0], negative_exemplars=prompts.default[1],
@@ -335,7 +342,8 @@ def label(
                                        for name, (pos, neg) in prompts.images.items()})
     try:
         report = gs.label(folder, extension=exts, output_folder=out, format=fmt, recursive=recursive,
-                          batch_size=batch_size, overwrite=overwrite, **ray_opts, **visual, **video_opts)
+                          batch_size=batch_size, overwrite=overwrite, discard_reviewed=discard_reviewed, **ray_opts,
+                          **visual, **video_opts)
     except (FileNotFoundError, NotADirectoryError, ImportError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None

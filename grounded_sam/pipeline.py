@@ -20,7 +20,7 @@ from detectors import (
     DetectorSpec, available_detectors, detector_for_folder, load_detector, returns_masks, supports_exemplars,
 )
 from detectors.ontology_ops import empty_detections
-from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_REDETECT_EVERY, DEFAULT_SEGMENTER
 from ontologies import CaptionOntology
 from runtime.device import resolve_device
 
@@ -253,6 +253,7 @@ class GroundedSAM:
         videos: bool = False,
         tracker: Tracker = "auto",
         redetect_every: int | None = None,
+        memory: str | None = None,
         **options: Any,
     ) -> LabelReport:
         """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`).
@@ -278,7 +279,7 @@ class GroundedSAM:
         that image alone.
 
         ``videos=True``: ``input_folder`` holds videos (``extension`` by default: every video type);
-        each is tracked (``tracker``, ``redetect_every`` as in :meth:`track`) into its own video
+        each is tracked (``tracker``, ``redetect_every``, ``memory`` as in :meth:`track`) into its own video
         COCO file plus an ``index.json`` (:mod:`grounded_sam.labeling.videos`); with
         ``backend="ray"`` each video is one task on the cluster.
         """
@@ -299,8 +300,10 @@ class GroundedSAM:
         if videos:
             from grounded_sam.labeling.videos import TrackOptions, label_videos, label_videos_ray
 
-            track = TrackOptions(tracker, redetect_every)
+            track = TrackOptions(tracker, redetect_every, memory).resolved(self)
             opts = opts.update(extension=None if extension == ".jpg" else extension)
+        elif memory is not None:
+            raise ValueError("memory applies to video labeling (videos=True)")
         if backend == "ray":
             from grounded_sam.labeling import PipelineFactory
 
@@ -341,20 +344,22 @@ class GroundedSAM:
         return prompts
 
     def fingerprint(self) -> dict[str, Any]:
-        """What determines the labels: a rerun with a different fingerprint is refused."""
-        return {
-            "ontology": self.ontology.to_dict(),
-            "detector": _describe(self.detector),
-            "segmenter": self._segmenter_name(),
-            "multimask": self.multimask,
-            "postprocess": [self.min_hole_area, self.min_island_area, self.smooth_kernel],
-        }
+        """Every setting that can change a label, as JSON (:mod:`grounded_sam.fingerprint`): the
+        ontology (per-class thresholds and negatives included), the detector's family, options in
+        effect and weights by content, the segmenter's config, weights, input size, mask threshold
+        and ``multimask``, and the mask post-processing. ``text_threshold`` acts through the
+        detector's effective ``box_threshold`` (the higher of the two). A ``label`` rerun into a
+        folder labeled with another fingerprint is refused."""
+        from grounded_sam.fingerprint import FINGERPRINT_VERSION, detector_fingerprint, segmenter_fingerprint
 
-    def _segmenter_name(self) -> str | None:
-        if self.predictor is None:
-            return None
-        model = self.predictor.model
-        return getattr(getattr(model, "config", None), "name", type(model).__name__)
+        return {
+            "version": FINGERPRINT_VERSION,
+            "ontology": self.ontology.to_dict(),
+            "detector": detector_fingerprint(self.detector),
+            "segmenter": None if self.predictor is None else segmenter_fingerprint(self.predictor, self.multimask),
+            "postprocess": {"min_hole_area": self.min_hole_area, "min_island_area": self.min_island_area,
+                            "smooth_kernel": self.smooth_kernel},
+        }
 
     # ------------------------------------------------------------------ video
     def track(
@@ -382,7 +387,7 @@ class GroundedSAM:
 
     def make_tracker(self, tracker: Tracker = "auto", redetect_every: int | None = None, **options: Any) -> Any:
         """The video tracker :meth:`track` runs (its ``frames(video)`` also yields each RGB frame)."""
-        kind = ("sam3" if self._detector_name == "sam3" else "sam2") if tracker == "auto" else tracker
+        kind = self.tracker_kind(tracker)
         if kind == "sam3":
             from grounded_sam.sam3_tracking import DEFAULT_MODEL_ID, Sam3ConceptTracker
 
@@ -402,8 +407,15 @@ class GroundedSAM:
             if self.predictor is None:
                 raise ValueError("tracker='sam2' tracks with a SAM 2 segmenter, and this pipeline has none (its detector "
                                  "segments by itself): give segmenter='sam2.1_hiera_tiny' or use tracker='sam3'")
-            return GroundedTracker(self, redetect_every=15 if redetect_every is None else redetect_every, **options)
+            every = DEFAULT_REDETECT_EVERY if redetect_every is None else redetect_every
+            return GroundedTracker(self, redetect_every=every, **options)
         raise ValueError(f"tracker must be 'auto', 'sam2' or 'sam3', got {tracker!r}")
+
+    def tracker_kind(self, tracker: Tracker = "auto") -> str:
+        """The tracker ``tracker`` stands for: ``"auto"`` is ``"sam3"`` for the ``sam3`` detector, else ``"sam2"``."""
+        if tracker == "auto":
+            return "sam3" if self._detector_name == "sam3" else "sam2"
+        return tracker
 
 
 GroundedSAM2 = GroundedSAM  # autodistill users change one import

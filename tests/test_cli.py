@@ -121,3 +121,31 @@ def test_track_and_auto_commands(models, tmp_path) -> None:
     r = _run("track", str(tmp_path / "missing.mp4"), "--prompt", "cat", *_model_args(models), "--out", str(tmp_path / "t2"))
     assert r.returncode == 2 and "file not found" in r.stderr and "missing.mp4" in r.stderr
     assert not (tmp_path / "t2").exists()  # checked before any output folder is made
+
+
+@pytest.mark.slow
+def test_label_rerun_with_other_settings_is_refused(models, tmp_path) -> None:
+    """The issue's scenario: a rerun with --image-size / --box-threshold changed exits non-zero,
+    names each setting with its old and new value and changes no file; --overwrite relabels."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(imgs / f"im{i}.png")
+    out = tmp_path / "ds"
+    first = _run("label", str(imgs), "--out", str(out), "--prompt", "a cat:cat", *_model_args(models))
+    assert first.returncode == 0, first.stderr
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    owl, sam = models
+    changed = ["--detector", str(owl), "--segmenter", "sam2.1_hiera_tiny", "--checkpoint", str(sam), "--device", "cpu",
+               "--image-size", "128", "--box-threshold", "0.5"]
+    r = _run("label", str(imgs), "--out", str(out), "--prompt", "a cat:cat", *changed)
+    assert r.returncode == 2, r.stderr
+    assert "detector.box_threshold: 0.0 -> 0.5" in r.stderr and f"segmenter.image_size: {SAM_IMAGE_SIZE} -> 128" in r.stderr
+    assert "--overwrite" in r.stderr and "0 labeled" not in r.stdout
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+    r = _run("label", str(imgs), "--out", str(out), "--prompt", "a cat:cat", "--discard-reviewed", *changed)
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = _run("label", str(imgs), "--out", str(out), "--prompt", "a cat:cat", "--overwrite", *changed)
+    assert r.returncode == 0, r.stderr
+    assert "2 labeled, 0 already done" in r.stdout

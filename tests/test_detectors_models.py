@@ -458,3 +458,28 @@ def test_exif_rotated_file_is_detected_upright(model_dir, kind, tmp_path) -> Non
     np.testing.assert_array_equal(from_file.confidence, from_array.confidence)
     np.testing.assert_array_equal(from_file.class_id, from_array.class_id)
     assert from_file.xyxy[:, 2].max() > 40  # boxes live in the upright frame (width 64), not the stored one
+
+
+FAMILY_SETTINGS = {  # the options beyond the shared thresholds that change what a family finds
+    "grounding-dino": {"captions_per_pass", "phrase_score"},
+    "owlv2": set(),  # one query per caption: the captions per pass only change the speed
+    "florence-2": {"captions_per_pass", "max_new_tokens", "num_beams"},
+    "omdet-turbo": {"captions_per_pass", "max_detections"},
+}
+
+
+@pytest.mark.parametrize("kind", list(FAMILY_SETTINGS))
+def test_settings_name_the_options_in_effect(model_dir, kind) -> None:
+    """``settings()`` (a labeling job's fingerprint) holds the family and its output-changing
+    options with the defaults filled in, and no speed-only option."""
+    det = load(model_dir, kind)
+    settings = det.settings()
+    assert settings["family"] == kind
+    assert set(settings) == {"family", "box_threshold", "nms_iou", "negative_iou"} | FAMILY_SETTINGS[kind]
+    assert settings["box_threshold"] == type(det).default_box_threshold  # the default, filled in
+    assert "batch_size" not in settings and "use_autocast" not in settings
+    stricter = load(model_dir, kind, box_threshold=0.25, batch_size=7).settings()
+    if kind == "florence-2":  # no scores: the threshold is not applied, so it does not count
+        assert stricter == settings
+    else:
+        assert stricter == {**settings, "box_threshold": 0.25}

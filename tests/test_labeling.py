@@ -246,8 +246,9 @@ def test_bad_detections_reported(folder, tmp_path):
 def test_changed_ontology_refused_unless_overwrite(folder, tmp_path):
     out = tmp_path / "out"
     _label(folder, out, fingerprint={"box_threshold": 0.3})
-    with pytest.raises(LabelingConfigError, match="config.*overwrite=True"):
+    with pytest.raises(LabelingConfigError, match=r"box_threshold: 0.3 -> 0.4(.|\n)*overwrite=True") as refused:
         _label(folder, out, fingerprint={"box_threshold": 0.4})
+    assert refused.value.changes == [("box_threshold", 0.3, 0.4)]
     with pytest.raises(LabelingConfigError, match="classes"):
         label_folder(fake_predict, folder, out, CLASSES + ["extra"], extension=".png", progress=False,
                      fingerprint={"box_threshold": 0.3})

@@ -87,6 +87,7 @@ def test_sam3_preset_and_labeling(sam3_dir, tmp_path) -> None:
     gs = GroundedSAM.from_config("sam3", ontology=ONTO, detector_model_id=sam3_dir, device="cpu",
                                  box_threshold=THRESHOLD)
     assert gs.predictor is None and gs.fingerprint()["segmenter"] is None
+    assert gs.fingerprint()["detector"]["family"] == "sam3" and gs.fingerprint()["detector"]["mask_threshold"] == 0.5
     assert gs.spec()["segmenter"] is None
     folder = tmp_path / "images"
     folder.mkdir()

@@ -187,3 +187,28 @@ def test_ray_labels_with_sam3_like_the_local_backend(ray_session, tiny_sam3_dir,
     remote = gs.label(folder, ".png", tmp_path / "ray_ex", batch_size=2, progress=False, **visual, **RAY)
     assert local.ok and remote.ok
     assert _tree(tmp_path / "local_ex") == _tree(tmp_path / "ray_ex") != _tree(tmp_path / "local")
+
+
+def test_other_settings_refused_and_overwrite_keeps_reviewed_like_local(setup, ray_run, tmp_path) -> None:
+    """Issue 25: the Ray backend refuses a rerun with other settings (no file changes) and its
+    overwrite keeps the reviewed records, writing the same files as the local backend."""
+    from grounded_sam.app.review import ReviewFolder
+    from grounded_sam.labeling import LabelingConfigError
+
+    gs, folder, root, _ = setup
+    stricter = GroundedSAM(**{**gs.spec(), "box_threshold": 0.05})
+    outs = {}
+    for backend, extra in (("ray", RAY), ("local", {})):
+        out = outs[backend] = tmp_path / backend
+        shutil.copytree(root / "ray", out)
+        review = ReviewFolder(out)
+        rel = review.names[3]
+        review.save(rel, review.detections(rel)[:1])
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+        with pytest.raises(LabelingConfigError, match=r"detector.box_threshold: 0.0 -> 0.05"):
+            stricter.label(folder, ".png", out, batch_size=BATCH, progress=False, **extra)
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+        report = stricter.label(folder, ".png", out, batch_size=BATCH, progress=False, overwrite=True, **extra)
+        assert (report.labeled, report.skipped, report.kept_reviewed) == (N_IMAGES - 1, 1, 1)
+        assert ReviewFolder(out).is_reviewed(rel)
+    assert _tree(outs["ray"]) == _tree(outs["local"])

@@ -103,7 +103,7 @@ def test_changed_settings_and_bad_arguments(setup, tmp_path) -> None:
     out = tmp_path / "out"
     label_videos(gs, folder, out, track=TrackOptions(redetect_every=2), fingerprint=gs.fingerprint(), progress=False,
                  extension=".mkv")
-    with pytest.raises(LabelingConfigError, match="config"):  # other tracking settings: refused
+    with pytest.raises(LabelingConfigError, match="videos.redetect_every: 2 -> 3"):  # other tracking settings: refused
         label_videos(gs, folder, out, track=TrackOptions(redetect_every=3), fingerprint=gs.fingerprint(),
                      progress=False, extension=".mkv")
     assert (out / STORE_DIR / "manifest.json").is_file()
@@ -124,3 +124,27 @@ def test_pipeline_label_videos(setup, tmp_path) -> None:
     report = gs.label(folder, output_folder=tmp_path / "out", videos=True, redetect_every=2, progress=False)
     assert (report.total, report.labeled) == (3, 2)  # a.mp4, b.mkv (no recursion), broken.mp4 fails
     assert sorted(os.listdir(tmp_path / "out" / "videos")) == ["a.mp4.json", "b.mkv.json"]
+
+
+def test_tracker_settings_in_effect_are_the_fingerprint(setup, tmp_path) -> None:
+    """``auto`` and the defaults are recorded as what they stand for; the memory policy counts; a
+    refused rerun changes no file; ``overwrite`` relabels."""
+    gs, folder = setup
+    out = tmp_path / "out"
+    report = gs.label(folder, output_folder=out, videos=True, extension=".mkv", progress=False)
+    assert report.labeled == 1
+    manifest = json.loads((out / STORE_DIR / "manifest.json").read_text())
+    assert manifest["fingerprint"]["config"]["videos"] == {"tracker": "sam2", "redetect_every": 15, "memory": "fifo"}
+    same = gs.label(folder, output_folder=out, videos=True, extension=".mkv", tracker="sam2", redetect_every=15,
+                    memory="fifo", progress=False)  # the same settings spelled out: resumed
+    assert (same.labeled, same.skipped) == (0, 1)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(LabelingConfigError, match='videos.memory: "fifo" -> "quality"') as refused:
+        gs.label(folder, output_folder=out, videos=True, extension=".mkv", memory="quality", progress=False)
+    assert refused.value.changes == [("videos.memory", "fifo", "quality")]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+    with pytest.raises(ValueError, match="unknown memory policy"):
+        TrackOptions(memory="lru")
+    again = gs.label(folder, output_folder=out, videos=True, extension=".mkv", memory="quality", overwrite=True,
+                     progress=False)
+    assert (again.labeled, again.skipped) == (1, 0)

@@ -31,11 +31,9 @@ from grounded_sam.labeling.assemble import DATASET_FILE, DATASET_KEYS, IMAGES_DI
 from grounded_sam.labeling.job import LabelJob, LabelReport
 from grounded_sam.labeling.options import LabelOptions
 from grounded_sam.labeling.sources import LabelItem
-from grounded_sam.labeling.store import STORE_DIR, RecordStore, StoredRecord
+from grounded_sam.labeling.store import REVIEWED, STORE_DIR, RecordStore, StoredRecord
 
 __all__ = ["ReviewFolder", "ReviewError", "REVIEWED"]
-
-REVIEWED = "reviewed"  # the record key that marks a reviewed image
 
 
 class ReviewError(ValueError):

@@ -32,10 +32,13 @@ How a job runs (:func:`label_folder`; :func:`label_folder_ray` spreads step 2 ov
 What to label and write is one :class:`LabelOptions`; where a Ray pool runs, one :class:`RayOptions`.
 The phases (:mod:`~grounded_sam.labeling.job`) are shared by both backends, so both make the same
 records and the same files. Memory holds the list of paths and one batch of images, nothing per
-finished image. The job's fingerprint (classes, the predictor's settings, input folder) is kept
-in ``output/.grounded_sam/manifest.json``; a rerun with a different one raises
-:class:`LabelingConfigError` unless ``overwrite=True``, which drops the old records and labels
-everything again. One job per output folder at a time. Output paths never leave
+finished image. The job's fingerprint (classes, every setting of the predictor that can change a
+label with the weights by content, the input folder; see ``GroundedSAM.fingerprint``) is kept in
+``output/.grounded_sam/manifest.json``; a rerun with a different one raises
+:class:`LabelingConfigError`, naming each differing setting with its old and new value, before
+any file is touched, unless ``overwrite=True``: that drops the old records and labels everything
+again, except the images reviewed in the app (kept unless ``discard_reviewed=True``). One job per
+output folder at a time. Output paths never leave
 ``output_folder`` (:func:`~grounded_sam.export.safe_io.safe_output_path`).
 """
 

@@ -50,6 +50,7 @@ class LabelReport:
     files: list[Path] = field(default_factory=list)  # main dataset files
     retried: dict[str, int] = field(default_factory=dict)  # path -> times re-run after its worker was lost
     unit: str = "images"  # what total / labeled count ("videos" for a video job)
+    kept_reviewed: int = 0  # reviewed records an overwrite kept (counted in skipped when still valid)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,7 @@ class LabelReport:
 
     def summary(self) -> str:
         retried = f", {len(self.retried)} retried after a lost worker" if self.retried else ""
+        retried += f", {self.kept_reviewed} reviewed kept" if self.kept_reviewed else ""
         lines = [
             f"{self.total} {self.unit}: {self.labeled} labeled, {self.skipped} already done, {len(self.failed)} failed"
             f"{retried}; {self.instances_written} instances in {self.images_written} images -> "
@@ -120,9 +122,12 @@ def prepare_job(
         listing = list_local_items(input_folder, options.extension, options.recursive, out)
     for name in OUTPUT_NAMES:  # raises UnsafePathError if a symlinked entry points outside
         safe_output_path(out, name)
+    config = job_fingerprint(names, fingerprint, listing.input_id)
     out.mkdir(parents=True, exist_ok=True)
     report = LabelReport(output_folder=out, format=options.format, total=len(listing.items))
-    store = RecordStore.open(out, job_fingerprint(names, fingerprint, listing.input_id), options.overwrite)
+    store = RecordStore.open(out, config, options.overwrite,
+                             options.discard_reviewed)
+    report.kept_reviewed = store.kept_reviewed
 
     items, seen = [], {}
     for item in listing.items:

@@ -64,7 +64,9 @@ class LabelOptions:
         recursive: also label images in subfolders.
         batch_size: images per predictor call.
         progress: show progress bars.
-        overwrite: relabel everything when the output folder was labeled with other settings.
+        overwrite: relabel the folder (its settings may differ from the earlier run's); the images
+            reviewed in the app are kept as they are.
+        discard_reviewed: with ``overwrite``, relabel the reviewed images too (their fixes are lost).
         copy_images: put the sources under ``images/`` by ``"copy"``, ``"hardlink"``,
             ``"symlink"``, or not at all (``"none"``).
         polygons: COCO polygons instead of RLE.
@@ -78,6 +80,7 @@ class LabelOptions:
     batch_size: int = 1
     progress: bool = True
     overwrite: bool = False
+    discard_reviewed: bool = False
     copy_images: CopyMode = "copy"
     polygons: bool = False
     multipart: Multipart = "merge"
@@ -94,6 +97,9 @@ class LabelOptions:
             raise ValueError(f"multipart must be one of {MULTIPART}, got {self.multipart!r}")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.discard_reviewed and not self.overwrite:
+            raise ValueError("discard_reviewed=True relabels reviewed images in an overwrite; give overwrite=True too "
+                             "(CLI: --overwrite --discard-reviewed)")
         if self.extension is not None and not isinstance(self.extension, str):
             object.__setattr__(self, "extension", tuple(self.extension))  # hashable, whatever sequence came
 

@@ -1,9 +1,14 @@
 """The record store of a job, ``<output>/.grounded_sam``: what makes labeling resumable.
 
 - ``manifest.json`` holds the job's **fingerprint** (classes, the ``config`` the predictor
-  describes itself with, such as ontology and model settings, and the input folder) and its
-  digest. Opening the store with a different fingerprint raises :class:`LabelingConfigError`
-  unless ``overwrite=True``, which drops the old records.
+  describes itself with: ontology, every model setting and the weights by content, see
+  :meth:`grounded_sam.pipeline.GroundedSAM.fingerprint`; and the input folder) and its digest.
+  Opening the store with a different fingerprint raises :class:`LabelingConfigError`, which names
+  each differing setting with its old and new value, before anything is written, unless
+  ``overwrite=True``: then the old records are dropped, except the ones reviewed in the app
+  (``"reviewed": true``, human work), which are kept under the new fingerprint unless
+  ``discard_reviewed=True``. The records are reset before the new manifest is written, so a
+  reset cut short is done again by the next ``overwrite`` run and never loses a reviewed record.
 - ``records/<xx>/<sha256 of the relative path>.json`` holds one :class:`StoredRecord` per
   labeled image, written atomically. It is valid when it parses, has the store's version and
   digest, names the same relative path, and the source still has the size and mtime it had.
@@ -23,14 +28,25 @@ from grounded_sam.export.records import ImageRecord, dumps
 from grounded_sam.export.safe_io import atomic_write_text
 from grounded_sam.labeling.sources import LabelItem
 
-__all__ = ["STORE_DIR", "STORE_VERSION", "LabelingConfigError", "StoredRecord", "RecordStore", "job_fingerprint"]
+__all__ = ["STORE_DIR", "STORE_VERSION", "REVIEWED", "LabelingConfigError", "StoredRecord", "RecordStore",
+           "job_fingerprint", "fingerprint_changes"]
 
 STORE_DIR = ".grounded_sam"
 STORE_VERSION = 1
+REVIEWED = "reviewed"  # the record key that marks an image reviewed (fixed by a person) in the app
+_MISSING = object()
 
 
 class LabelingConfigError(ValueError):
-    """The output folder holds records made with a different ontology/config."""
+    """The output folder holds records made with other settings.
+
+    ``changes``: ``(setting, old value, new value)`` for each differing setting (dotted names,
+    e.g. ``detector.box_threshold``; a value absent on one side is ``None``).
+    """
+
+    def __init__(self, message: str, changes: list[tuple[str, Any, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.changes = changes or []
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,13 @@ class RecordStore:
 
     root: Path
     digest: str
+    kept_reviewed: int = 0  # reviewed records carried over by an overwrite
 
     @classmethod
-    def open(cls, output: Path, fingerprint: dict[str, Any], overwrite: bool = False) -> RecordStore:
-        """Check (or write) the manifest of ``output``'s store; see :class:`LabelingConfigError`."""
+    def open(cls, output: Path, fingerprint: dict[str, Any], overwrite: bool = False,
+             discard_reviewed: bool = False) -> RecordStore:
+        """Check (or write) the manifest of ``output``'s store; see the module docs and
+        :class:`LabelingConfigError`. Nothing is written when the check fails."""
         root = output / STORE_DIR
         manifest = root / "manifest.json"
         digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
@@ -84,18 +103,14 @@ class RecordStore:
             except (OSError, ValueError):
                 old = None
         if old is not None and old.get("digest") != digest and not overwrite:
-            before = old.get("fingerprint", {})
-            changed = [k for k in fingerprint if before.get(k) != fingerprint[k]] or ["store version"]
-            diff = "; ".join(f"{k}: was {_short(before.get(k))}, now {_short(fingerprint.get(k))}" for k in changed)
-            raise LabelingConfigError(
-                f"{output} was labeled with a different {', '.join(changed)} ({diff}). Pass overwrite=True "
-                "(CLI: --overwrite) to relabel everything, or choose another output folder."
-            )
+            changes = fingerprint_changes(old.get("fingerprint", {}), fingerprint)
+            raise LabelingConfigError(_refusal(output, changes), changes)
+        kept = 0
         if overwrite or old is None or old.get("digest") != digest:
-            shutil.rmtree(root / "records", ignore_errors=True)
+            kept = _reset_records(root / "records", digest, keep_reviewed=not discard_reviewed)
             manifest_text = dumps({"version": STORE_VERSION, "digest": digest, "fingerprint": fingerprint}) + "\n"
             atomic_write_text(manifest, manifest_text)
-        return cls(root, digest)
+        return cls(root, digest, kept)
 
     def record_path(self, rel: str) -> Path:
         h = hashlib.sha256(rel.encode("utf-8")).hexdigest()
@@ -127,6 +142,60 @@ class RecordStore:
                 yield stored
 
 
+def _reset_records(records: Path, digest: str, keep_reviewed: bool) -> int:
+    """Delete the record files, re-stamping the reviewed ones with ``digest`` when
+    ``keep_reviewed``; returns how many were kept."""
+    kept = 0
+    for path in sorted(records.glob("*/*.json")):
+        try:
+            stored = StoredRecord.from_json(path.read_text(encoding="utf-8"))
+            reviewed = keep_reviewed and bool(stored.record.get(REVIEWED))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            reviewed = False
+        if reviewed:
+            restamped = StoredRecord(digest=digest, rel=stored.rel, source=stored.source, record=stored.record)
+            atomic_write_text(path, restamped.to_json())
+            kept += 1
+        else:
+            path.unlink(missing_ok=True)
+    if not kept:
+        shutil.rmtree(records, ignore_errors=True)  # stray temporary files too
+    return kept
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The settings that differ between two fingerprints: ``(dotted name, old, new)``, the
+    predictor's ``config.`` prefix left out of the names; ``None`` for a value one side lacks."""
+    before, after = _flatten(old), _flatten(new)
+    changes = []
+    for key in [*after, *(k for k in before if k not in after)]:
+        a, b = before.get(key, _MISSING), after.get(key, _MISSING)
+        if a != b:
+            name = key[len("config."):] if key.startswith("config.") else key
+            changes.append((name, None if a is _MISSING else a, None if b is _MISSING else b))
+    return changes
+
+
+def _refusal(output: Path, changes: list[tuple[str, Any, Any]]) -> str:
+    lines = [f"{output} was labeled with other settings; this run would mix two kinds of labels in one dataset, "
+             "so nothing was changed. What differs (before -> now):"]
+    lines += [f"  {name}: {_short(a)} -> {_short(b)}" for name, a, b in changes or [("store version", None, None)]]
+    lines.append("Relabel the folder with the new settings with overwrite=True (CLI: --overwrite; images reviewed in "
+                 "the app are kept unless discard_reviewed=True / --discard-reviewed), or choose another output folder.")
+    return "\n".join(lines)
+
+
 def _short(value: Any, limit: int = 160) -> str:
+    if value is None:
+        return "(none)"
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -59,10 +59,13 @@ TRACKERS = ("auto", "sam2", "sam3")
 
 @dataclass(frozen=True)
 class TrackOptions:
-    """How each video is tracked (``GroundedSAM.make_tracker``'s ``tracker`` and ``redetect_every``)."""
+    """How each video is tracked (``GroundedSAM.make_tracker``'s ``tracker``, ``redetect_every``
+    and ``memory``; ``None``: the tracker's default). :meth:`resolved` fills in what ``"auto"``
+    and the defaults stand for, which is what the job's fingerprint records."""
 
     tracker: str = "auto"
     redetect_every: int | None = None
+    memory: str | None = None
 
     def __post_init__(self) -> None:
         if self.tracker not in TRACKERS:
@@ -70,9 +73,29 @@ class TrackOptions:
         n = self.redetect_every
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(f"redetect_every must be a positive integer, got {n!r}")
+        if self.memory is not None:
+            from segmenter.video.policies import POLICIES
+
+            if self.memory not in POLICIES:
+                raise ValueError(f"unknown memory policy {self.memory!r}; choose one of: {', '.join(POLICIES)}")
+
+    def resolved(self, pipeline: Any) -> TrackOptions:
+        """The options in effect with ``pipeline``: the tracker ``"auto"`` picks, and for
+        ``"sam2"`` its default re-detection interval and memory policy."""
+        from grounded_sam.defaults import DEFAULT_MEMORY, DEFAULT_REDETECT_EVERY
+
+        kind = pipeline.tracker_kind(self.tracker)
+        if kind == "sam2":
+            return TrackOptions(kind, self.redetect_every or DEFAULT_REDETECT_EVERY, self.memory or DEFAULT_MEMORY)
+        return TrackOptions(kind, self.redetect_every, self.memory)  # sam3 refuses the sam2 options when tracking
 
     def to_json(self) -> dict[str, Any]:
-        return {"tracker": self.tracker, "redetect_every": self.redetect_every}
+        return {"tracker": self.tracker, "redetect_every": self.redetect_every, "memory": self.memory}
+
+    def tracker_options(self) -> dict[str, Any]:
+        """Keywords for ``GroundedSAM.make_tracker`` (the unset ones left to its defaults)."""
+        return {"tracker": self.tracker, "redetect_every": self.redetect_every,
+                **({"memory": self.memory} if self.memory is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -94,8 +117,7 @@ def track_video(pipeline: Any, track: TrackOptions, item: LabelItem) -> VideoRes
     try:
         source = item.stat()
         with tempfile.TemporaryDirectory(prefix="gs-video-") as tmp:
-            write_tracking_outputs(pipeline, item.path, tmp, redetect_every=track.redetect_every,
-                                   tracker=track.tracker, outputs=("coco",))
+            write_tracking_outputs(pipeline, item.path, tmp, outputs=("coco",), **track.tracker_options())
             text = (Path(tmp) / "annotations.json").read_text(encoding="utf-8")
         return VideoResult(item.name, item.rel, text, _coco_info(text), source)
     except Exception as e:  # noqa: BLE001 - reported against the video; the job goes on
@@ -205,7 +227,7 @@ def label_videos(
     (``None``: :data:`VIDEO_EXTENSIONS`), ``recursive``, ``progress``, ``overwrite``.
     """
     opts = (options or LabelOptions(extension=None)).update(**changes)
-    track = track or TrackOptions()
+    track = (track or TrackOptions()).resolved(pipeline)
     job = _prepare(input_folder, output_folder, pipeline.classes, opts, track, fingerprint)
     pending = _pending(job)
     with job_progress(job.report, len(pending), "tracking videos", opts.progress) as bar:
@@ -236,6 +258,7 @@ def label_videos_ray(
     """:func:`label_videos` with each video tracked as one task on a Ray actor pool.
 
     ``factory()`` builds the pipeline in each actor (:class:`~grounded_sam.labeling.PipelineFactory`);
+    ``track`` should be resolved (:meth:`TrackOptions.resolved`) by the caller, which has the pipeline;
     ``changes`` are fields of :class:`LabelOptions` or :class:`RayOptions`. The input folder must be
     readable by every worker (a shared path); the files are written by this process only.
     """
