@@ -11,7 +11,9 @@ import pytest
 import supervision as sv
 from PIL import Image
 
-from grounded_sam.app.editing import BACKGROUND, BOX, EXEMPLAR, FOREGROUND, SELECT, apply_click, export_masks
+from grounded_sam.app.editing import (BACKGROUND, BOX, EXEMPLAR, FOREGROUND, SELECT, apply_click, export_coco,
+                                      export_masks)
+from grounded_sam.app.image_view import build_image_view, open_upload
 from grounded_sam.app.models import AppError, AppModels, ModelOptions
 from grounded_sam.app.render import render_session
 from grounded_sam.app.review import ReviewError, ReviewFolder
@@ -133,6 +135,57 @@ def test_objects_and_sessions_compare_by_identity() -> None:
     b = ImageSession.from_detections(image, _same_class_dets(), CLASSES, key=a.key)
     assert a.objects[0] != a.objects[1] and a.objects[0] != b.objects[0] and a != b and a == a
     assert a.objects.index(a.objects[1]) == 1 and b.objects[0] not in a.objects
+
+
+# ---------------------------------------------------------------------------- file names
+def _stored_upload(tmp_path: Path, name: str, mode: str = "RGB") -> Path:
+    """An image saved as gradio stores an upload: ``<cache>/<sha>/<the browser's file name>``."""
+    folder = tmp_path / "gradio" / "0123abcd"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(shapes_image(40, 50)).convert(mode).save(folder / name)
+    return folder / name
+
+
+def test_an_upload_keeps_its_file_name_in_the_exports(tmp_path) -> None:
+    s = open_upload(_stored_upload(tmp_path, "street.jpg"), "a red:red, a green:green")
+    assert (s.name, s.classes, s.hw, s.image.dtype) == ("street.jpg", CLASSES, (40, 50), np.uint8)
+    s.objects = ImageSession.from_detections(s.image, _square_dets(), CLASSES).objects
+    path = export_coco(s, tmp_path)
+    assert path.name == "street_coco.json"
+    coco = json.loads(path.read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["street.jpg"] and len(coco["annotations"]) == 2
+    assert export_masks(s, tmp_path).name == "street_masks.zip"
+    assert s.summary()["image"]["name"] == "street.jpg"
+    with pytest.raises(ValueError, match="notes.png"):  # not an image: the status line names the file
+        (tmp_path / "notes.png").write_text("hello")
+        open_upload(tmp_path / "notes.png")
+
+
+@pytest.mark.parametrize("name, stem", [("my street (1).jpg", "my_street_1"), ("straße #2.png", "stra_e_2"),
+                                        (".hidden.png", "hidden"), ("日本.png", "image"), ("..._.png", "image"),
+                                        ("v1.2_final-B.png", "v1.2_final-B")])
+def test_an_odd_file_name_is_sanitised_for_the_export_name_only(tmp_path, name, stem) -> None:
+    s = open_upload(_stored_upload(tmp_path, name))
+    out = tmp_path / "out"
+    out.mkdir()
+    path = export_coco(s, out)
+    assert path == out / f"{stem}_coco.json" and export_masks(s, out) == out / f"{stem}_masks.zip"
+    assert json.loads(path.read_text())["images"][0]["file_name"] == name
+
+
+def test_the_upload_component_passes_the_stored_file_under_its_name(tmp_path) -> None:
+    """Any image mode: gradio hands over the stored upload itself (no copy renamed ``image.webp`` / ``.jpeg``)."""
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    with gr.Blocks() as demo:
+        build_image_view(AppModels(), tmp_path / "work")
+    upload = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "image-upload")
+    for name, mode in (("street.jpg", "RGB"), ("grey scan.jpg", "L"), ("cut out.png", "RGBA")):
+        stored = _stored_upload(tmp_path, name, mode)
+        path = upload.preprocess(ImageData(path=str(stored), orig_name=name))
+        assert Path(path) == stored
+        assert open_upload(path).name == name
 
 
 # ---------------------------------------------------------------------------- models

@@ -55,11 +55,16 @@ def apply_click(models: AppModels, session: ImageSession, mode: str, x: float, y
 
 
 def _stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem) or "image"
+    """``name``'s stem as a safe file name part: runs of other than ``A-Za-z0-9._-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
 
 
 def export_coco(session: ImageSession, folder: Path) -> Path:
-    """The session as a COCO instance-segmentation file (RLE masks); returns its path."""
+    """The session as a COCO instance-segmentation file (RLE masks); returns its path.
+
+    The file is ``<stem>_coco.json`` (the image's name, sanitised); its image's ``file_name`` is the
+    image's base name as uploaded (``street.jpg``).
+    """
     h, w = session.hw
     path = Path(folder) / f"{_stem(session.name)}_coco.json"
     with CocoWriter(path, session.classes) as writer:
@@ -68,7 +73,7 @@ def export_coco(session: ImageSession, folder: Path) -> Path:
 
 
 def export_masks(session: ImageSession, folder: Path) -> Path:
-    """One PNG per object (0 / 255, ``<index>_<class>.png``) in a zip; returns its path."""
+    """One PNG per object (0 / 255, ``<index>_<class>.png``) in ``<stem>_masks.zip``; returns its path."""
     path = Path(folder) / f"{_stem(session.name)}_masks.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for i, obj in enumerate(o for o in session.objects if o.mask.any()):

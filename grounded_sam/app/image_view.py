@@ -1,6 +1,11 @@
 """The image view: upload or pick an image, detect from captions, click to fix, export.
 
-Uploading (or picking a sample) opens a new :class:`~grounded_sam.app.session.ImageSession`;
+Uploading (or picking a sample) opens a new :class:`~grounded_sam.app.session.ImageSession`
+(:func:`open_upload`): the upload component passes the file gradio stored, under the name the
+browser sent, so the session keeps the user's file name (``street.jpg``) and the exports are
+named after it (``street_coco.json``, whose ``file_name`` is ``street.jpg``). The pixels are
+read by the project's one image loader (:func:`runtime.images.load_image`: EXIF orientation,
+alpha over white), as ``grounded-sam`` reads them on the command line.
 Detect runs the pipeline with the captions (and the exemplar boxes drawn for ``sam3``) and
 replaces the objects; the shared editor (:mod:`grounded_sam.app.editor`) does the clicking;
 Export writes COCO JSON (RLE) and a zip of PNG masks for download.
@@ -16,11 +21,11 @@ import gradio as gr
 import numpy as np
 
 from grounded_sam.app.editing import export_coco, export_masks
-from grounded_sam.app.editor import build_editor, editor_outputs, report_errors
+from grounded_sam.app.editor import build_editor, editor_outputs, error_text, report_errors
 from grounded_sam.app.models import AppError, AppModels, parse_captions
 from grounded_sam.app.session import ImageSession
 
-__all__ = ["build_image_view", "sample_images"]
+__all__ = ["build_image_view", "open_upload", "sample_images"]
 
 
 def sample_images(folder: Path) -> list[str]:
@@ -43,12 +48,25 @@ def _classes(captions: str | None) -> list[str]:
         return ["object"]
 
 
+def open_upload(path: str | Path, captions: str | None = None) -> ImageSession:
+    """A new session on the image file ``path``, named after the file (its base name).
+
+    The classes come from ``captions`` (``["object"]`` until captions are given). Raises
+    ``ValueError`` / ``OSError`` for a file that is no image.
+    """
+    from runtime.images import load_image
+
+    name = Path(path).name
+    return ImageSession(load_image(path, name=name), _classes(captions), name=name)
+
+
 def build_image_view(models: AppModels, work_dir: Path) -> None:
     """The image tab's components and events (call inside a ``gr.Blocks`` context)."""
     with gr.Row():
         with gr.Column(scale=1):
-            upload = gr.Image(label="Image", type="numpy", sources=["upload", "clipboard"], format="png",
-                              image_mode="RGB", elem_id="image-upload")
+            # a file path (the stored upload, under the browser's file name): the session keeps the name
+            upload = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], image_mode=None,
+                              elem_id="image-upload")
             gr.Examples(sample_images(work_dir / "samples"), inputs=[upload], label="or pick a sample")
             captions = gr.Textbox(label="Captions", placeholder="a dog:dog, person", elem_id="image-captions")
             detect = gr.Button("Detect", variant="primary", elem_id="image-detect")
@@ -58,12 +76,6 @@ def build_image_view(models: AppModels, work_dir: Path) -> None:
             download = gr.File(label="Download", interactive=False, elem_id="image-download")
         with gr.Column(scale=2):
             editor = build_editor(models, "image")
-
-    def on_upload(image: np.ndarray | None, text: str | None) -> tuple[Any, ...]:
-        if image is None:
-            return editor_outputs(None, "")
-        session = ImageSession(np.ascontiguousarray(image[..., :3]), _classes(text))
-        return editor_outputs(session, f"{image.shape[1]}x{image.shape[0]} image: enter captions and press Detect")
 
     @report_errors
     def on_detect(s: ImageSession | None, text: str | None) -> tuple[Any, ...]:
@@ -85,10 +97,18 @@ def build_image_view(models: AppModels, work_dir: Path) -> None:
 
         return run
 
-    def on_change(image: np.ndarray | None, text: str | None, s: ImageSession | None) -> tuple[Any, ...]:
-        if s is not None and image is not None and image.shape[:2] == s.hw and np.array_equal(image[..., :3], s.image):
+    def on_change(path: str | None, text: str | None, s: ImageSession | None) -> tuple[Any, ...]:
+        if not path:
+            return editor_outputs(None, "")
+        try:
+            session = open_upload(path, text)
+        except (ValueError, OSError) as e:
+            return editor_outputs(None, error_text(e))
+        if (s is not None and session.name == s.name and session.hw == s.hw
+                and np.array_equal(session.image, s.image)):
             return editor_outputs(s, "")  # the same image (an upload fires change too)
-        return on_upload(image, text)
+        h, w = session.hw
+        return editor_outputs(session, f"{session.name} ({w}x{h}): enter captions and press Detect")
 
     upload.change(on_change, [upload, captions, editor.session], editor.outputs)
     detect.click(on_detect, [editor.session, captions], editor.outputs)
