@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import time
@@ -128,6 +129,20 @@ def _wait_state(pg, elem: str, predicate, timeout: float = 120.0) -> dict:
     raise AssertionError(f"{elem} never reached the expected state; last: {str(_state(pg, elem))[:800]}")
 
 
+def _wait_status(pg, view: str, pattern: str, timeout: float = 60.0) -> str:
+    """``#<view>-status`` once it matches ``pattern`` (``re.search``); an ``error:`` line fails at once."""
+    end = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < end:
+        text = " ".join(pg.inner_text(f"#{view}-status").split())
+        if re.search(pattern, text):
+            return text
+        if "error" in text.lower():
+            raise AssertionError(f"the {view} status reads {text!r} (expected {pattern!r})")
+        time.sleep(0.1)
+    raise AssertionError(f"the {view} status never matched {pattern!r}; last: {text!r}")
+
+
 def _shot(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(np.int16)
 
@@ -197,11 +212,13 @@ def test_image_detect_click_export(page, labeled, tmp_path, screens) -> None:
     state = _wait_state(page, "image-objects", lambda s: "selected" in page.inner_text("#image-status")
                         or "nothing" in page.inner_text("#image-status"))
     assert state["selected"] == want
+    _wait_status(page, "image", "^nothing here" if want is None else rf"^selected #{want} ")
     if want is None:  # nothing there: a + click starts a new object
         want = len(expected)
     _radio(page, "image-mode", "add (+ click)")
     _click_pixel(page, "#image-overlay", 110, 90, (H, W))
     state = _wait_state(page, "image-objects", lambda s: len(s["objects"]) > want and s["objects"][want]["clicks"])
+    _wait_status(page, "image", rf"^#{want} {state['objects'][want]['class']}: \d+ px \(IoU score")
     page.screenshot(path=str(screens / "image_refined.png"), full_page=True)
     (cx, cy, label), = state["objects"][want]["clicks"]
     assert label == 1 and abs(cx - 110) <= 1 and abs(cy - 90) <= 1
@@ -219,7 +236,9 @@ def test_image_detect_click_export(page, labeled, tmp_path, screens) -> None:
     coco_path = _download(page, "image-export-coco", "image-download", tmp_path, "coco")
     from pycocotools.coco import COCO
 
+    assert coco_path.name == "shapes_coco.json"  # named after the uploaded file
     coco = COCO(str(coco_path))
+    assert coco.imgs[1]["file_name"] == "shapes.png"
     anns = coco.loadAnns(coco.getAnnIds())
     kept = [o for o in state["objects"] if o["area"] > 0]
     assert len(anns) == len(kept)
@@ -227,6 +246,95 @@ def test_image_detect_click_export(page, labeled, tmp_path, screens) -> None:
     refined = anns[[o["index"] for o in kept].index(want)]
     np.testing.assert_array_equal(mask_utils.decode(refined["segmentation"]).astype(bool), want_mask)
     assert coco.imgs[1]["width"] == W and coco.imgs[1]["height"] == H
+
+
+def test_image_every_edit_reports_its_status_and_exports_keep_the_file_name(page, tmp_path, screens) -> None:
+    """Objects of one class made and edited by hand: each edit's status line says what it did (issue 25)."""
+    from runtime.rle import decode_rle
+
+    name = "my street (1).png"  # the export's file name is sanitised, the COCO file_name is not
+    Image.fromarray(shapes_image(H, W)).save(tmp_path / name)
+    page.fill("#image-captions textarea", CAPTIONS)  # the classes of hand-made objects
+    page.set_input_files("#image-upload input[type=file]", str(tmp_path / name))
+    _wait_state(page, "image-objects", lambda s: s["image"]["name"] == name and s["objects"] == [])
+    _wait_status(page, "image", re.escape(f"{name} ({W}x{H})"))
+
+    def edit(mode: str | None, x: float, y: float, count: int, index: int, clicks: int) -> dict:
+        """A click that prompts object ``index``: the state once it has it and the status gives its area."""
+        if mode:
+            _radio(page, "image-mode", mode)
+        _click_pixel(page, "#image-overlay", x, y, (H, W))
+        end = time.monotonic() + 60.0
+        while time.monotonic() < end:
+            state, status = _state(page, "image-objects"), page.inner_text("#image-status").strip()
+            assert "error" not in status.lower(), status
+            if (len(state["objects"]) == count and state["selected"] == index
+                    and len(state["objects"][index]["clicks"]) == clicks
+                    and re.match(rf"#{index} square: {state['objects'][index]['area']} px \(IoU score", status)):
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"no answer to the click at ({x}, {y}); status {status!r}, state {state}")
+
+    _radio(page, "image-mode", "box (2 clicks)")  # object 0: a drawn box
+    _click_pixel(page, "#image-overlay", 10, 10, (H, W))
+    _wait_status(page, "image", "^first corner set")
+    edit(None, 60, 50, count=1, index=0, clicks=0)
+    page.click("#image-new")
+    _wait_status(page, "image", "^a \\+ click or a box now starts a new square")
+    # object 1, of the same class: + clicks, a - click, a box (the status read "error: The truth value ...")
+    edit("add (+ click)", 110, 90, count=2, index=1, clicks=1)
+    edit(None, 115, 95, count=2, index=1, clicks=2)
+    edit("remove (- click)", 100, 80, count=2, index=1, clicks=3)
+    _radio(page, "image-mode", "box (2 clicks)")
+    _click_pixel(page, "#image-overlay", 90, 70, (H, W))
+    _wait_status(page, "image", "^first corner set")
+    state = edit(None, 140, 115, count=2, index=1, clicks=3)
+    page.screenshot(path=str(screens / "image_hand_made.png"), full_page=True)
+
+    coco_path = _download(page, "image-export-coco", "image-download", tmp_path, "coco")
+    assert coco_path.name == "my_street_1_coco.json"
+    coco = json.loads(coco_path.read_text())
+    assert [im["file_name"] for im in coco["images"]] == [name]
+    kept = [o for o in state["objects"] if o["area"] > 0]
+    assert [a["area"] for a in coco["annotations"]] == [o["area"] for o in kept] and kept
+    masks = {o["index"]: decode_rle(a["segmentation"]).astype(bool) for o, a in zip(kept, coco["annotations"])}
+
+    # select: a pixel where one object is the smallest under it (the app's rule), object 1 if it has one
+    areas = {k: int(m.sum()) for k, m in masks.items()}
+
+    def alone(k: int) -> np.ndarray:  # where k is the smallest object, its border left out
+        smaller = [masks[j] for j in masks if (areas[j], j) < (areas[k], k)]
+        spot = masks[k] & ~np.any(smaller, axis=0) if smaller else masks[k]
+        inner = np.zeros_like(spot)
+        inner[1:-1, 1:-1] = spot[1:-1, 1:-1] & spot[:-2, 1:-1] & spot[2:, 1:-1] & spot[1:-1, :-2] & spot[1:-1, 2:]
+        return inner if inner.any() else spot
+
+    pick = next(k for k in sorted(masks, reverse=True) if alone(k).any())
+    pixels = np.argwhere(alone(pick))
+    y, x = pixels[len(pixels) // 2]
+    _radio(page, "image-mode", "select")
+    _click_pixel(page, "#image-overlay", x, y, (H, W))
+    _wait_state(page, "image-objects", lambda s: s["selected"] == pick)
+    _wait_status(page, "image", rf"^selected #{pick} square \({areas[pick]} px\)")
+    _pick(page, "image-class", "circle")
+    page.click("#image-relabel")
+    _wait_state(page, "image-objects", lambda s: s["objects"][pick]["class"] == "circle")
+    _wait_status(page, "image", "^relabelled as circle")
+    page.click("#image-clear")
+    _wait_state(page, "image-objects", lambda s: s["objects"][pick]["clicks"] == [])
+    _wait_status(page, "image", "^clicks cleared")
+    page.click("#image-delete")
+    state = _wait_state(page, "image-objects", lambda s: len(s["objects"]) == 1 and s["selected"] is None)
+    _wait_status(page, "image", "^deleted")
+    assert state["objects"][0]["class"] == "square"
+    zip_path = _download(page, "image-export-masks", "image-download", tmp_path, "masks")
+    assert zip_path.name == "my_street_1_masks.zip"
+
+
+def test_a_picked_sample_opens_under_its_name(page) -> None:
+    page.locator(".gallery-item").nth(1).click()  # the samples: shapes.png, scene.png
+    _wait_state(page, "image-objects", lambda s: s["image"]["name"] == "scene.png" and s["image"]["width"] == 320)
+    _wait_status(page, "image", re.escape("scene.png (320x240)"))
 
 
 def test_upload_over_the_limit_is_refused(page, tmp_path) -> None:
@@ -269,6 +377,7 @@ def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> Non
     _click_pixel(page, "#review-overlay", x, y, (96, 128))
     state = _wait_state(page, "review-objects", lambda s: s["selected"] is not None)
     assert state["selected"] == pick
+    _wait_status(page, "review", rf"^selected #{pick} ")
 
     # fix 1: relabel it, save -> the dataset on disk has the new class and the image is marked reviewed
     old_class = state["objects"][pick]["class"]
@@ -276,6 +385,7 @@ def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> Non
     _pick(page, "review-class", new_class)
     page.click("#review-relabel")
     _wait_state(page, "review-objects", lambda s: s["objects"][pick]["class"] == new_class)
+    _wait_status(page, "review", f"^relabelled as {new_class}")
     page.click("#review-save")
     page.wait_for_function("document.querySelector('#review-status').innerText.includes('saved')", timeout=60_000)
     img, anns, names = _review_annotations(ds, "im0.png")
@@ -287,6 +397,7 @@ def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> Non
     # fix 2: delete it, save -> one instance fewer on disk, the others unchanged
     page.click("#review-delete")
     _wait_state(page, "review-objects", lambda s: len(s["objects"]) == len(anns0) - 1)
+    _wait_status(page, "review", "^deleted")
     page.click("#review-save")
     page.wait_for_function("document.querySelector('#review-status').innerText.includes('instance(s); dataset')"
                            " && document.querySelector('#review-status').innerText.includes(' "
@@ -335,8 +446,10 @@ def test_video_click_on_frame_k_adds_an_object_from_k_on(page, tmp_path, screens
                 raise
     new_id = state["editing"]["track_id"]
     assert new_id not in before and state["editing"]["frame"] == k
+    _wait_status(page, "video", rf"^track #{new_id} on frame {k}: \d+ px|^frame {k}$")
     page.click("#video-propagate")
     state = _wait_state(page, "video-state", lambda s: s["editing"] is None)
+    _wait_status(page, "video", rf"^track #{new_id} re-tracked from frame {k}: {n - k} frames|^frame {k}$")
     page.screenshot(path=str(screens / "video_propagated.png"), full_page=True)
     assert state["tracks"][str(new_id)]["frames"] == list(range(k, n))  # from frame k on, none before
     assert {int(t): v["frames"] for t, v in state["tracks"].items() if int(t) != new_id} == before
