@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segmenter.video.frames import DEFAULT_CACHE_SIZE, FrameSource
+from segmenter.video.source import DEFAULT_CACHE_SIZE, FrameSource
 
 __all__ = ["VideoFileSource"]
 
