@@ -27,7 +27,7 @@ H, W = 720, 1280
 
 def child(impl: str, video: str, frames: int, size: int, ckpt: str, model_name: str, objects: int) -> None:
     torch.set_num_threads(1)
-    from grounded_sam.samples import SyntheticScene
+    from grounded_sam.assets.samples import SyntheticScene
 
     boxes = SyntheticScene((H, W), objects=objects, seed=0).boxes(0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -84,7 +84,7 @@ def main() -> None:
     if args.quick:
         args.size, args.frames = [256], [10, 40]
     common.setup(args)
-    from grounded_sam.samples import write_synthetic_video
+    from grounded_sam.assets.samples import write_synthetic_video
 
     tmp = tempfile.TemporaryDirectory()
     size = args.size[0]

@@ -33,7 +33,7 @@ def main() -> None:
     if args.quick:
         args.size, args.objects, args.frames, args.repeats = [256], [2], 4, 1
     device = common.setup(args)
-    from grounded_sam.samples import SyntheticScene
+    from grounded_sam.assets.samples import SyntheticScene
     from segmenter import VideoPredictor, build_sam
 
     rows = []

@@ -53,7 +53,7 @@ def full_model(size: int) -> tuple[torch.nn.Module, object]:
 
 
 def transformers_loop(model, processor, frames, device) -> tuple[list[float], int]:
-    from grounded_sam.sam3_memory import tensor_bytes
+    from grounded_sam.tracking.sam3_memory import tensor_bytes
 
     session = processor.init_video_session(inference_device=device)
     processor.add_text_prompt(session, CAPTIONS)
@@ -70,7 +70,7 @@ def transformers_loop(model, processor, frames, device) -> tuple[list[float], in
 
 
 def ours_loop(tracker, frames, device) -> tuple[list[float], int]:
-    from grounded_sam.sam3_memory import tensor_bytes
+    from grounded_sam.tracking.sam3_memory import tensor_bytes
 
     times, nbytes = [], 0
     t0 = time.perf_counter()
@@ -90,8 +90,8 @@ def main() -> None:
     p.add_argument("--hw", type=int, nargs=2, default=[480, 640], help="video frame height and width")
     args = p.parse_args()
     device = common.setup(args)
-    from grounded_sam.samples import SyntheticScene
-    from grounded_sam.sam3_tracking import Sam3ConceptTracker
+    from grounded_sam.assets.samples import SyntheticScene
+    from grounded_sam.tracking.sam3 import Sam3ConceptTracker
 
     t0 = time.perf_counter()
     model, processor = tiny_model() if args.model == "tiny" else full_model(args.size[0])

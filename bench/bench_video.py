@@ -88,7 +88,7 @@ def main() -> None:
 
     from reference import REFERENCE_CONFIGS
     from segmenter import VideoPredictor, build_sam
-    from grounded_sam.samples import SyntheticScene
+    from grounded_sam.assets.samples import SyntheticScene
     from segmenter.video.frames import preprocess_video_frame
 
     mm = common.matmul_gflops()

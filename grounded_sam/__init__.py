@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "GroundedSAM": "grounded_sam.pipeline",
-    "GroundedSAM2": "grounded_sam.pipeline",
+    "GroundedSAM": "grounded_sam.api",
+    "GroundedSAM2": "grounded_sam.api",
     "CaptionOntology": "ontologies",
     "resolve_device": "runtime.device",
     "autocast": "runtime.device",
-    "plot": "grounded_sam.annotate",
+    "plot": "grounded_sam.export.annotate",
 }
 
 __all__ = ["__version__", *_LAZY]

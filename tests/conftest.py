@@ -8,7 +8,7 @@ import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
-if "GROUNDED_SAM_CACHE" not in os.environ:  # weight hashes (grounded_sam.weights) stay out of ~/.cache
+if "GROUNDED_SAM_CACHE" not in os.environ:  # weight hashes (grounded_sam.pipeline.weights) stay out of ~/.cache
     os.environ["GROUNDED_SAM_CACHE"] = _cache = tempfile.mkdtemp(prefix="gs-test-cache-")
     atexit.register(shutil.rmtree, _cache, True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torchvision.ops import batched_nms
 
-from grounded_sam.samples import shapes_image
+from grounded_sam.assets.samples import shapes_image
 from segmenter import AutomaticMaskGenerator, ImagePredictor, build_sam
 from segmenter.amg.utils import mask_to_rle, rle_to_mask
 from segmenter.postprocess import remove_small_regions

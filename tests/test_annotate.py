@@ -1,4 +1,4 @@
-"""grounded_sam.annotate: annotated images (RGB in, RGB out) and H.264 MP4 through PyAV."""
+"""grounded_sam.export.annotate: annotated images (RGB in, RGB out) and H.264 MP4 through PyAV."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from grounded_sam.annotate import VideoWriter, annotate_image, label_texts, plot
+from grounded_sam.export.annotate import VideoWriter, annotate_image, label_texts, plot
 
 H, W = 60, 80
 CLASSES = ["dog", "cat"]

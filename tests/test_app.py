@@ -18,11 +18,11 @@ from grounded_sam.app.models import AppError, AppModels, ModelOptions
 from grounded_sam.app.render import render_session
 from grounded_sam.app.review import ReviewError, ReviewFolder
 from grounded_sam.app.session import ImageSession
-from grounded_sam.cli import loading_error_message
+from grounded_sam.pipeline.hub import loading_error_message
 from grounded_sam.export.safe_io import UnsafePathError
 from grounded_sam.labeling import label_folder
-from grounded_sam.pipeline import GroundedSAM
-from grounded_sam.samples import shapes_image
+from grounded_sam.api import GroundedSAM
+from grounded_sam.assets.samples import shapes_image
 from tiny import SAM_IMAGE_SIZE, save_tiny_sam
 
 CLASSES = ["red", "green"]

@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from grounded_sam.app import AppModels, AppOptions, ModelOptions, build_app, launch
-from grounded_sam.pipeline import GroundedSAM
-from grounded_sam.samples import shapes_image, write_synthetic_video
+from grounded_sam.api import GroundedSAM
+from grounded_sam.assets.samples import shapes_image, write_synthetic_video
 from segmenter import ImagePredictor
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
@@ -468,7 +468,7 @@ def test_video_click_on_frame_k_adds_an_object_from_k_on(page, tmp_path, screens
 
 
 def test_a_failed_model_load_shows_the_cli_message_in_the_page(browser, tmp_path) -> None:
-    from grounded_sam.cli import loading_error_message
+    from grounded_sam.pipeline.hub import loading_error_message
 
     options = ModelOptions(detector="owlv2", detector_model_id="nobody/not-cached", device="cpu")
     with pytest.raises(Exception) as direct:

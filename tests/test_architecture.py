@@ -31,30 +31,104 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def _imported_packages(path: Path) -> list[tuple[int, str]]:
-    """(line, top-level package) of every import in ``path`` that names one of ours."""
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_names(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every import in ``path``: ``import a.b``, ``from a.b import c`` (as
+    ``a.b`` and ``a.b.c``), relative imports made absolute, and module names given as string
+    constants to ``importlib.import_module`` / ``__import__`` or in lazy-import tables."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    here = _module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        elif isinstance(node, ast.ImportFrom) and node.level > 0:
-            names = [path.relative_to(ROOT).parts[0]]  # relative imports stay in their package
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
         elif isinstance(node, ast.Call):  # importlib.import_module("pkg.mod") / __import__("pkg")
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if called in {"import_module", "__import__"} and node.args and isinstance(node.args[0], ast.Constant):
                 names = [str(node.args[0].value)]
-        elif isinstance(node, ast.Dict):  # lazy-import tables: {"Name": "pkg.module"}
-            names = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
-        for name in names:
-            top = name.split(".")[0]
-            if top in PACKAGES:
-                found.append((node.lineno, top))
+        elif isinstance(node, ast.Dict):  # lazy-import tables: {"Name": "pkg.module"} / "pkg.module:attr"
+            names = [v.value.split(":")[0] for v in node.values
+                     if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+        found += [(node.lineno, name) for name in names if name.split(".")[0] in PACKAGES]
     return found
+
+
+def _imported_packages(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import in ``path`` that names one of ours."""
+    return sorted({(line, name.split(".")[0]) for line, name in _imported_names(path)})
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Product module -> the product modules it imports (a name that is no module counts as the
+    module that defines it, e.g. ``from a.b import Class`` -> ``a.b``)."""
+    paths = {_module_name(p): p for package in PACKAGES for p in _modules(package)}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    return {mod: {t for _, name in _imported_names(path) if (t := resolve(name)) and t != mod}
+            for mod, path in paths.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    component.append(top)
+                    if top == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def _folder(module: str) -> str:
+    path = ROOT / module.replace(".", "/")
+    return module if path.is_dir() else module.rpartition(".")[0]
 
 
 def test_every_package_is_checked() -> None:
@@ -112,6 +186,44 @@ def test_no_private_names_cross_modules(package: str) -> None:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
                 bad += [f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert not bad, "\n".join(bad)
+
+
+def test_no_import_circle_between_modules_of_different_folders() -> None:
+    """Imports run one way between folders: modules of one folder may import each other in a
+    circle (a registry and its plug-ins), modules of different folders never do."""
+    bad = [c for c in _cycles(_module_graph()) if len({_folder(m) for m in c}) > 1]
+    assert not bad, "import circles across folders:\n" + "\n".join(" <-> ".join(c) for c in bad)
+
+
+def test_the_cycle_finder_sees_a_circle() -> None:
+    graph = {"a.x": {"b.y"}, "b.y": {"c.z"}, "c.z": {"a.x"}, "d.w": {"a.x"}, "e.v": set()}
+    assert _cycles(graph) == [["a.x", "b.y", "c.z"]]
+
+
+GS_LAYERS = {  # grounded_sam's folders: each imports only the folders below it (docs/architecture.md)
+    "grounded_sam.pipeline": set(),
+    "grounded_sam.export": set(),
+    "grounded_sam.assets": {"grounded_sam.export"},
+    "grounded_sam.tracking": {"grounded_sam.pipeline", "grounded_sam.export"},
+    "grounded_sam.labeling": {"grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking"},
+    "grounded_sam": {"grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
+                     "grounded_sam.labeling"},  # __init__ + api: GroundedSAM
+    "grounded_sam.compat": {"grounded_sam", "grounded_sam.export"},
+    "grounded_sam.app": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
+                         "grounded_sam.labeling", "grounded_sam.assets"},
+    "grounded_sam.cli": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
+                         "grounded_sam.labeling", "grounded_sam.assets", "grounded_sam.app"},  # imported by nobody
+}
+
+
+def test_grounded_sam_folders_import_only_the_layers_below() -> None:
+    graph = _module_graph()
+    folders = {_folder(m) for m in graph if m.startswith("grounded_sam")}
+    assert folders == set(GS_LAYERS), f"a folder of grounded_sam is missing from GS_LAYERS: {folders ^ set(GS_LAYERS)}"
+    bad = [f"{m} imports {t}" for m, targets in graph.items() if m.startswith("grounded_sam")
+           for t in targets if t.startswith("grounded_sam") and _folder(t) != _folder(m)
+           and _folder(t) not in GS_LAYERS[_folder(m)]]
+    assert not bad, "\n".join(sorted(bad))
 
 
 STANDALONE = r"""

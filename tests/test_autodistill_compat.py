@@ -9,7 +9,7 @@ import supervision as sv
 import yaml
 from PIL import Image
 
-from grounded_sam.annotate import annotate_image
+from grounded_sam.export.annotate import annotate_image
 from grounded_sam.compat.autodistill import GroundedSAM2, plot
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 

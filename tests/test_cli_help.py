@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from detectors import DEFAULT_MODEL_IDS, available_detectors
 from grounded_sam.cli import app
-from grounded_sam.configs import list_pipeline_configs
-from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.configs import list_pipeline_configs
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from segmenter.config import load_model_config
 
 runner = CliRunner()

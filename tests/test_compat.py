@@ -44,9 +44,9 @@ from reference import reference_sam2
 from segmenter import AutomaticMaskGenerator, ImagePredictor, VideoPredictor, build_sam
 from segmenter.compat import sam2 as compat_sam2
 from segmenter.compat import segment_anything as compat_sa
-from grounded_sam.samples import SyntheticScene
+from grounded_sam.assets.samples import SyntheticScene
 from checkpoint_fixtures import cache_file as _cache_file
-from grounded_sam.samples import shapes_image
+from grounded_sam.assets.samples import shapes_image
 from reference import reference_sam1
 from reference import cuda_connected_components as _cuda_kernel_restated
 
@@ -536,7 +536,7 @@ def test_autodistill_readme(offline_hub, tmp_path, monkeypatch) -> None:
     import supervision as sv
     from pycocotools import mask as mask_utils
 
-    from grounded_sam.annotate import annotate_image
+    from grounded_sam.export.annotate import annotate_image
 
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,7 @@ import supervision as sv
 
 from detectors import available_detectors, detector_factory, detector_returns_masks, returns_masks
 from grounded_sam.assets import SAMPLE_PROMPT, sample_image, sample_video
-from grounded_sam.hub import ModelNeed, models_needed
+from grounded_sam.pipeline.hub import ModelNeed, models_needed
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
 ROOT = Path(__file__).resolve().parents[1]

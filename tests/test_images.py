@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grounded_sam.files import list_images
+from grounded_sam.pipeline.files import list_images
 from runtime.images import ImageLoadError, load_image
 
 

@@ -19,7 +19,7 @@ from grounded_sam import GroundedSAM
 from grounded_sam.app.review import ReviewFolder
 from grounded_sam.labeling import STORE_DIR, LabelingConfigError
 from ontologies import CaptionOntology
-from grounded_sam.weights import cache_dir, file_sha256, hub_commit, module_weights_id, weights_id
+from grounded_sam.pipeline.weights import cache_dir, file_sha256, hub_commit, module_weights_id, weights_id
 from segmenter import ImagePredictor, build_sam
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 

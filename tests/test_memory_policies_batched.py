@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grounded_sam.samples import SyntheticScene
+from grounded_sam.assets.samples import SyntheticScene
 from segmenter import build_sam
 from segmenter.video.policies import make_policy
 from segmenter.video.predictor import VideoPredictor

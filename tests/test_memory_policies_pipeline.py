@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from grounded_sam import GroundedSAM
 from grounded_sam.cli import app
-from grounded_sam.samples import SyntheticScene
-from grounded_sam.tracking import GroundedTracker
+from grounded_sam.assets.samples import SyntheticScene
+from grounded_sam.tracking.sam2 import GroundedTracker
 from segmenter.video.policies import SamuraiPolicy
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
@@ -48,8 +48,8 @@ def test_cli_track_memory_option(tmp_path, monkeypatch) -> None:
         seen.update(kw)
         return "done"
 
-    monkeypatch.setattr("grounded_sam.export.video.write_tracking_outputs", fake_write)
-    monkeypatch.setattr("grounded_sam.cli._pipeline", lambda *a, **k: None)
+    monkeypatch.setattr("grounded_sam.tracking.outputs.write_tracking_outputs", fake_write)
+    monkeypatch.setattr("grounded_sam.cli.commands._pipeline", lambda *a, **k: None)
     video = tmp_path / "clip"
     video.mkdir()
     result = runner.invoke(app, ["track", str(video), "--prompt", "cat", "--memory", "distractor", "-o", str(tmp_path / "o")])

@@ -44,7 +44,7 @@ def test_installed_wheel_finds_its_configs(wheel: Path, tmp_path: Path) -> None:
     # unpack the wheel somewhere else and import from there, away from the source tree
     zipfile.ZipFile(wheel).extractall(tmp_path)
     code = (
-        "import grounded_sam.configs as c, segmenter.config as m; "
+        "import grounded_sam.pipeline.configs as c, segmenter.config as m; "
         "print(c.pipeline_config_root()); print(m.CONFIG_DIR); "
         "print(len(m.list_model_configs())); print(len(c.list_pipeline_configs()))"
     )

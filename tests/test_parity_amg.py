@@ -14,7 +14,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from reference import reference_sam2
-from grounded_sam.samples import shapes_image
+from grounded_sam.assets.samples import shapes_image
 from segmenter import AutomaticMaskGenerator, build_sam
 from segmenter.amg import utils as ours_utils
 

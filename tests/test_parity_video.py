@@ -21,7 +21,7 @@ from sam2.build_sam import build_sam2_video_predictor
 
 from reference import REFERENCE_CONFIGS, reference_sam2
 from segmenter import build_sam
-from grounded_sam.samples import SyntheticScene
+from grounded_sam.assets.samples import SyntheticScene
 from segmenter.video.frames import preprocess_video_frame
 from segmenter.video.predictor import VideoPredictor
 

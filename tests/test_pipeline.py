@@ -137,6 +137,6 @@ def test_from_config(models, tmp_path) -> None:
     bad.write_text("detector: {name: owlv2, colour: red}\n")
     with pytest.raises(ValueError, match="unknown keys in 'detector'"):
         GroundedSAM.from_config(bad)
-    from grounded_sam.presets import load_preset
+    from grounded_sam.pipeline.presets import load_preset
 
     assert load_preset("default")["segmenter"] == "sam2.1_hiera_tiny"

@@ -174,7 +174,7 @@ def test_cli_segment_with_sam3_and_an_exemplars_file(sam3_dir, tmp_path) -> None
 
     from PIL import Image
 
-    from grounded_sam.cli import read_exemplars
+    from grounded_sam.cli.commands import read_exemplars
 
     Image.fromarray(IMAGES[0]).save(tmp_path / "a.png")
     Image.fromarray(IMAGES[0]).save(tmp_path / "b.png")
@@ -222,8 +222,8 @@ def sam3_video_dir(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_track_with_sam3_runs_the_concept_tracker(sam3_video_dir) -> None:
-    from grounded_sam.sam3_tracking import Sam3ConceptTracker
-    from grounded_sam.samples import SyntheticScene
+    from grounded_sam.tracking.sam3 import Sam3ConceptTracker
+    from grounded_sam.assets.samples import SyntheticScene
 
     frames = list(SyntheticScene((72, 96), objects=3, seed=1).frames(4))
     gs = GroundedSAM(ONTO, detector=sam3_video_dir, device="cpu")  # facebook/sam3's layout: detector + tracker

@@ -25,7 +25,7 @@ from PIL import Image
 from grounded_sam import GroundedSAM
 from grounded_sam.labeling import STORE_DIR
 from grounded_sam.labeling.videos import TrackOptions, label_videos
-from grounded_sam.samples import write_synthetic_video
+from grounded_sam.assets.samples import write_synthetic_video
 from ray_cluster import LocalCluster
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
@@ -212,7 +212,7 @@ def test_ray_is_imported_only_when_the_ray_backend_runs(tmp_path) -> None:
     code = f"""
 import sys
 import supervision as sv
-import grounded_sam, grounded_sam.cli, grounded_sam.pipeline
+import grounded_sam, grounded_sam.cli, grounded_sam.api, grounded_sam.pipeline.core
 from grounded_sam.labeling import label_folder, label_folder_ray, ray_backend, ray_pool, videos
 report = label_folder(lambda im: sv.Detections.empty(), {str(tmp_path)!r}, {str(tmp_path / "out")!r}, ["cat"],
                       extension=".png", progress=False)

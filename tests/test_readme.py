@@ -69,7 +69,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_python_snippets_run(hub_cache, tmp_path, monkeypatch) -> None:
-    from grounded_sam.samples import write_synthetic_video
+    from grounded_sam.assets.samples import write_synthetic_video
 
     work = tmp_path / "work"
     (work / "images").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""SAM 3 concept tracking (``grounded_sam.sam3_tracking``) against transformers' streaming loop.
+"""SAM 3 concept tracking (``grounded_sam.tracking.sam3``) against transformers' streaming loop.
 
 The reference is transformers' own example loop, run on a tiny random ``Sam3VideoModel``:
 ``processor(images=frame)``, ``model(session, frame=pixel_values[0])``,
@@ -22,9 +22,9 @@ import torch
 from tiny_detectors import tiny_sam3, tiny_sam3_video
 from transformers import Sam3VideoModel, Sam3VideoProcessor
 
-from grounded_sam.samples import SyntheticScene
-from grounded_sam.sam3_memory import FrameWindow, tensor_bytes
-from grounded_sam.sam3_tracking import Sam3ConceptTracker
+from grounded_sam.assets.samples import SyntheticScene
+from grounded_sam.tracking.sam3_memory import FrameWindow, tensor_bytes
+from grounded_sam.tracking.sam3 import Sam3ConceptTracker
 from ontologies import CaptionOntology
 
 CAPTIONS = ["a cat", "a dog", "red car"]  # lower case: the session's prompt texts are these exactly

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import samurai_reference
-from grounded_sam.samples import SyntheticScene
+from grounded_sam.assets.samples import SyntheticScene
 from reference import REFERENCE_CONFIGS, reference_sam2
 from segmenter import build_sam
 from segmenter.video.frames import preprocess_video_frame

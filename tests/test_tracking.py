@@ -10,7 +10,7 @@ import pytest
 import supervision as sv
 
 from grounded_sam import GroundedSAM
-from grounded_sam.tracking import GroundedTracker
+from grounded_sam.tracking.sam2 import GroundedTracker
 from ontologies import CaptionOntology
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
@@ -140,8 +140,8 @@ def pipeline(tmp_path_factory) -> GroundedSAM:
 
 @pytest.mark.slow
 def test_track_end_to_end_with_tiny_models(pipeline: GroundedSAM, tmp_path) -> None:
-    from grounded_sam.export import write_tracking_outputs
-    from grounded_sam.samples import write_synthetic_video
+    from grounded_sam.tracking.outputs import write_tracking_outputs
+    from grounded_sam.assets.samples import write_synthetic_video
 
     video = tmp_path / "clip.mp4"
     write_synthetic_video(video, num_frames=5, size=(48, 64))

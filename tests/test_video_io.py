@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from segmenter.video import decoder as video_file
-from grounded_sam.samples import SyntheticScene, write_synthetic_video
+from grounded_sam.assets.samples import SyntheticScene, write_synthetic_video
 from segmenter.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segmenter.video.frames import (
     ArraySource,

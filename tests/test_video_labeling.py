@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from grounded_sam import GroundedSAM
-from grounded_sam.export.video import write_tracking_outputs
+from grounded_sam.tracking.outputs import write_tracking_outputs
 from grounded_sam.labeling import STORE_DIR, LabelingConfigError
 from grounded_sam.labeling.videos import INDEX_NAME, TrackOptions, label_videos
-from grounded_sam.samples import write_synthetic_video
+from grounded_sam.assets.samples import write_synthetic_video
 from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
 
 VIDEOS = {"a.mp4": (4, 0), "b.mkv": (3, 1), "sub/c.mp4": (3, 2)}  # name -> (frames, seed)

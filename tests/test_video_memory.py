@@ -36,7 +36,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, n)
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    from grounded_sam.samples import write_synthetic_video
+    from grounded_sam.assets.samples import write_synthetic_video
 
     path = tmp_path_factory.mktemp("video") / "long.mp4"
     write_synthetic_video(path, num_frames=300, size=(720, 1280), objects=2)

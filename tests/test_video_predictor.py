@@ -8,7 +8,7 @@ import torch
 
 from reference import randomize_
 from segmenter import VideoPredictor, build_sam
-from grounded_sam.samples import SyntheticScene
+from grounded_sam.assets.samples import SyntheticScene
 
 S = 256
 H, W = 96, 128

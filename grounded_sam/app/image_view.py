@@ -29,10 +29,10 @@ __all__ = ["build_image_view", "open_upload", "sample_images"]
 
 
 def sample_images(folder: Path) -> list[str]:
-    """Sample scenes (:mod:`grounded_sam.samples`) written as PNGs into ``folder``, to pick from."""
+    """Sample scenes (:mod:`grounded_sam.assets.samples`) written as PNGs into ``folder``, to pick from."""
     from PIL import Image
 
-    from grounded_sam.samples import SyntheticScene, shapes_image
+    from grounded_sam.assets.samples import SyntheticScene, shapes_image
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "shapes.png", folder / "scene.png"]

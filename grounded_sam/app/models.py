@@ -1,7 +1,7 @@
 """The models behind the app: one detector and one segmenter, loaded once, shared by every view.
 
 :class:`AppModels` loads the pipeline the first time captions are given (so the page, not the
-shell, shows a loading error: the CLI's message, :func:`grounded_sam.cli.loading_error_message`)
+shell, shows a loading error: the CLI's message, :func:`grounded_sam.pipeline.hub.loading_error_message`)
 and reuses its detector and segmenter for every later ontology. It also remembers which image
 the click predictor holds, so an image is embedded once and each click runs only the prompt
 encoder and the mask decoder. Model calls take :attr:`AppModels.lock`: the page's events may
@@ -45,7 +45,7 @@ class ModelOptions:
         """``GroundedSAM`` keyword arguments: the preset's, then every option that is set."""
         kwargs: dict[str, Any] = {}
         if self.config:
-            from grounded_sam.presets import load_preset
+            from grounded_sam.pipeline.presets import load_preset
 
             kwargs.update(load_preset(self.config))
             kwargs.pop("ontology", None)
@@ -55,14 +55,12 @@ class ModelOptions:
 
 def parse_captions(text: str | None) -> dict[str, str]:
     """``"a dog:dog, person"`` -> ``{caption: class}`` with the CLI's rules; :class:`AppError` if empty."""
-    import typer
-
-    from grounded_sam.cli import parse_prompt
+    from grounded_sam.pipeline.prompts import parse_prompt
 
     try:
         return parse_prompt(text or "")
-    except typer.BadParameter as e:
-        raise AppError(f"captions: {e.message}") from None
+    except ValueError as e:
+        raise AppError(f"captions: {e}") from None
 
 
 class AppModels:
@@ -86,7 +84,7 @@ class AppModels:
 
     def pipeline(self, captions: Mapping[str, str]) -> Any:
         """A ``GroundedSAM`` for ``captions`` (the models load on the first call)."""
-        from grounded_sam.pipeline import GroundedSAM
+        from grounded_sam.api import GroundedSAM
         from ontologies import CaptionOntology
 
         key = tuple(captions.items())
@@ -109,7 +107,7 @@ class AppModels:
                             if k in kwargs}
                     pipe = GroundedSAM(ontology, detector=self._base.detector, segmenter=self._base.predictor, **keep)
             except Exception as e:  # noqa: BLE001 - shown in the page, as the CLI shows it
-                from grounded_sam.cli import loading_error_message
+                from grounded_sam.pipeline.hub import loading_error_message
 
                 raise AppError(loading_error_message(e)) from None
             self._pipelines = {key: pipe}  # one ontology at a time; models are shared
@@ -121,7 +119,8 @@ class AppModels:
             if self._base is not None and self._base.predictor is not None:
                 return self._base.predictor
             if self._click is None:
-                from grounded_sam.pipeline import DEFAULT_SEGMENTER, make_predictor
+                from grounded_sam.pipeline.core import make_predictor
+                from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
                 from runtime.device import resolve_device
 
                 kw = self.options.pipeline_kwargs()
@@ -129,7 +128,7 @@ class AppModels:
                     self._click = make_predictor(kw.get("segmenter") or DEFAULT_SEGMENTER, kw.get("checkpoint"),
                                                  resolve_device(kw.get("device")), kw.get("image_size"))
                 except Exception as e:  # noqa: BLE001
-                    from grounded_sam.cli import loading_error_message
+                    from grounded_sam.pipeline.hub import loading_error_message
 
                     raise AppError(loading_error_message(e)) from None
             return self._click

@@ -1,6 +1,6 @@
 """The overlay the page shows: the project's annotation plus what is being edited.
 
-:func:`render_session` draws the objects with :func:`grounded_sam.annotate.annotate_image`
+:func:`render_session` draws the objects with :func:`grounded_sam.export.annotate.annotate_image`
 (masks, boxes, ``class score`` labels), then outlines the selected object in white, marks its
 clicks (green foreground, red background), the first corner of a box being drawn, and the
 exemplar boxes of ``sam3`` (dashed white, labelled ``exemplar: class``).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from grounded_sam.annotate import annotate_image
+from grounded_sam.export.annotate import annotate_image
 from grounded_sam.app.session import ImageSession
 
 __all__ = ["render_session"]

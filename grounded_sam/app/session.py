@@ -203,7 +203,7 @@ class ImageSession:
     # ------------------------------------------------------------------ output
     def to_detections(self) -> sv.Detections:
         """The objects as ``sv.Detections`` (the pipeline's keys; ``tracker_id`` when all have one)."""
-        from grounded_sam.pipeline import empty_result
+        from grounded_sam.pipeline.core import empty_result
 
         objs = [o for o in self.objects if o.mask.any()]
         if not objs:

@@ -102,7 +102,7 @@ class VideoSession:
 
     def detections(self, t: int) -> sv.Detections:
         """Frame ``t``'s objects (``tracker_id`` = track id), in track order."""
-        from grounded_sam.pipeline import empty_result
+        from grounded_sam.pipeline.core import empty_result
 
         ids = sorted(self.masks[self._check_frame(t)])
         if not ids:
@@ -220,7 +220,7 @@ class VideoSession:
 
     def export(self, folder: Path) -> list[Path]:
         """``tracked.mp4`` (H.264, annotated) and ``annotations.json`` (COCO with video frames) in ``folder``."""
-        from grounded_sam.annotate import VideoWriter, annotate_image
+        from grounded_sam.export.annotate import VideoWriter, annotate_image
         from grounded_sam.export.coco import CocoWriter
 
         folder = Path(folder)

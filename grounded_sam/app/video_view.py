@@ -19,7 +19,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from grounded_sam.annotate import annotate_image
+from grounded_sam.export.annotate import annotate_image
 from grounded_sam.app.editing import BACKGROUND, BOX, FOREGROUND, SELECT
 from grounded_sam.app.editor import error_text
 from grounded_sam.app.models import AppError, AppModels, parse_captions

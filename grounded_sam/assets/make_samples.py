@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from grounded_sam.annotate import VideoWriter
+from grounded_sam.export.annotate import VideoWriter
 
 HERE = Path(__file__).resolve().parent
 FRAMES, FPS, OUT_W, OUT_H = 16, 8, 320, 224

@@ -68,7 +68,7 @@ class GroundedSAM2:
         grounding_dino_text_threshold: float = 0.25,
         **options: Any,
     ) -> None:
-        from grounded_sam.pipeline import GroundedSAM
+        from grounded_sam.api import GroundedSAM
 
         self.ontology = ontology  # the caller's object, as autodistill keeps it
         detector = MODELS.get(model, model)
@@ -141,7 +141,7 @@ def _link(src: Path, dst: Path) -> None:
 def plot(image: np.ndarray, detections: sv.Detections, classes: list[str], raw: bool = False) -> np.ndarray | None:
     """autodistill's ``plot``: annotate a BGR array (OpenCV's order); ``raw=True`` returns the BGR result,
     else shows it."""
-    from grounded_sam.annotate import annotate_image
+    from grounded_sam.export.annotate import annotate_image
 
     annotated = annotate_image(np.ascontiguousarray(image[..., ::-1]), detections, classes)[..., ::-1]
     if raw:

@@ -1,4 +1,4 @@
-"""Dataset export: ``sv.Detections`` -> COCO instance segmentation, YOLO-seg, JSONL, video outputs.
+"""Export: ``sv.Detections`` -> COCO instance segmentation, YOLO-seg, JSONL, and drawn images / videos.
 
 - :mod:`~grounded_sam.export.records` — :class:`Instance` / :class:`ImageRecord`, the JSON-ready
   intermediate every format is written from (masks as COCO RLE via :mod:`runtime.rle`), and back.
@@ -10,7 +10,9 @@
 - :mod:`~grounded_sam.export.jsonl` — :class:`JsonlWriter`, :func:`iter_jsonl`.
 - :mod:`~grounded_sam.export.polygons` — masks as polygons (COCO polygons, YOLO's one polygon).
 - :mod:`~grounded_sam.export.safe_io` — atomic writes and output paths that stay in their folder.
-- :mod:`~grounded_sam.export.video` — :func:`write_tracking_outputs` (MP4 + JSONL + video COCO).
+- :mod:`~grounded_sam.export.annotate` — masks, boxes and labels drawn on images, H.264 video writing.
+
+A tracked video's outputs (MP4 + JSONL + video COCO) are :mod:`grounded_sam.tracking.outputs`.
 
 Labeling a whole folder into a dataset (resumable, local or Ray) is :mod:`grounded_sam.labeling`.
 """
@@ -28,7 +30,6 @@ from grounded_sam.export.records import (
     record_to_detections,
 )
 from grounded_sam.export.safe_io import UnsafePathError
-from grounded_sam.export.video import write_tracking_outputs
 from grounded_sam.export.writer import DatasetWriter
 from grounded_sam.export.yolo import YoloWriter, write_data_yaml, yolo_label_name, yolo_lines
 
@@ -51,5 +52,4 @@ __all__ = [
     "JsonlWriter",
     "iter_jsonl",
     "UnsafePathError",
-    "write_tracking_outputs",
 ]

@@ -49,6 +49,30 @@ class ImagePrompts:
     def for_image(self, rel: str) -> Mapping[str, Any]:
         return self.per_image.get(rel, self.default)
 
+    @classmethod
+    def from_exemplars(cls, exemplars: Mapping[str, Any] | None = None,
+                       negative_exemplars: Mapping[str, Any] | None = None,
+                       image_exemplars: Mapping[str, Mapping[str, Any]] | None = None) -> ImagePrompts | None:
+        """Visual prompts as predictor keywords (JSON-able boxes): ``exemplars`` /
+        ``negative_exemplars`` ``{class: [[x1, y1, x2, y2], ...]}`` for every image and
+        ``image_exemplars`` ``{relative path: {"exemplars": ..., "negative_exemplars": ...}}`` for
+        single images; ``None`` when there are none."""
+        import numpy as np
+
+        def keywords(positive: Any, negative: Any) -> dict[str, Any]:
+            return {k: {str(c): np.asarray(b, dtype=float).tolist() for c, b in v.items()}
+                    for k, v in (("exemplars", positive), ("negative_exemplars", negative)) if v}
+
+        per_image = {}
+        for rel, value in (image_exemplars or {}).items():
+            unknown = set(value) - {"exemplars", "negative_exemplars"} if isinstance(value, Mapping) else None
+            if unknown is None or unknown:
+                raise ValueError(f"image_exemplars[{rel!r}] must be a mapping with 'exemplars' and/or "
+                                 f"'negative_exemplars', got {value!r}")
+            per_image[str(rel)] = keywords(value.get("exemplars"), value.get("negative_exemplars"))
+        prompts = cls(keywords(exemplars, negative_exemplars), per_image)
+        return prompts if prompts else None
+
     def to_json(self) -> dict[str, Any]:
         return {"default": dict(self.default), "per_image": {k: dict(v) for k, v in sorted(self.per_image.items())}}
 

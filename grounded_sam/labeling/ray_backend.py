@@ -7,7 +7,7 @@ step spread over a pool of Ray actors (:mod:`~grounded_sam.labeling.ray_pool`):
    record (resume is ours: finished images never reach Ray), cut into the same consecutive
    chunks of ``batch_size`` that the local backend predicts as one batch.
 2. ``num_workers`` actors each build the predictor once, from a picklable ``factory`` (for
-   ``GroundedSAM``: :class:`PipelineFactory`, the constructor arguments; models are never
+   a pipeline: :class:`PipelineFactory`, the constructor arguments; models are never
    pickled). Each chunk is one actor task: a small JSON list of paths goes out,
    :func:`~grounded_sam.labeling.job.predict_chunk` loads, predicts and serialises each image's
    record (masks as COCO RLE strings) and only those strings (or the reason an image failed)
@@ -62,14 +62,14 @@ __all__ = ["label_folder_ray", "PipelineFactory"]
 
 @dataclass(frozen=True)
 class PipelineFactory:
-    """Picklable recipe for a :class:`~grounded_sam.pipeline.GroundedSAM`: its constructor kwargs."""
+    """Picklable recipe for a :class:`~grounded_sam.pipeline.Pipeline`: its constructor kwargs."""
 
     kwargs: Mapping[str, Any]
 
     def __call__(self) -> Any:
-        from grounded_sam.pipeline import GroundedSAM
+        from grounded_sam.pipeline import Pipeline
 
-        return GroundedSAM(**self.kwargs)
+        return Pipeline(**self.kwargs)
 
 
 def _encode(item: LabelItem) -> list[Any]:

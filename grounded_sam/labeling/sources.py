@@ -4,7 +4,7 @@ An item knows its POSIX path relative to the input folder (``rel``, the key of i
 reports name it, its size and mtime (a record stays valid while they do not change), how to
 decode it (:func:`runtime.images.load_image`) and how to copy its bytes into the dataset.
 
-Local folders are listed by :func:`list_local_items` (:func:`~grounded_sam.files.list_images`'s
+Local folders are listed by :func:`list_local_items` (:func:`~grounded_sam.pipeline.files.list_images`'s
 rules); a URI that pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``abfs://`` ...), or a
 path on an explicit ``pyarrow.fs.FileSystem``, by :func:`list_remote_images`, with the same rules.
 """
@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from grounded_sam.export.safe_io import atomic_copy, atomic_open
-from grounded_sam.files import list_images, normalise_extensions
+from grounded_sam.pipeline.files import list_images, normalise_extensions
 from runtime.images import load_image, load_image_bytes
 
 __all__ = ["LabelItem", "RemoteItem", "Listing", "list_local_items", "list_remote_images", "is_remote",
@@ -113,7 +113,7 @@ def list_remote_images(
 ) -> tuple[str, list[RemoteItem], Any]:
     """``(input id, items, filesystem)`` for a URI or a path on ``filesystem``.
 
-    The rules of :func:`~grounded_sam.files.list_images`: case-insensitive extensions, hidden
+    The rules of :func:`~grounded_sam.pipeline.files.list_images`: case-insensitive extensions, hidden
     files and folders skipped, sorted by the POSIX path relative to ``folder``.
     """
     from pyarrow import fs as pafs

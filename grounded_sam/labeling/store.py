@@ -2,7 +2,7 @@
 
 - ``manifest.json`` holds the job's **fingerprint** (classes, the ``config`` the predictor
   describes itself with: ontology, every model setting and the weights by content, see
-  :meth:`grounded_sam.pipeline.GroundedSAM.fingerprint`; and the input folder) and its digest.
+  :meth:`grounded_sam.pipeline.Pipeline.fingerprint`; and the input folder) and its digest.
   Opening the store with a different fingerprint raises :class:`LabelingConfigError`, which names
   each differing setting with its old and new value, before anything is written, unless
   ``overwrite=True``: then the old records are dropped, except the ones reviewed in the app

@@ -6,8 +6,8 @@ How a job runs (:func:`label_videos` in this process, :func:`label_videos_ray` o
    :data:`VIDEO_EXTENSIONS` unless given), and the record store is opened with the job's
    fingerprint, which includes the tracking settings (:class:`TrackOptions`).
 2. Each video without a valid record is tracked **sequentially, as one task**
-   (:func:`track_video`: ``GroundedSAM.make_tracker(...).frames`` through
-   :func:`~grounded_sam.export.video.write_tracking_outputs`, COCO only) into the text of its
+   (:func:`track_video`: ``grounded_sam.tracking.make_tracker(pipeline, ...).frames`` through
+   :func:`~grounded_sam.tracking.outputs.write_tracking_outputs`, COCO only) into the text of its
    COCO file: a ``videos`` entry, one image per frame (``video_id``, ``frame_index``) and one
    annotation per tracked instance (``video_id``, ``track_id``, RLE mask). With the Ray backend
    each video is one actor task (:mod:`~grounded_sam.labeling.ray_pool`: a lost worker's video
@@ -47,6 +47,7 @@ from grounded_sam.labeling.options import LabelOptions, RayOptions, split_option
 from grounded_sam.labeling.ray_pool import PoolTask, import_ray, init_ray, run_pool
 from grounded_sam.labeling.sources import LabelItem, list_local_items, local_folder
 from grounded_sam.labeling.store import StoredRecord
+from grounded_sam.tracking.factory import TRACKERS
 
 __all__ = ["VIDEO_EXTENSIONS", "TrackOptions", "VideoResult", "track_video", "label_videos", "label_videos_ray",
            "INDEX_NAME", "VIDEOS_DIR"]
@@ -54,12 +55,11 @@ __all__ = ["VIDEO_EXTENSIONS", "TrackOptions", "VideoResult", "track_video", "la
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
 VIDEOS_DIR = "videos"
 INDEX_NAME = "index.json"
-TRACKERS = ("auto", "sam2", "sam3")
 
 
 @dataclass(frozen=True)
 class TrackOptions:
-    """How each video is tracked (``GroundedSAM.make_tracker``'s ``tracker``, ``redetect_every``
+    """How each video is tracked (:func:`grounded_sam.tracking.make_tracker`'s ``tracker``, ``redetect_every``
     and ``memory``; ``None``: the tracker's default). :meth:`resolved` fills in what ``"auto"``
     and the defaults stand for, which is what the job's fingerprint records."""
 
@@ -82,9 +82,11 @@ class TrackOptions:
     def resolved(self, pipeline: Any) -> TrackOptions:
         """The options in effect with ``pipeline``: the tracker ``"auto"`` picks, and for
         ``"sam2"`` its default re-detection interval and memory policy."""
-        from grounded_sam.defaults import DEFAULT_MEMORY, DEFAULT_REDETECT_EVERY
+        from grounded_sam.pipeline.defaults import DEFAULT_MEMORY, DEFAULT_REDETECT_EVERY
 
-        kind = pipeline.tracker_kind(self.tracker)
+        from grounded_sam.tracking import tracker_kind
+
+        kind = tracker_kind(pipeline, self.tracker)
         if kind == "sam2":
             return TrackOptions(kind, self.redetect_every or DEFAULT_REDETECT_EVERY, self.memory or DEFAULT_MEMORY)
         return TrackOptions(kind, self.redetect_every, self.memory)  # sam3 refuses the sam2 options when tracking
@@ -93,7 +95,7 @@ class TrackOptions:
         return {"tracker": self.tracker, "redetect_every": self.redetect_every, "memory": self.memory}
 
     def tracker_options(self) -> dict[str, Any]:
-        """Keywords for ``GroundedSAM.make_tracker`` (the unset ones left to its defaults)."""
+        """Keywords for :func:`grounded_sam.tracking.make_tracker` (the unset ones left to its defaults)."""
         return {"tracker": self.tracker, "redetect_every": self.redetect_every,
                 **({"memory": self.memory} if self.memory is not None else {})}
 
@@ -112,7 +114,7 @@ class VideoResult:
 
 def track_video(pipeline: Any, track: TrackOptions, item: LabelItem) -> VideoResult:
     """Track one video, frame after frame, into the text of its COCO file (never raises for a bad video)."""
-    from grounded_sam.export.video import write_tracking_outputs
+    from grounded_sam.tracking.outputs import write_tracking_outputs
 
     try:
         source = item.stat()
@@ -222,8 +224,8 @@ def label_videos(
 ) -> LabelReport:
     """Track every video of ``input_folder`` in this process into ``output_folder`` (module docs).
 
-    ``pipeline``: a :class:`~grounded_sam.pipeline.GroundedSAM` (its ``classes`` and
-    ``make_tracker``). ``options`` (:class:`LabelOptions`, with ``changes`` applied): ``extension``
+    ``pipeline``: a :class:`~grounded_sam.pipeline.Pipeline` (its ``classes``; tracked by
+    :func:`grounded_sam.tracking.make_tracker`). ``options`` (:class:`LabelOptions`, with ``changes`` applied): ``extension``
     (``None``: :data:`VIDEO_EXTENSIONS`), ``recursive``, ``progress``, ``overwrite``.
     """
     opts = (options or LabelOptions(extension=None)).update(**changes)

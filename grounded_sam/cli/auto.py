@@ -27,10 +27,10 @@ def run_auto(
     import supervision as sv
     from PIL import Image
 
-    from grounded_sam.annotate import annotate_image
+    from grounded_sam.export.annotate import annotate_image
     from grounded_sam.export.records import detections_to_record, dumps
     from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
-    from grounded_sam.pipeline import make_predictor
+    from grounded_sam.pipeline.core import make_predictor
     from runtime.images import load_image
     from segmenter import AutomaticMaskGenerator
 

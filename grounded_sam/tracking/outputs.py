@@ -11,9 +11,10 @@ from grounded_sam.export.coco import CocoWriter
 from grounded_sam.export.jsonl import JsonlWriter
 from grounded_sam.export.records import detections_to_record
 from grounded_sam.export.safe_io import safe_output_path
+from grounded_sam.tracking.factory import make_tracker
 
 if TYPE_CHECKING:
-    from grounded_sam.pipeline import GroundedSAM
+    from grounded_sam.pipeline import Pipeline
 
 __all__ = ["write_tracking_outputs", "OUTPUTS"]
 
@@ -21,7 +22,7 @@ OUTPUTS = ("mp4", "jsonl", "coco")
 
 
 def write_tracking_outputs(
-    pipeline: GroundedSAM,
+    pipeline: Pipeline,
     video: Any,
     out: str | Path,
     *,
@@ -39,7 +40,7 @@ def write_tracking_outputs(
     unknown = set(outputs) - set(OUTPUTS)
     if unknown or not outputs:
         raise ValueError(f"outputs must be some of {OUTPUTS}, got {sorted(outputs)}")
-    from grounded_sam.annotate import VideoWriter, annotate_image
+    from grounded_sam.export.annotate import VideoWriter, annotate_image
     from segmenter.video.frames import open_video
 
     out = Path(out)
@@ -60,7 +61,7 @@ def write_tracking_outputs(
         coco = stack.enter_context(CocoWriter(safe_output_path(out, "annotations.json"), classes)) \
             if "coco" in outputs else None
         video_id = None
-        runner = pipeline.make_tracker(tracker, redetect_every=redetect_every, **tracker_options)
+        runner = make_tracker(pipeline, tracker, redetect_every=redetect_every, **tracker_options)
         for t, frame, det in runner.frames(video):
             h, w = frame.shape[:2]
             file_name = f"{Path(name).stem}/{t:06d}.jpg"

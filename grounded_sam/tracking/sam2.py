@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from grounded_sam.pipeline import GroundedSAM
+    from grounded_sam.pipeline import Pipeline
     from segmenter.video.predictor import VideoPredictor
 
 __all__ = ["GroundedTracker", "Track"]
@@ -43,7 +43,7 @@ class Track:
 
 
 class GroundedTracker:
-    """Runs a :class:`GroundedSAM`'s detector and its segmenter's video predictor together.
+    """Runs a :class:`~grounded_sam.pipeline.Pipeline`'s detector and its segmenter's video predictor together.
 
     Args:
         pipeline: supplies the ontology, the detector and the SAM 2 model.
@@ -57,7 +57,7 @@ class GroundedTracker:
 
     def __init__(
         self,
-        pipeline: GroundedSAM,
+        pipeline: Pipeline,
         redetect_every: int = 15,
         match_iou: float = 0.5,
         max_lost: int = 10,
@@ -184,7 +184,7 @@ class GroundedTracker:
         hw = masks.shape[1:] if masks.ndim == 3 else (0, 0)
         keep = [i for i, tid in enumerate(ids) if tid in self.tracks and masks[i].any()]
         if not keep:
-            from grounded_sam.pipeline import empty_result
+            from grounded_sam.pipeline.core import empty_result
 
             return empty_result(hw, tracked=True)
         m = masks[keep]

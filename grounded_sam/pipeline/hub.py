@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
 __all__ = [
+    "loading_error_message",
     "ModelNeed",
     "ModelsUnavailableError",
     "LICENCES",
@@ -318,3 +319,18 @@ def _files_to_fetch(need: ModelNeed, files: Sequence[str]) -> list[str]:
     if any(f.endswith(".safetensors") for f in keep):
         keep = [f for f in keep if not f.endswith(_TORCH_SUFFIXES)]
     return keep
+
+
+def loading_error_message(e: Exception) -> str:
+    """What the CLI (and the app, in its page) says when the models fail to load: for weights that
+    are not cached and cannot be downloaded, where to get them."""
+    text = str(e)
+    offline = any(s in type(e).__name__ + text for s in ("NotCached", "LocalEntryNotFound", "offline", "OfflineMode", "couldn't connect", "Connection"))
+    if offline:
+        return (
+            f"error: model weights could not be loaded: {text}\n"
+            "The weights are not in the local Hugging Face cache and cannot be downloaded from here. "
+            "Download them on a connected machine (`grounded-sam download` with the same model options), or pass "
+            "local files: --checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder."
+        )
+    return f"error: {type(e).__name__}: {text}"

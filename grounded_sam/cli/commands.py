@@ -3,7 +3,7 @@
 Only typer and the torch-free registries (detector names, segmenter configs, presets) are imported
 at module level: torch, transformers and supervision load inside the commands that need them, so
 ``grounded-sam --help`` answers fast. Every command checks its inputs, and that the models it
-needs are cached or downloadable (:mod:`grounded_sam.hub`), before any model loads.
+needs are cached or downloadable (:mod:`grounded_sam.pipeline.hub`), before any model loads.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import typer
 
 from detectors import DEFAULT_MODEL_IDS, available_detectors
 from grounded_sam.assets import SAMPLE_PROMPT
-from grounded_sam.cli_checks import check_models_or_exit, input_files, print_models, run_download, sample_prompt
-from grounded_sam.configs import list_pipeline_configs
-from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from grounded_sam.cli.checks import check_models_or_exit, input_files, print_models, run_download, sample_prompt
+from grounded_sam.pipeline.configs import list_pipeline_configs
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.prompts import parse_prompt
 from segmenter.config import load_model_config
 
 app = typer.Typer(
@@ -75,23 +76,6 @@ ImageSize = Annotated[Optional[int], typer.Option(
     show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
 
 
-def parse_prompt(text: str) -> dict[str, str]:
-    """``"a dog:dog, puppy:dog, person"`` -> ``{"a dog": "dog", "puppy": "dog", "person": "person"}``."""
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        caption, _, name = part.partition(":")
-        caption, name = caption.strip(), (name.strip() or caption.strip())
-        if not caption:
-            raise typer.BadParameter(f"empty caption in {part!r}", param_hint="--prompt")
-        out[caption] = name
-    if not out:
-        raise typer.BadParameter("no captions given", param_hint="--prompt")
-    return out
-
-
 class ExemplarFile(NamedTuple):
     """An ``--exemplars`` file: ``(exemplars, negative_exemplars)`` for every image, and per image name."""
 
@@ -138,7 +122,7 @@ def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **o
 
     kwargs: dict[str, Any] = {}
     if config:
-        from grounded_sam.presets import load_preset
+        from grounded_sam.pipeline.presets import load_preset
 
         try:
             kwargs.update(load_preset(config))
@@ -147,7 +131,10 @@ def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **o
     if prompt and ontology:
         raise typer.BadParameter("give either --prompt or --ontology, not both")
     if prompt:
-        kwargs["ontology"] = CaptionOntology(parse_prompt(prompt))
+        try:
+            kwargs["ontology"] = CaptionOntology(parse_prompt(prompt))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--prompt") from None
     elif ontology:
         if not ontology.is_file():
             raise typer.BadParameter(f"file not found: {str(ontology)!r}", param_hint="--ontology")
@@ -156,7 +143,7 @@ def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **o
         raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
     kwargs.update({key: value for key, value in opts.items() if value is not None})
     check_models_or_exit(kwargs)
-    from grounded_sam.pipeline import GroundedSAM
+    from grounded_sam.api import GroundedSAM
 
     try:
         return GroundedSAM(**kwargs)
@@ -164,21 +151,9 @@ def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **o
         _fail_loading(e)
 
 
-def loading_error_message(e: Exception) -> str:
-    """What the CLI (and the app, in its page) says when the models fail to load."""
-    text = str(e)
-    offline = any(s in type(e).__name__ + text for s in ("NotCached", "LocalEntryNotFound", "offline", "OfflineMode", "couldn't connect", "Connection"))
-    if offline:
-        return (
-            f"error: model weights could not be loaded: {text}\n"
-            "The weights are not in the local Hugging Face cache and cannot be downloaded from here. "
-            "Download them on a connected machine (`grounded-sam download` with the same model options), or pass "
-            "local files: --checkpoint path/to/sam2.1_hiera_tiny.pt and --detector path/to/save_pretrained_folder."
-        )
-    return f"error: {type(e).__name__}: {text}"
-
-
 def _fail_loading(e: Exception) -> None:
+    from grounded_sam.pipeline.hub import loading_error_message
+
     typer.secho(loading_error_message(e), fg="red", err=True)
     raise typer.Exit(2)
 
@@ -257,7 +232,7 @@ def segment(
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     from PIL import Image
 
-    from grounded_sam.annotate import annotate_image
+    from grounded_sam.export.annotate import annotate_image
     from grounded_sam.export.records import detections_to_record, dumps
     from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
     from runtime.images import load_image
@@ -380,7 +355,7 @@ def track(
     gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=None, image_size=image_size)
-    from grounded_sam.export.video import write_tracking_outputs
+    from grounded_sam.tracking.outputs import write_tracking_outputs
 
     try:
         options = {} if memory is None else {"memory": memory}
@@ -408,13 +383,13 @@ def auto(
     files = input_files(images, sample)
     segmenter = segmenter or DEFAULT_SEGMENTER
     try:
-        from grounded_sam.hub import ModelsUnavailableError, check_models, models_needed
+        from grounded_sam.pipeline.hub import ModelsUnavailableError, check_models, models_needed
 
         check_models(models_needed(detector=None, segmenter=segmenter, checkpoint=checkpoint))
     except (ModelsUnavailableError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
-    from grounded_sam.auto import run_auto
+    from grounded_sam.cli.auto import run_auto
 
     failed = run_auto(files, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
                       points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
@@ -465,7 +440,3 @@ def _version() -> str:
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Where the pipeline presets live: ``configs/pipelines`` in a source tree, ``grounded_sam/configs`` in a wheel.
+"""Where the pipeline presets live: ``configs/pipelines`` in a source tree, ``grounded_sam/configs/pipelines`` in a wheel.
 
 Model configs are the segmenter's own package data (``segmenter/configs``).
 """
@@ -11,13 +11,13 @@ __all__ = ["pipeline_config_root", "pipeline_config_path", "list_pipeline_config
 
 
 def pipeline_config_root() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs" / "pipelines", here.parent / "configs" / "pipelines"):
+    package = Path(__file__).resolve().parents[1]  # grounded_sam/
+    for candidate in (package / "configs" / "pipelines", package.parent / "configs" / "pipelines"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
         "grounded-sam's pipeline presets are missing from this installation "
-        f"(looked in {here / 'configs' / 'pipelines'} and {here.parent / 'configs' / 'pipelines'}); reinstall the package"
+        f"(looked in {package / 'configs' / 'pipelines'} and {package.parent / 'configs' / 'pipelines'}); reinstall the package"
     )
 
 

@@ -1,5 +1,5 @@
 """What the ``grounded-sam`` commands check before any model loads, and the ``models`` / ``download``
-commands' work: inputs that exist, models that are cached or downloadable (:mod:`grounded_sam.hub`).
+commands' work: inputs that exist, models that are cached or downloadable (:mod:`grounded_sam.pipeline.hub`).
 Imports stay torch-free, so these answers come in a second or two."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import typer
 
 from detectors import available_detectors
 from grounded_sam.assets import SAMPLE_PROMPT
-from grounded_sam.configs import list_pipeline_configs
-from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.configs import list_pipeline_configs
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
 __all__ = ["check_models_or_exit", "input_files", "sample_prompt", "print_models", "run_download"]
 
@@ -20,7 +20,7 @@ __all__ = ["check_models_or_exit", "input_files", "sample_prompt", "print_models
 def check_models_or_exit(kwargs: dict[str, Any]) -> None:
     """Stop with one message naming every model the pipeline of ``kwargs`` needs when any of them is
     neither cached nor downloadable from here (no torch imported yet: this answers in a second or two)."""
-    from grounded_sam.hub import ModelsUnavailableError, check_models, models_needed
+    from grounded_sam.pipeline.hub import ModelsUnavailableError, check_models, models_needed
 
     detector, model_id = kwargs.get("detector"), kwargs.get("detector_model_id")
     if model_id is not None and (Path(model_id).exists() or model_id.startswith((".", "/", "~"))):
@@ -41,7 +41,7 @@ def input_files(paths: list[Path] | None, sample: bool) -> list[Path]:
     """The image files of the ``images`` arguments (folders listed), checked before any model loads;
     the bundled sample when none are given (or with ``--sample``)."""
     from grounded_sam.assets import sample_image
-    from grounded_sam.files import list_images
+    from grounded_sam.pipeline.files import list_images
 
     if sample or not paths:
         if paths:
@@ -68,7 +68,7 @@ def sample_prompt(prompt: str | None, ontology: Path | None, config: str | None,
 
 def print_models() -> None:
     """``grounded-sam models``: detectors and segmenters, hub ids, licences, defaults, what is cached."""
-    from grounded_sam.hub import catalogue, is_cached
+    from grounded_sam.pipeline.hub import catalogue, is_cached
 
     typer.echo("detectors (--detector; another checkpoint of a family: --detector-model-id):")
     typer.echo(f"  {'name':<16} {'hub id':<38} {'box thr.':<9} {'cached':<7} licence")
@@ -86,9 +86,9 @@ def print_models() -> None:
 
 def run_download(preset: str, given: dict[str, Any]) -> None:
     """``grounded-sam download``: fetch what ``preset`` needs (``given`` model options override it)."""
-    from grounded_sam.hub import download as fetch
-    from grounded_sam.hub import models_needed, offline_reason
-    from grounded_sam.presets import load_preset
+    from grounded_sam.pipeline.hub import download as fetch
+    from grounded_sam.pipeline.hub import models_needed, offline_reason
+    from grounded_sam.pipeline.presets import load_preset
 
     try:
         kwargs = load_preset(preset)

@@ -9,7 +9,7 @@ objects, and detections that match no track become new objects (transformers'
   frame lists, iterators) and preprocessed one by one; the video is never held whole;
 - all captions of the ontology go into **one** session (``Sam3VideoProcessor.add_text_prompt``),
   so the image side of SAM 3 runs once per frame whatever the number of captions;
-- the session's memory is pruned after every frame (:mod:`grounded_sam.sam3_memory`): memory
+- the session's memory is pruned after every frame (:mod:`grounded_sam.tracking.sam3_memory`): memory
   stays flat over the video's length and the outputs are bit-identical to transformers'
   streaming loop (``model(session, frame=...)`` + ``processor.postprocess_outputs``).
 
@@ -57,7 +57,7 @@ from detectors.mask_ops import classwise_mask_nms, negative_mask_suppression
 from detectors.ontology_ops import PromptTable, empty_detections, normalize_caption
 from detectors.sam3 import TEXT_LENGTH, load_sam3_part, transformers_classes
 from detectors.transformers_base import as_ontology
-from grounded_sam.sam3_memory import FrameWindow, MemoryWindow, prune_session
+from grounded_sam.tracking.sam3_memory import FrameWindow, MemoryWindow, prune_session
 from ontologies import CaptionOntology
 from runtime.device import autocast, resolve_device
 

@@ -3,7 +3,7 @@
 A rerun of ``label`` into the same folder is accepted only with the same fingerprint
 (:mod:`grounded_sam.labeling.store`), so it holds every setting that can change a label, with
 defaults filled in (the values in effect, not the arguments as given), and each model's weights
-by content (:mod:`grounded_sam.weights`): the same weights at another path are the same weights.
+by content (:mod:`grounded_sam.pipeline.weights`): the same weights at another path are the same weights.
 
 Left out on purpose: the device and autocast (the same model on CPU and CUDA labels alike up to
 bf16 rounding), batch sizes and other speed-only options.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grounded_sam.weights import module_weights_id, weights_id
+from grounded_sam.pipeline.weights import module_weights_id, weights_id
 
 __all__ = ["FINGERPRINT_VERSION", "detector_fingerprint", "segmenter_fingerprint"]
 

@@ -1,4 +1,9 @@
-"""``GroundedSAM``: captions -> detector boxes -> SAM masks, as ``sv.Detections``.
+"""The pipeline's core, :class:`Pipeline`: captions -> detector boxes -> SAM masks, as ``sv.Detections``.
+
+Everything above it builds on this class and nothing here imports them: tracking
+(:mod:`grounded_sam.tracking`), dataset labeling (:mod:`grounded_sam.labeling`), the public
+:class:`grounded_sam.GroundedSAM` (:mod:`grounded_sam.api`, which adds ``label`` and ``track``),
+the app and the CLI.
 
 One image is decoded once, encoded once by the segmenter, and all of its boxes are decoded by
 the mask decoder in one batched call. A detector that returns masks itself (``sam3``; see
@@ -8,9 +13,9 @@ segmenter is given explicitly, which then re-segments the detector's boxes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -20,21 +25,15 @@ from detectors import (
     DetectorSpec, available_detectors, detector_for_folder, load_detector, returns_masks, supports_exemplars,
 )
 from detectors.ontology_ops import empty_detections
-from grounded_sam.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_REDETECT_EVERY, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from ontologies import CaptionOntology
 from runtime.device import resolve_device
 
-if TYPE_CHECKING:
-    from grounded_sam.labeling import LabelReport
-    from grounded_sam.labeling.options import Format, ImagePrompts
-
-__all__ = ["GroundedSAM", "GroundedSAM2", "empty_result", "make_predictor"]
-
-Tracker = Literal["auto", "sam2", "sam3"]
+__all__ = ["Pipeline", "empty_result", "make_predictor", "describe_detector"]
 
 
-class GroundedSAM:
-    """Text-prompted segmentation.
+class Pipeline:
+    """Text-prompted segmentation of images (the core of :class:`grounded_sam.GroundedSAM`).
 
     Args:
         ontology: ``CaptionOntology`` or a ``{caption: class}`` dict.
@@ -95,7 +94,7 @@ class GroundedSAM:
         self.detector, self._detector_name = _make_detector(
             detector, detector_model_id, self.device, threshold, nms_iou, detector_options
         )
-        self._threshold, self._nms_iou = threshold, nms_iou
+        self.score_threshold, self.nms_iou = threshold, nms_iou  # asked for (None: the detector's own)
         if segmenter is None and returns_masks(self.detector):
             if checkpoint is not None or image_size is not None:
                 raise ValueError("checkpoint / image_size apply to a segmenter; this detector segments by itself "
@@ -106,7 +105,7 @@ class GroundedSAM:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, path_or_name: str | Path, **overrides: Any) -> GroundedSAM:
+    def from_config(cls, path_or_name: str | Path, **overrides: Any) -> Pipeline:
         """Build from a YAML preset (a path, or a name in ``configs/pipelines``).
 
         Keys: ``ontology`` (mapping, or a path to an ontology YAML relative to the preset),
@@ -115,7 +114,7 @@ class GroundedSAM:
         ``postprocess`` (``{min_hole_area, min_island_area, smooth_kernel}``). Keyword
         ``overrides`` replace top-level constructor arguments (e.g. ``ontology=...``).
         """
-        from grounded_sam.presets import load_preset
+        from grounded_sam.pipeline.presets import load_preset
 
         return cls(**{**load_preset(path_or_name), **overrides})
 
@@ -152,6 +151,11 @@ class GroundedSAM:
     @property
     def classes(self) -> list[str]:
         return self.ontology.classes()
+
+    @property
+    def detector_name(self) -> str | None:
+        """The detector's registry name (``"grounding-dino"``, ``"sam3"``, ...); ``None`` for one built by hand."""
+        return self._detector_name
 
     # ------------------------------------------------------------------ images
     @torch.inference_mode()
@@ -200,14 +204,15 @@ class GroundedSAM:
     def _detect(self, arrays: list[np.ndarray], exemplars: Any, negative_exemplars: Any) -> list[sv.Detections]:
         if exemplars is None and negative_exemplars is None:
             return self.detector.detect(arrays, self.ontology)
-        self._require_exemplar_detector()
+        self.check_exemplars_supported()
         return self.detector.detect(arrays, self.ontology, exemplars=exemplars, negative_exemplars=negative_exemplars)
 
-    def _require_exemplar_detector(self) -> None:
+    def check_exemplars_supported(self) -> None:
+        """Raise ``ValueError`` unless the detector takes visual prompts (exemplars)."""
         if not supports_exemplars(self.detector):
             raise ValueError(
                 f"exemplars (visual prompts) need a detector that takes them, such as detector='sam3'; "
-                f"{_describe(self.detector)} takes text only"
+                f"{describe_detector(self.detector)} takes text only"
             )
 
     def _finish_detector_masks(self, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
@@ -237,120 +242,15 @@ class GroundedSAM:
         return sv.Detections(xyxy=dets.xyxy.astype(np.float32), mask=masks, confidence=dets.confidence,
                              class_id=dets.class_id, data={**dets.data, "mask_score": mask_score})
 
-    # ------------------------------------------------------------------ datasets
-    def label(
-        self,
-        input_folder: str | Path,
-        extension: str | Sequence[str] | None = ".jpg",
-        output_folder: str | Path | None = None,
-        format: Format = "coco",  # noqa: A002 (the public name)
-        *,
-        backend: Literal["local", "ray"] = "local",
-        ray_address: str | None = None,
-        exemplars: Mapping[str, Any] | None = None,
-        negative_exemplars: Mapping[str, Any] | None = None,
-        image_exemplars: Mapping[str, Mapping[str, Any]] | None = None,
-        videos: bool = False,
-        tracker: Tracker = "auto",
-        redetect_every: int | None = None,
-        memory: str | None = None,
-        **options: Any,
-    ) -> LabelReport:
-        """Label a folder of images into a dataset (resumable; see :mod:`grounded_sam.labeling`).
-
-        ``options``: the other fields of :class:`~grounded_sam.labeling.LabelOptions`
-        (``recursive``, ``batch_size``, ``progress``, ``overwrite``, ``copy_images``,
-        ``polygons``, ``multipart``) and, for ``backend="ray"``, of
-        :class:`~grounded_sam.labeling.RayOptions` (``num_workers``, ``num_gpus_per_worker``,
-        ``num_cpus_per_worker``). ``output_folder`` defaults to ``<input_folder>_labeled``.
-
-        ``backend="ray"``: ``num_workers`` Ray actors each rebuild this pipeline from :meth:`spec`
-        (on CUDA when ``num_gpus_per_worker > 0``, else on CPU) and predict batches of
-        ``batch_size`` images; the records and dataset files are the local backend's
-        (:mod:`grounded_sam.labeling.ray_backend`). ``input_folder`` may then also be a pyarrow URI
-        (``s3://...``; give ``output_folder``). ``ray_address``: used only when Ray is not
-        initialised (``"auto"`` = the running cluster; the same as ``address`` of ``RayOptions``).
-
-        Visual prompts (detectors that take them, ``sam3``): ``exemplars`` / ``negative_exemplars``
-        (``{class: [[x1, y1, x2, y2], ...]}``, as in :meth:`predict`) for every image, and
-        ``image_exemplars`` ``{relative path: {"exemplars": ..., "negative_exemplars": ...}}`` for
-        single images (replacing the former there). They join the job's fingerprint: a rerun with
-        other boxes is refused unless ``overwrite=True``. A box that does not fit its image fails
-        that image alone.
-
-        ``videos=True``: ``input_folder`` holds videos (``extension`` by default: every video type);
-        each is tracked (``tracker``, ``redetect_every``, ``memory`` as in :meth:`track`) into its own video
-        COCO file plus an ``index.json`` (:mod:`grounded_sam.labeling.videos`); with
-        ``backend="ray"`` each video is one task on the cluster.
-        """
-        from grounded_sam.labeling import LabelOptions, RayOptions, label_folder, label_folder_ray
-        from grounded_sam.labeling.options import split_options
-
-        if backend not in ("local", "ray"):
-            raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-        label_changes, ray_changes = split_options(options, LabelOptions, RayOptions)
-        prompts = self._label_prompts(exemplars, negative_exemplars, image_exemplars)
-        opts = LabelOptions(extension=extension, format=format, prompts=prompts, **label_changes)
-        fingerprint = self.fingerprint() if prompts is None else {**self.fingerprint(), "prompts": prompts.to_json()}
-        remote = isinstance(input_folder, str) and "://" in input_folder
-        if output_folder is None:
-            if remote:
-                raise ValueError(f"give output_folder for the remote input {input_folder!r}")
-            output_folder = Path(input_folder).with_name(Path(input_folder).name + "_labeled")
-        if videos:
-            from grounded_sam.labeling.videos import TrackOptions, label_videos, label_videos_ray
-
-            track = TrackOptions(tracker, redetect_every, memory).resolved(self)
-            opts = opts.update(extension=None if extension == ".jpg" else extension)
-        elif memory is not None:
-            raise ValueError("memory applies to video labeling (videos=True)")
-        if backend == "ray":
-            from grounded_sam.labeling import PipelineFactory
-
-            cluster = RayOptions(**{"address": ray_address, **ray_changes})
-            worker = PipelineFactory({**self.spec(), "device": "cuda" if cluster.num_gpus_per_worker > 0 else "cpu"})
-            if videos:
-                return label_videos_ray(worker, input_folder, output_folder, self.classes, opts, cluster, track,
-                                        fingerprint=fingerprint)
-            return label_folder_ray(worker, input_folder, output_folder, self.classes, opts, cluster,
-                                    fingerprint=fingerprint)
-        if remote:
-            raise ValueError(f"the local backend reads local folders; give a path, "
-                             f"or backend='ray' for {input_folder!r}")
-        if videos:
-            return label_videos(self, input_folder, output_folder, opts, track, fingerprint=fingerprint)
-        return label_folder(self.predict, Path(input_folder), output_folder, self.classes, opts,
-                            predict_batch_fn=self.predict_batch, fingerprint=fingerprint)
-
-    def _label_prompts(self, exemplars: Any, negative_exemplars: Any, image_exemplars: Any) -> ImagePrompts | None:
-        """``label``'s visual prompts as the job's per-image predictor keywords (JSON-able boxes)."""
-        from grounded_sam.labeling.options import ImagePrompts
-
-        def keywords(positive: Any, negative: Any) -> dict[str, Any]:
-            return {k: {str(c): np.asarray(b, dtype=float).tolist() for c, b in v.items()}
-                    for k, v in (("exemplars", positive), ("negative_exemplars", negative)) if v}
-
-        per_image = {}
-        for rel, value in (image_exemplars or {}).items():
-            unknown = set(value) - {"exemplars", "negative_exemplars"} if isinstance(value, Mapping) else None
-            if unknown is None or unknown:
-                raise ValueError(f"image_exemplars[{rel!r}] must be a mapping with 'exemplars' and/or "
-                                 f"'negative_exemplars', got {value!r}")
-            per_image[str(rel)] = keywords(value.get("exemplars"), value.get("negative_exemplars"))
-        prompts = ImagePrompts(keywords(exemplars, negative_exemplars), per_image)
-        if not prompts:
-            return None
-        self._require_exemplar_detector()  # before any image is read
-        return prompts
-
+    # ------------------------------------------------------------------ what the labels depend on
     def fingerprint(self) -> dict[str, Any]:
-        """Every setting that can change a label, as JSON (:mod:`grounded_sam.fingerprint`): the
+        """Every setting that can change a label, as JSON (:mod:`grounded_sam.pipeline.fingerprint`): the
         ontology (per-class thresholds and negatives included), the detector's family, options in
         effect and weights by content, the segmenter's config, weights, input size, mask threshold
         and ``multimask``, and the mask post-processing. ``text_threshold`` acts through the
         detector's effective ``box_threshold`` (the higher of the two). A ``label`` rerun into a
         folder labeled with another fingerprint is refused."""
-        from grounded_sam.fingerprint import FINGERPRINT_VERSION, detector_fingerprint, segmenter_fingerprint
+        from grounded_sam.pipeline.fingerprint import FINGERPRINT_VERSION, detector_fingerprint, segmenter_fingerprint
 
         return {
             "version": FINGERPRINT_VERSION,
@@ -361,65 +261,6 @@ class GroundedSAM:
                             "smooth_kernel": self.smooth_kernel},
         }
 
-    # ------------------------------------------------------------------ video
-    def track(
-        self,
-        video: Any,
-        redetect_every: int | None = None,
-        tracker: Tracker = "auto",
-        memory: str | None = None,
-        **kwargs: Any,
-    ) -> Iterator[tuple[int, sv.Detections]]:
-        """Track the ontology's objects through a video: ``(frame_index, sv.Detections)`` per frame.
-
-        ``tracker``: ``"sam2"`` detects every ``redetect_every`` frames (default 15) and tracks with
-        the segmenter's memory (:class:`grounded_sam.tracking.GroundedTracker`); ``"sam3"`` runs
-        SAM 3's concept tracker with every caption in one session
-        (:class:`grounded_sam.sam3_tracking.Sam3ConceptTracker`); ``"auto"`` is ``"sam3"`` for the
-        ``sam3`` detector and ``"sam2"`` otherwise. ``memory`` (``"sam2"`` only): each track's memory
-        policy, ``"fifo"`` (SAM 2's, the default), ``"quality"``, ``"samurai"`` or ``"distractor"``
-        (:mod:`segmenter.video.policies`). ``kwargs`` go to the tracker.
-        """
-        if memory is not None:
-            kwargs["memory"] = memory
-        for t, _, det in self.make_tracker(tracker, redetect_every=redetect_every, **kwargs).frames(video):
-            yield t, det
-
-    def make_tracker(self, tracker: Tracker = "auto", redetect_every: int | None = None, **options: Any) -> Any:
-        """The video tracker :meth:`track` runs (its ``frames(video)`` also yields each RGB frame)."""
-        kind = self.tracker_kind(tracker)
-        if kind == "sam3":
-            from grounded_sam.sam3_tracking import DEFAULT_MODEL_ID, Sam3ConceptTracker
-
-            if redetect_every is not None:
-                raise ValueError("SAM 3's concept tracker detects on every frame; redetect_every applies to tracker='sam2'")
-            if options.get("memory") is not None:
-                raise ValueError("memory policies apply to tracker='sam2' (SAM 3's concept tracker has its own memory)")
-            options.pop("memory", None)
-            model_id = getattr(self.detector, "model_id", None) if self._detector_name == "sam3" else None
-            options.setdefault("score_threshold", self._threshold)
-            options.setdefault("nms_iou", self._nms_iou)
-            return Sam3ConceptTracker(self.ontology, options.pop("model_id", model_id or DEFAULT_MODEL_ID),
-                                      device=self.device, **options)
-        if kind == "sam2":
-            from grounded_sam.tracking import GroundedTracker
-
-            if self.predictor is None:
-                raise ValueError("tracker='sam2' tracks with a SAM 2 segmenter, and this pipeline has none (its detector "
-                                 "segments by itself): give segmenter='sam2.1_hiera_tiny' or use tracker='sam3'")
-            every = DEFAULT_REDETECT_EVERY if redetect_every is None else redetect_every
-            return GroundedTracker(self, redetect_every=every, **options)
-        raise ValueError(f"tracker must be 'auto', 'sam2' or 'sam3', got {tracker!r}")
-
-    def tracker_kind(self, tracker: Tracker = "auto") -> str:
-        """The tracker ``tracker`` stands for: ``"auto"`` is ``"sam3"`` for the ``sam3`` detector, else ``"sam2"``."""
-        if tracker == "auto":
-            return "sam3" if self._detector_name == "sam3" else "sam2"
-        return tracker
-
-
-GroundedSAM2 = GroundedSAM  # autodistill users change one import
-
 
 def empty_result(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
     """A valid empty prediction of an ``(H, W)`` image: (0, H, W) masks and every data key the
@@ -428,7 +269,8 @@ def empty_result(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
     return empty_detections(hw, tracked=tracked, extra_data={"mask_score": np.float32})
 
 
-def _describe(detector: Any) -> str:
+def describe_detector(detector: Any) -> str:
+    """``"<class>:<checkpoint>"`` for messages."""
     model = getattr(detector, "model", None)
     name = getattr(getattr(model, "config", None), "_name_or_path", None)
     return f"{type(detector).__name__}:{name}" if name else type(detector).__name__
@@ -462,12 +304,12 @@ def _make_detector(
 
 def make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.device, image_size: int | None) -> Any:
     """An :class:`segmenter.ImagePredictor` from a config name (+ ``checkpoint``), hub id, path,
-    model or predictor (the ``segmenter`` argument of :class:`GroundedSAM`)."""
+    model or predictor (the ``segmenter`` argument of :class:`Pipeline`)."""
     from segmenter import ImagePredictor, ModelSpec, build_sam, from_pretrained, list_model_configs, load_model_config
 
     if isinstance(spec, ImagePredictor):
         return spec
-    if isinstance(spec, ModelSpec):  # a recipe (from GroundedSAM.spec())
+    if isinstance(spec, ModelSpec):  # a recipe (from Pipeline.spec())
         return ImagePredictor(spec.build(device))
     if isinstance(spec, torch.nn.Module):
         return ImagePredictor(spec.to(device))

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from grounded_sam.configs import pipeline_config_path
+from grounded_sam.pipeline.configs import pipeline_config_path
 from ontologies import CaptionOntology
 
 __all__ = ["load_preset"]

@@ -1,0 +1,5 @@
+"""``python -m grounded_sam.cli``."""
+
+from grounded_sam.cli.commands import main
+
+main()
