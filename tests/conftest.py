@@ -6,6 +6,8 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 if "GROUNDED_SAM_CACHE" not in os.environ:  # weight hashes (grounded_sam.pipeline.weights) stay out of ~/.cache
@@ -21,6 +23,29 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # packaging/CLI tests run without torch too
     torch = None
+
+
+# Seconds a test file takes on a quiet 2-core CPU (a full run of 2026-12-06; "heavy": the browser and
+# Ray files, which share one worker). With pytest-xdist (``-n 2``, ``--dist loadgroup``) each file
+# runs on one worker, so its module-scoped set-up is built once, and the longest go out first, so
+# that both workers finish together. The numbers only order the work; a file not listed goes last.
+EXPECTED_SECONDS = {
+    "heavy": 200, "test_parity_video": 57, "test_video_predictor": 54, "test_parity_amg": 50, "test_cli": 49,
+    "test_video_memory": 48, "test_compat": 41, "test_notebooks": 33, "test_parity_image_predictor": 32,
+    "test_sam3_tracking": 25, "test_inference_mode": 24, "test_parity_sam1": 23, "test_build": 23,
+    "test_parity_image_encoder": 22, "test_first_run": 22, "test_parity_heads": 20, "test_parity_memory": 20,
+    "test_video_labeling": 19, "test_build_spec": 15, "test_pipeline_sam3": 13, "test_checkpoint": 12,
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test without an ``xdist_group`` joins its file's group; the groups are ordered longest first."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    group = {id(item): item.get_closest_marker("xdist_group").args[0] for item in items}
+    items.sort(key=lambda item: -EXPECTED_SECONDS.get(group[id(item)], 0))  # stable: file order kept otherwise
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +65,32 @@ def tiny_sam3_dir(tmp_path_factory) -> str:
     model.save_pretrained(folder)
     proc.save_pretrained(folder)
     return str(folder)
+
+
+class TinyModels(NamedTuple):
+    """The suite's shared tiny checkpoints (random weights, seed 0), in the real formats; read-only."""
+
+    owl: Path  # OWLv2 + processor, a ``save_pretrained`` folder
+    sam: Path  # SAM 2.1 Hiera-T for 256 px (tiny.SAM_IMAGE_SIZE), Meta's ``{"model": state_dict}`` .pt
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    """Built once per test run: pytest-xdist workers share one copy (made under a file lock in the
+    run's common temporary folder). Tests that change model files copy them first."""
+    from filelock import FileLock
+
+    from tiny import save_tiny_owlv2, save_tiny_sam
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run
+    root = base / "tiny-models"
+    with FileLock(str(base / "tiny-models.lock")):
+        if not (root / "complete").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            (root / "owl").mkdir(parents=True)
+            save_tiny_owlv2(root / "owl")
+            save_tiny_sam(root)
+            (root / "complete").touch()
+    return TinyModels(root / "owl", root / "sam2.1_hiera_tiny.pt")

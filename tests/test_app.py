@@ -23,7 +23,7 @@ from grounded_sam.export.safe_io import UnsafePathError
 from grounded_sam.labeling import label_folder
 from grounded_sam.api import GroundedSAM
 from grounded_sam.assets.samples import shapes_image
-from tiny import SAM_IMAGE_SIZE, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 CLASSES = ["red", "green"]
 
@@ -190,8 +190,8 @@ def test_the_upload_component_passes_the_stored_file_under_its_name(tmp_path) ->
 
 # ---------------------------------------------------------------------------- models
 @pytest.fixture(scope="module")
-def click_models(tmp_path_factory) -> AppModels:
-    sam = save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def click_models(tiny_models) -> AppModels:
+    sam = tiny_models.sam
     return AppModels(ModelOptions(segmenter="sam2.1_hiera_tiny", checkpoint=str(sam), image_size=SAM_IMAGE_SIZE,
                                   device="cpu"))
 

@@ -24,9 +24,11 @@ from grounded_sam.app import AppModels, AppOptions, ModelOptions, build_app, lau
 from grounded_sam.api import GroundedSAM
 from grounded_sam.assets.samples import shapes_image, write_synthetic_video
 from segmenter import ImagePredictor
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
-pytestmark = pytest.mark.slow  # a browser and a server per test; grounded_sam.app is covered by test_app.py
+# a browser and a server per test (grounded_sam.app itself is covered by test_app.py); with pytest-xdist
+# these run on one worker, one after the other with the Ray tests ("heavy")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 CAPTIONS = "a red square:square, a green circle:circle"
 ONTOLOGY = {"a red square": "square", "a green circle": "circle"}
@@ -47,9 +49,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("app_models")
-    owl, sam = save_tiny_owlv2(root / "owl"), save_tiny_sam(root)
+def tiny(tiny_models):
+    owl, sam = tiny_models
     opts = dict(detector=str(owl), segmenter="sam2.1_hiera_tiny", checkpoint=str(sam), image_size=SAM_IMAGE_SIZE,
                 device="cpu", box_threshold=0.0, nms_iou=0.3)
     return opts

@@ -11,7 +11,7 @@ from PIL import Image
 
 from grounded_sam.export.annotate import annotate_image
 from grounded_sam.compat.autodistill import GroundedSAM2, plot
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 
 class AutodistillOntology:
@@ -28,8 +28,8 @@ class AutodistillOntology:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def model(tmp_path_factory, tiny_models):
+    owl, sam = tiny_models
     ontology = AutodistillOntology({"a cat": "cat", "a dog": "dog"})
     return GroundedSAM2(ontology=ontology, model=str(owl), segmenter="sam2.1_hiera_tiny", checkpoint=sam,
                         image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0)

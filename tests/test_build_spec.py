@@ -12,12 +12,12 @@ from PIL import Image
 from detectors import DetectorSpec, load_detector
 from grounded_sam import GroundedSAM
 from segmenter import ModelSpec, build_sam, from_pretrained
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def checkpoints(tmp_path_factory, tiny_models):
+    return tiny_models
 
 
 def test_objects_remember_their_recipe(checkpoints, tmp_path, monkeypatch) -> None:

@@ -13,14 +13,14 @@ import pytest
 from PIL import Image
 
 from grounded_sam.pipeline.prompts import parse_prompt
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def models(tmp_path_factory, tiny_models):
+    return tiny_models
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

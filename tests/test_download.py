@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 from hub_server import LocalHub
 from runtime.rle import decode_rle
-from tiny import SAM_IMAGE_SIZE, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 from tiny_detectors import tiny_grounding_dino
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ DETECTOR, SEGMENTER = "iSEE-Laboratory/llmdet_tiny", "facebook/sam2.1-hiera-tiny
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def hub(tmp_path_factory, tiny_models):
     """The default preset's two repos, tiny and random, plus files a download must leave out."""
     root = tmp_path_factory.mktemp("repos")
     torch.manual_seed(0)
@@ -32,7 +33,7 @@ def hub(tmp_path_factory):
     (root / "llmdet" / "flax_model.msgpack").write_bytes(b"not for torch")
     (root / "llmdet" / "pytorch_model.bin").write_bytes(b"a second copy of the weights")
     (root / "sam").mkdir()
-    save_tiny_sam(root / "sam")  # sam2.1_hiera_tiny.pt, Meta's format
+    shutil.copy(tiny_models.sam, root / "sam" / "sam2.1_hiera_tiny.pt")  # Meta's format
     (root / "sam" / "model.safetensors").write_bytes(b"transformers' copy, not needed")
     with LocalHub({DETECTOR: root / "llmdet", SEGMENTER: root / "sam"}) as server:
         yield server

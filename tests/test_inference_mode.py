@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny import SAM_IMAGE_SIZE, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 CFG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 SAM2_ARGS = {"device": "cpu", "hydra_overrides_extra": [f"++model.image_size={SAM_IMAGE_SIZE}"]}
@@ -40,8 +40,8 @@ def image() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def sam2_ckpt(tmp_path_factory) -> Path:
-    return save_tiny_sam(tmp_path_factory.mktemp("sam2"))
+def sam2_ckpt(tiny_models) -> Path:
+    return tiny_models.sam
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,10 @@ ONTOLOGY = {"a cat": "cat", "a dog": "dog"}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_models):
     """Tiny checkpoints, 3 images, and a dataset labeled from them (the baseline every case reruns)."""
     root = tmp_path_factory.mktemp("integrity")
-    (root / "owl").mkdir()
-    (root / "sam").mkdir()
-    owl, sam = save_tiny_owlv2(root / "owl"), save_tiny_sam(root / "sam")
+    owl, sam = tiny_models
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)

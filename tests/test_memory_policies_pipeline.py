@@ -10,12 +10,12 @@ from grounded_sam.cli import app
 from grounded_sam.assets.samples import SyntheticScene
 from grounded_sam.tracking.sam2 import GroundedTracker
 from segmenter.video.policies import SamuraiPolicy
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> GroundedSAM:
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def pipeline(tmp_path_factory, tiny_models) -> GroundedSAM:
+    owl, sam = tiny_models
     return GroundedSAM({"a cat": "cat"}, detector=str(owl), segmenter="sam2.1_hiera_tiny", checkpoint=sam,
                        image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.1)  # fmt: skip
 

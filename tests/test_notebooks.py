@@ -18,7 +18,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from detectors import available_detectors, default_model_id
-from tiny import save_tiny_owlv2, save_tiny_sam
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -28,10 +27,9 @@ NUM_FRAMES = 6  # the tracking notebook's synthetic clip in test mode
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> Path:
+def notebook_models(tmp_path_factory, tiny_models) -> Path:
     folder = tmp_path_factory.mktemp("notebook_models")
-    owl = save_tiny_owlv2(folder / "owlv2")
-    sam = save_tiny_sam(folder)
+    owl, sam = tiny_models
     from tiny_detectors import tiny_sam3_video
 
     # facebook/sam3's layout (the video model holds the image detector), biased to detect and track
@@ -81,11 +79,11 @@ def _config_cell(path: Path) -> str:
 
 
 @pytest.fixture
-def kernel_env(monkeypatch, tiny_models: Path) -> Path:
-    monkeypatch.setenv(ENV, str(tiny_models))
+def kernel_env(monkeypatch, notebook_models: Path) -> Path:
+    monkeypatch.setenv(ENV, str(notebook_models))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # like conftest's torch.set_num_threads(1), in the kernel
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # Agg-rendered PNG outputs
-    return tiny_models
+    return notebook_models
 
 
 def test_the_notebooks_are_there() -> None:
@@ -105,7 +103,7 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_models_come_from_one_config_cell_with_real_hub_ids(path: Path, monkeypatch, tiny_models: Path) -> None:
+def test_models_come_from_one_config_cell_with_real_hub_ids(path: Path, monkeypatch, notebook_models: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert [i for i, src in enumerate(code) if ENV in src] == [0], "only the first code cell reads the switch"
@@ -120,10 +118,10 @@ def test_models_come_from_one_config_cell_with_real_hub_ids(path: Path, monkeypa
     assert ns["SAM_CHECKPOINT"] == "facebook/sam2.1-hiera-tiny" and ns["SEGMENTER"] == "sam2.1_hiera_tiny"
     assert ns["IMAGE_SIZE"] is None and ns["DEVICE"] is None
     # switched: the tiny checkpoints of models.json
-    monkeypatch.setenv(ENV, str(tiny_models))
+    monkeypatch.setenv(ENV, str(notebook_models))
     ns = {}
     exec(code[0], ns)  # noqa: S102
-    spec = json.loads((tiny_models / "models.json").read_text())
+    spec = json.loads((notebook_models / "models.json").read_text())
     got = (ns["DETECTOR"], ns["SAM_CHECKPOINT"], ns["IMAGE_SIZE"], ns["DEVICE"])
     assert got == (spec["detector"], spec["checkpoint"], spec["image_size"], spec["device"])
     assert Path(ns["DETECTOR"]).is_dir() and Path(ns["SAM_CHECKPOINT"]).is_file()

@@ -10,14 +10,14 @@ from PIL import Image
 
 from grounded_sam import GroundedSAM, GroundedSAM2
 from ontologies import CaptionOntology
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 ONTOLOGY = {"a cat": "cat", "kitten": "cat", "a dog": "dog"}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def models(tmp_path_factory, tiny_models):
+    return tiny_models
 
 
 @pytest.fixture(scope="module")

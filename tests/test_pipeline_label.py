@@ -11,12 +11,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from grounded_sam import GroundedSAM
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def setup(tmp_path_factory, tiny_models):
+    owl, sam = tiny_models
     gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=str(owl), segmenter="sam2.1_hiera_tiny",
                      checkpoint=sam, image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.2)
     folder = tmp_path_factory.mktemp("images")

@@ -11,7 +11,6 @@ import torch
 from detectors import load_detector
 from grounded_sam import GroundedSAM
 from ontologies import CaptionOntology
-from tiny import save_tiny_owlv2, save_tiny_sam
 
 rng = np.random.default_rng(0)
 IMAGES = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), rng.integers(0, 255, (60, 41, 3), dtype=np.uint8)]
@@ -47,8 +46,8 @@ def test_sam3_masks_are_used_without_a_segmenter(pipeline, sam3_dir) -> None:
     np.testing.assert_array_equal(single.mask, got[1].mask)
 
 
-def test_an_explicit_segmenter_re_segments_the_boxes(sam3_dir, tmp_path) -> None:
-    sam = save_tiny_sam(tmp_path)
+def test_an_explicit_segmenter_re_segments_the_boxes(sam3_dir, tiny_models) -> None:
+    sam = tiny_models.sam
     both = GroundedSAM(ONTO, detector=sam3_dir, segmenter="sam2.1_hiera_tiny", checkpoint=sam, image_size=256,
                        device="cpu", box_threshold=THRESHOLD)
     assert both.predictor is not None
@@ -75,9 +74,8 @@ def test_exemplars_reach_the_detector(pipeline, sam3_dir) -> None:
         pipeline.predict(IMAGES[0], exemplars={"dog": [[500, 500, 600, 600]]})
 
 
-def test_exemplars_with_a_text_only_detector_say_they_need_sam3(tmp_path) -> None:
-    owl = save_tiny_owlv2(tmp_path / "owl")
-    sam = save_tiny_sam(tmp_path)
+def test_exemplars_with_a_text_only_detector_say_they_need_sam3(tiny_models) -> None:
+    owl, sam = tiny_models
     gs = GroundedSAM(ONTO, detector=str(owl), checkpoint=sam, image_size=256, device="cpu")
     with pytest.raises(ValueError, match="sam3"):
         gs.predict(IMAGES[0], exemplars={"dog": [[1, 1, 20, 20]]})

@@ -20,9 +20,9 @@ from grounded_sam import GroundedSAM
 from grounded_sam.pipeline.files import list_images
 from runtime.images import ImageLoadError, load_image
 from grounded_sam.labeling import STORE_DIR, PipelineFactory, label_folder_ray, list_remote_images
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
-pytestmark = pytest.mark.slow  # starts a local Ray
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]  # starts a local Ray (one xdist worker)
 
 N_IMAGES, BATCH = 20, 2
 RAY = dict(backend="ray", num_workers=2, num_cpus_per_worker=0.5)
@@ -44,8 +44,8 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def setup(tmp_path_factory, tiny_models):
+    owl, sam = tiny_models
     gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=str(owl), segmenter="sam2.1_hiera_tiny",
                      checkpoint=sam, image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.2)
     root = tmp_path_factory.mktemp("data")

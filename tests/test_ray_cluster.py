@@ -27,9 +27,10 @@ from grounded_sam.labeling import STORE_DIR
 from grounded_sam.labeling.videos import TrackOptions, label_videos
 from grounded_sam.assets.samples import write_synthetic_video
 from ray_cluster import LocalCluster
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("heavy")  # a two-node cluster: with pytest-xdist on one worker, after the other heavy tests
 N_IMAGES, BATCH = 24, 2
 CLI_TIMEOUT = 300  # s, per command: a hung job fails the test instead of hanging the suite
 
@@ -41,8 +42,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def data(tmp_path_factory, tiny_models):
+    owl, sam = tiny_models
     model_args = ["--prompt", "a cat:cat, a dog:dog", "--detector", str(owl), "--segmenter", "sam2.1_hiera_tiny",
                   "--checkpoint", str(sam), "--image-size", str(SAM_IMAGE_SIZE), "--box-threshold", "0.0",
                   "--nms-iou", "0.2"]

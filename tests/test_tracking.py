@@ -12,7 +12,7 @@ import supervision as sv
 from grounded_sam import GroundedSAM
 from grounded_sam.tracking.sam2 import GroundedTracker
 from ontologies import CaptionOntology
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 H, W = 48, 64
 # object -> (class id, frames where it is visible, box at frame t)
@@ -132,8 +132,8 @@ def test_track_rejects_bad_settings() -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> GroundedSAM:
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def pipeline(tmp_path_factory, tiny_models) -> GroundedSAM:
+    owl, sam = tiny_models
     return GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=str(owl), segmenter="sam2.1_hiera_tiny",
                        checkpoint=sam, image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.1)
 

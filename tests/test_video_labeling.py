@@ -17,14 +17,14 @@ from grounded_sam.tracking.outputs import write_tracking_outputs
 from grounded_sam.labeling import STORE_DIR, LabelingConfigError
 from grounded_sam.labeling.videos import INDEX_NAME, TrackOptions, label_videos
 from grounded_sam.assets.samples import write_synthetic_video
-from tiny import SAM_IMAGE_SIZE, save_tiny_owlv2, save_tiny_sam
+from tiny import SAM_IMAGE_SIZE
 
 VIDEOS = {"a.mp4": (4, 0), "b.mkv": (3, 1), "sub/c.mp4": (3, 2)}  # name -> (frames, seed)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    owl, sam = save_tiny_owlv2(tmp_path_factory.mktemp("owl")), save_tiny_sam(tmp_path_factory.mktemp("sam"))
+def setup(tmp_path_factory, tiny_models):
+    owl, sam = tiny_models
     gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=str(owl), segmenter="sam2.1_hiera_tiny",
                      checkpoint=sam, image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.2)
     folder = tmp_path_factory.mktemp("videos")

@@ -6,7 +6,8 @@ defaults filled in (the values in effect, not the arguments as given), and each 
 by content (:mod:`grounded_sam.pipeline.weights`): the same weights at another path are the same weights.
 
 Left out on purpose: the device and autocast (the same model on CPU and CUDA labels alike up to
-bf16 rounding), batch sizes and other speed-only options.
+bf16 rounding), batch sizes and other speed-only options. A new option that can change a label
+(tiling, say) joins the fingerprint in the same change, or a rerun could mix it into a dataset.
 """
 
 from __future__ import annotations
