@@ -19,6 +19,7 @@ from grounded_sam.pipeline.core import Pipeline
 from grounded_sam.tracking.factory import Tracker, make_tracker, tracker_kind
 
 if TYPE_CHECKING:
+    from grounded_sam.evaluation import EvalReport
     from grounded_sam.labeling import LabelReport
     from grounded_sam.labeling.options import Format
 
@@ -119,6 +120,49 @@ class GroundedSAM(Pipeline):
             return label_videos(self, input_folder, output_folder, opts, track, fingerprint=fingerprint)
         return label_folder(self.predict, Path(input_folder), output_folder, self.classes, opts,
                             predict_batch_fn=self.predict_batch, fingerprint=fingerprint)
+
+    # ------------------------------------------------------------------ label quality
+    def evaluate(
+        self,
+        ground_truth: Any,
+        predictions: Any = None,
+        *,
+        images: str | Path | None = None,
+        batch_size: int = 1,
+        **options: Any,
+    ) -> EvalReport:
+        """Score labels against ground truth (:func:`grounded_sam.evaluation.evaluate`, whose
+        ``options`` it takes: ``class_map``, ``ground_truth_images_only``, ``iou_threshold``).
+
+        ``predictions=None``: this pipeline predicts the ground truth's images, ``batch_size`` at
+        a time, finding each by its file name under ``images`` (default: the folder of a COCO
+        ground-truth file, or the ``label`` folder itself).
+        """
+        from grounded_sam.evaluation import evaluate
+        from grounded_sam.evaluation.data import EvalInputError, from_detections, read_ground_truth
+
+        gt = read_ground_truth(ground_truth)
+        if predictions is None:
+            if images is not None:
+                root = Path(images)
+            elif isinstance(ground_truth, (str, Path)):
+                source = Path(ground_truth)
+                root = source if source.is_dir() else source.parent
+            else:
+                raise EvalInputError("give images= (the folder the ground truth's file names are relative to)")
+            keys = sorted(gt.images)
+            paths = {k: next((p for p in (root / gt.images[k].path, root / k) if p.is_file()), None) for k in keys}
+            missing = [k for k, p in paths.items() if p is None]
+            if missing:
+                raise EvalInputError(f"{len(missing)} ground-truth image(s) are not in {root}: {missing[:5]}")
+            found = {}
+            step = max(1, int(batch_size))
+            for start in range(0, len(keys), step):
+                chunk = keys[start:start + step]
+                found.update(zip(chunk, self.predict_batch([paths[k] for k in chunk])))
+            predictions = from_detections(found, self.classes)
+            predictions.source = f"{type(self).__name__} on {root}"
+        return evaluate(gt, predictions, classes=self.classes, **options)
 
     # ------------------------------------------------------------------ video
     def track(

@@ -206,13 +206,15 @@ GS_LAYERS = {  # grounded_sam's folders: each imports only the folders below it 
     "grounded_sam.assets": {"grounded_sam.export"},
     "grounded_sam.tracking": {"grounded_sam.pipeline", "grounded_sam.export"},
     "grounded_sam.labeling": {"grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking"},
+    "grounded_sam.evaluation": {"grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.labeling"},
     "grounded_sam": {"grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
-                     "grounded_sam.labeling"},  # __init__ + api: GroundedSAM
+                     "grounded_sam.labeling", "grounded_sam.evaluation"},  # __init__ + api: GroundedSAM
     "grounded_sam.compat": {"grounded_sam", "grounded_sam.export"},
     "grounded_sam.app": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
-                         "grounded_sam.labeling", "grounded_sam.assets"},
+                         "grounded_sam.labeling", "grounded_sam.evaluation", "grounded_sam.assets"},
     "grounded_sam.cli": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
-                         "grounded_sam.labeling", "grounded_sam.assets", "grounded_sam.app"},  # imported by nobody
+                         "grounded_sam.labeling", "grounded_sam.evaluation", "grounded_sam.assets",
+                         "grounded_sam.app"},  # imported by nobody
 }
 
 

@@ -80,8 +80,11 @@ def test_python_snippets_run(hub_cache, tmp_path, monkeypatch) -> None:
     write_synthetic_video(work / "clip.mp4", num_frames=3, size=(64, 80))
     scope: dict = {"__name__": "__readme__"}
     for block in _blocks("python"):
+        if "my_gt.json" in block:  # the user's ground truth in the label-quality snippet: here, the dataset's file
+            (work / "my_gt.json").write_bytes((work / "dataset" / "annotations.json").read_bytes())
         exec(compile(block, "README.md", "exec"), scope)  # one scope: later blocks use earlier names
     assert (work / "dataset" / "annotations.json").is_file()
+    assert (work / "report" / "metrics.json").is_file() and scope["report"].images == 1
     assert (work / "sam3_dataset" / "annotations.json").is_file() and not scope["sam3"].label(
         "images/", output_folder="sam3_dataset/", image_exemplars={"a.jpg": {"exemplars": {"dog": [[5, 8, 30, 35]]}}},
         progress=False).failed  # resumed, nothing failed

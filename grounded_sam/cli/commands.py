@@ -16,6 +16,7 @@ import typer
 from detectors import DEFAULT_MODEL_IDS, available_detectors
 from grounded_sam.assets import SAMPLE_PROMPT
 from grounded_sam.cli.checks import check_models_or_exit, input_files, print_models, run_download, sample_prompt
+from grounded_sam.cli.quality import eval_command
 from grounded_sam.pipeline.configs import list_pipeline_configs
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from grounded_sam.pipeline.prompts import parse_prompt
@@ -396,6 +397,9 @@ def auto(
                       stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
                       on_load_error=_fail_loading)
     _report_failures(failed)
+
+
+app.command("eval")(eval_command)
 
 
 @app.command("app")

@@ -1,0 +1,17 @@
+"""Label quality: labels scored against the user's own ground truth.
+
+- :func:`evaluate` (:mod:`~grounded_sam.evaluation.evaluate`) — ground truth and predictions in,
+  an :class:`EvalReport` out;
+- :mod:`~grounded_sam.evaluation.data` — :class:`EvalSet` and its readers (COCO JSON, COCO results,
+  ``label`` output folders and their app-reviewed images, ``sv.Detections`` in memory);
+- :mod:`~grounded_sam.evaluation.coco_ap` — COCO AP / AR by pycocotools' ``COCOeval``;
+- :mod:`~grounded_sam.evaluation.counts` — SAM 3's cgF1 / pmF1 / IL_MCC, per-class precision,
+  recall, F1 and class confusions at the labels' own thresholds;
+- :mod:`~grounded_sam.evaluation.report` — ``metrics.json`` and ``report.md``.
+"""
+
+from grounded_sam.evaluation.data import EvalInputError, EvalSet, read_coco, read_label_folder
+from grounded_sam.evaluation.evaluate import evaluate
+from grounded_sam.evaluation.report import EvalReport
+
+__all__ = ["evaluate", "EvalReport", "EvalSet", "EvalInputError", "read_coco", "read_label_folder"]

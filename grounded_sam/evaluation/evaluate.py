@@ -1,0 +1,99 @@
+""":func:`evaluate`: labels against ground truth, every metric in one :class:`~grounded_sam.evaluation.report.EvalReport`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grounded_sam.evaluation.coco_ap import coco_ap
+from grounded_sam.evaluation.counts import per_class_counts, sa_co_metrics
+from grounded_sam.evaluation.data import EvalInputError, EvalSet, read_ground_truth, read_predictions
+from grounded_sam.evaluation.matching import IouType
+from grounded_sam.evaluation.report import EvalReport
+
+__all__ = ["evaluate", "check_pair"]
+
+
+def _listed(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_pair(gt: EvalSet, pred: EvalSet, ground_truth_images_only: bool = False) -> EvalSet:
+    """Raise :class:`EvalInputError` unless ``pred`` can be scored against ``gt``: the same images
+    (the differences listed; with ``ground_truth_images_only`` the predictions of other images are
+    left out), the same image sizes, and only classes that the ground truth names. Returns the
+    predictions to score."""
+    if not gt.images:
+        raise EvalInputError(f"the ground truth {gt.source} has no images")
+    unknown = sorted({i.category for i in pred.instances} - set(gt.classes))
+    if unknown:
+        raise EvalInputError(f"the predictions name classes the ground truth does not have: {_listed(unknown)} "
+                             f"(ground truth classes: {_listed(gt.classes, 30)}); map them with class_map "
+                             "(CLI: --class-map pred_name:gt_name)")
+    missing = sorted(set(gt.images) - set(pred.images))
+    extra = sorted(set(pred.images) - set(gt.images))
+    if missing:
+        raise EvalInputError(f"{len(missing)} ground-truth image(s) have no predictions in {pred.source}: "
+                             f"{_listed(missing)}")
+    if extra and not ground_truth_images_only:
+        raise EvalInputError(f"{len(extra)} predicted image(s) are not in the ground truth {gt.source}: {_listed(extra)}"
+                             "; evaluate on the ground truth's images only with ground_truth_images_only=True "
+                             "(CLI: --gt-images-only)")
+    sizes = [k for k in gt.images if (gt.images[k].width, gt.images[k].height)
+             != (pred.images[k].width, pred.images[k].height)]
+    if sizes:
+        k = sizes[0]
+        raise EvalInputError(f"{len(sizes)} image(s) differ in size between ground truth and predictions, e.g. {k!r}: "
+                             f"{gt.images[k].width}x{gt.images[k].height} vs "
+                             f"{pred.images[k].width}x{pred.images[k].height}")
+    if extra:
+        keep = set(gt.images)
+        pred = EvalSet({k: v for k, v in pred.images.items() if k in keep},
+                       [i for i in pred.instances if i.image in keep], pred.classes, pred.source)
+    return pred
+
+
+def evaluate(
+    ground_truth: Any,
+    predictions: Any,
+    *,
+    class_map: Mapping[str, str] | None = None,
+    classes: Sequence[str] | None = None,
+    ground_truth_images_only: bool = False,
+    iou_threshold: float = 0.5,
+) -> EvalReport:
+    """Score ``predictions`` against ``ground_truth`` (see :mod:`grounded_sam.evaluation`).
+
+    Args:
+        ground_truth: a COCO instances JSON, a ``label`` output folder (its images reviewed in the
+            app), or an :class:`EvalSet`.
+        predictions: a ``label`` output folder, a COCO results JSON (for a COCO ground truth), an
+            :class:`EvalSet`, or ``{image file name: sv.Detections}`` (with ``classes``).
+        class_map: prediction class name -> ground-truth class name, for names that differ.
+        ground_truth_images_only: leave out predictions of images the ground truth lacks
+            (else they are an error).
+        iou_threshold: the IoU at which the per-class precision / recall / F1 count a match.
+    """
+    gt = read_ground_truth(ground_truth)
+    pred = read_predictions(predictions, ground_truth, classes)
+    if class_map:
+        pred = pred.rename(class_map)
+    pred = check_pair(gt, pred, ground_truth_images_only)
+    masks = bool(gt.instances) and gt.has_masks and pred.has_masks
+    iou_types: list[IouType] = ["segm", "bbox"] if masks else ["bbox"]
+    main = iou_types[0]
+    per_class, confusions = per_class_counts(gt, pred, main, iou_threshold)
+    coco = {t: coco_ap(gt, pred, t) for t in iou_types}
+    for name, row in per_class.items():
+        row["AP"] = coco[main]["per_class"][name]["AP"]
+        row["AP50"] = coco[main]["per_class"][name]["AP50"]
+        row["gt_instances"] = sum(1 for i in gt.instances if i.category == name and not i.iscrowd)
+        row["predictions"] = sum(1 for i in pred.instances if i.category == name)
+    return EvalReport(
+        ground_truth=gt.source, predictions=pred.source, classes=list(gt.classes), images=len(gt.images),
+        iou_type=main, iou_threshold=iou_threshold,
+        coco={t: coco[t]["stats"] for t in iou_types},
+        sa_co={t: sa_co_metrics(gt, pred, t) for t in iou_types},
+        per_class=per_class, confusions=confusions,
+    )

@@ -1,0 +1,106 @@
+"""Label quality on real pipeline output (tiny random models): a ``label`` folder and its reviewed
+images as predictions and ground truth, ``GroundedSAM.evaluate`` predicting the ground truth's
+images itself, and ``grounded-sam eval``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from grounded_sam import GroundedSAM
+from grounded_sam.app.review import ReviewFolder
+from grounded_sam.evaluation import evaluate, read_label_folder
+from grounded_sam.evaluation.data import EvalInputError, from_detections
+from grounded_sam.export.records import detections_to_record
+from tiny import SAM_IMAGE_SIZE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_models):
+    owl, sam = tiny_models
+    gs = GroundedSAM({"a cat": "cat", "a dog": "dog"}, detector=str(owl), segmenter="sam2.1_hiera_tiny",
+                     checkpoint=sam, image_size=SAM_IMAGE_SIZE, device="cpu", box_threshold=0.0, nms_iou=0.2)
+    root = tmp_path_factory.mktemp("eval")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for i, (h, w) in enumerate([(48, 64), (40, 40), (64, 52), (50, 50)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+    report = gs.label(images, ".png", root / "labeled", progress=False)
+    assert report.labeled == 4
+    return gs, images, root
+
+
+def _coco_gt(gs, images: Path, path: Path) -> None:
+    """A COCO ground truth: the pipeline's own masks, one instance dropped per image."""
+    out_images, anns = [], []
+    for i, name in enumerate(sorted(p.name for p in images.iterdir()), start=1):
+        dets = gs.predict(images / name)
+        record = detections_to_record(dets, name, dets.mask.shape[2], dets.mask.shape[1], gs.classes)
+        out_images.append({"id": i, "file_name": name, "width": record["width"], "height": record["height"]})
+        for inst in record["instances"][1:]:
+            if inst["area"]:
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": inst["class_id"] + 1, "iscrowd": 0,
+                             "segmentation": inst["segmentation"], "bbox": inst["bbox"], "area": inst["area"]})
+    path.write_text(json.dumps({"images": out_images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+
+
+def test_label_folder_and_reviewed_images(setup) -> None:
+    gs, images, root = setup
+    folder = root / "labeled"
+    preds = read_label_folder(folder)
+    assert sorted(preds.images) == [f"img{i}.png" for i in range(4)] and preds.classes == ["cat", "dog"]
+    with pytest.raises(EvalInputError, match="no reviewed images yet"):
+        evaluate(folder, folder)
+    review = ReviewFolder(folder)
+    rel = review.names[1]
+    before = review.detections(rel)
+    review.save(rel, before[:2])  # a person kept two instances
+    report = evaluate(folder, folder, ground_truth_images_only=True)
+    assert report.images == 1 and report.iou_type == "segm"
+    row = {k: sum(r[k] for r in report.per_class.values()) for k in ("TP", "FP", "FN")}
+    assert row == {"TP": 2, "FP": 0, "FN": 0}  # the reviewed record is its own ground truth here
+    with pytest.raises(EvalInputError, match="not in the ground truth"):
+        evaluate(folder, folder)
+
+
+def test_pipeline_evaluate_predicts_the_ground_truth_images(setup, tmp_path) -> None:
+    gs, images, root = setup
+    gt = tmp_path / "gt.json"
+    _coco_gt(gs, images, gt)
+    (tmp_path / "img0.png").write_bytes((images / "img0.png").read_bytes())
+    report = gs.evaluate(gt, images=images, batch_size=3)
+    dets = {p.name: gs.predict(p) for p in sorted(images.iterdir())}
+    same = evaluate(gt, from_detections(dets, gs.classes))
+    assert report.coco == same.coco and report.sa_co == same.sa_co and report.per_class == same.per_class
+    assert 0.0 < report.ap <= 1.0 and sum(r["FP"] for r in report.per_class.values()) >= 4  # one dropped per image
+    with pytest.raises(EvalInputError, match="not in"):
+        gs.evaluate(gt)  # the default image folder is the ground truth's, which holds only img0.png
+
+
+def test_cli_eval_writes_a_report_or_nothing(setup, tmp_path) -> None:
+    gs, images, root = setup
+    gt = tmp_path / "gt.json"
+    _coco_gt(gs, images, gt)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "grounded_sam.cli", "eval", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, env=env, timeout=300)
+    r = run("--gt", str(gt), "--pred", str(root / "labeled"), "--out", str(tmp_path / "report"))
+    assert r.returncode == 0, r.stderr
+    assert "mask AP" in r.stdout and "cgF1" in r.stdout
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["coco"]["segm"] == evaluate(gt, root / "labeled").coco["segm"]
+    r = run("--gt", str(gt), "--pred", str(root / "labeled"), "--class-map", "cat:tiger", "--out", str(tmp_path / "r2"))
+    assert r.returncode == 2 and "'tiger'" in r.stderr and not (tmp_path / "r2").exists()
+    r = run("--gt", str(gt), "--pred", str(root / "labeled"), "--class-map", "cat", "--out", str(tmp_path / "r3"))
+    assert r.returncode == 2 and "prediction_name:ground_truth_name" in r.stderr
