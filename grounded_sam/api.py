@@ -19,7 +19,8 @@ from grounded_sam.pipeline.core import Pipeline
 from grounded_sam.tracking.factory import Tracker, make_tracker, tracker_kind
 
 if TYPE_CHECKING:
-    from grounded_sam.evaluation import EvalReport
+    from grounded_sam.evaluation import EvalReport, EvalSet
+    from grounded_sam.evaluation.tune import TuneResult
     from grounded_sam.labeling import LabelReport
     from grounded_sam.labeling.options import Format
 
@@ -139,30 +140,83 @@ class GroundedSAM(Pipeline):
         ground-truth file, or the ``label`` folder itself).
         """
         from grounded_sam.evaluation import evaluate
-        from grounded_sam.evaluation.data import EvalInputError, from_detections, read_ground_truth
+        from grounded_sam.evaluation.data import read_ground_truth
 
         gt = read_ground_truth(ground_truth)
         if predictions is None:
-            if images is not None:
-                root = Path(images)
-            elif isinstance(ground_truth, (str, Path)):
-                source = Path(ground_truth)
-                root = source if source.is_dir() else source.parent
-            else:
-                raise EvalInputError("give images= (the folder the ground truth's file names are relative to)")
-            keys = sorted(gt.images)
-            paths = {k: next((p for p in (root / gt.images[k].path, root / k) if p.is_file()), None) for k in keys}
-            missing = [k for k, p in paths.items() if p is None]
-            if missing:
-                raise EvalInputError(f"{len(missing)} ground-truth image(s) are not in {root}: {missing[:5]}")
-            found = {}
-            step = max(1, int(batch_size))
-            for start in range(0, len(keys), step):
-                chunk = keys[start:start + step]
-                found.update(zip(chunk, self.predict_batch([paths[k] for k in chunk])))
-            predictions = from_detections(found, self.classes)
-            predictions.source = f"{type(self).__name__} on {root}"
+            predictions = self._predict_ground_truth(gt, ground_truth, images, batch_size)
         return evaluate(gt, predictions, classes=self.classes, **options)
+
+    def tune(
+        self,
+        ground_truth: Any,
+        *,
+        images: str | Path | None = None,
+        objective: str = "f1",
+        floor: float = 0.05,
+        iou_threshold: float = 0.5,
+        class_map: Mapping[str, str] | None = None,
+        batch_size: int = 1,
+    ) -> TuneResult:
+        """Per-class score thresholds tuned on ground truth (:mod:`grounded_sam.evaluation.tune`).
+
+        The models run once over the ground truth's images (found as for :meth:`evaluate`) keeping
+        every candidate scoring ``>= floor``; each class's threshold is then swept offline for
+        ``objective`` (``"f1"``, ``"precision>=0.9"``, ``"recall>=0.8"``). ``class_map``: this
+        pipeline's class name -> the ground truth's, where they differ. The result's ``ontology``
+        (saved by ``result.save("tuned.yaml")``) is this pipeline's with the tuned thresholds:
+        ``GroundedSAM(result.ontology, ...)``, or ``--ontology tuned.yaml`` on the command line.
+        """
+        from grounded_sam.evaluation.data import read_ground_truth
+        from grounded_sam.evaluation.evaluate import check_pair
+        from grounded_sam.evaluation.operating import class_outcomes
+        from grounded_sam.evaluation.tune import (
+            candidate_pass, check_classes, current_thresholds, tune_thresholds, with_thresholds,
+        )
+
+        gt = read_ground_truth(ground_truth)
+        mapping = dict(class_map or {})
+        check_classes(gt, [mapping.get(c, c) for c in self.classes])
+        before = current_thresholds(self)
+        with candidate_pass(self, floor):
+            found = self._predict_ground_truth(gt, ground_truth, images, batch_size)
+        found = check_pair(gt, found.rename(mapping) if mapping else found)
+        iou_type = "segm" if gt.instances and gt.has_masks and found.has_masks else "bbox"
+        outcomes, _ = class_outcomes(gt, found, iou_type, iou_threshold)
+        ours = {mapping.get(c, c): c for c in self.classes}  # ground-truth name -> ours
+        result = tune_thresholds({g: outcomes[g] for g in ours}, {g: before[c] for g, c in ours.items()},
+                                 objective, floor)
+        result.thresholds = {ours[g]: t for g, t in result.thresholds.items()}
+        result.before = {ours[g]: v for g, v in result.before.items()}
+        result.after = {ours[g]: v for g, v in result.after.items()}
+        result.ontology = with_thresholds(self.ontology, result.thresholds)
+        return result
+
+    def _predict_ground_truth(self, gt: EvalSet, ground_truth: Any, images: str | Path | None,
+                              batch_size: int) -> EvalSet:
+        """This pipeline's predictions of the ground truth's images (see :meth:`evaluate`)."""
+        from grounded_sam.evaluation.data import EvalInputError, from_detections
+
+        if images is not None:
+            root = Path(images)
+        elif isinstance(ground_truth, (str, Path)):
+            source = Path(ground_truth)
+            root = source if source.is_dir() else source.parent
+        else:
+            raise EvalInputError("give images= (the folder the ground truth's file names are relative to)")
+        keys = sorted(gt.images)
+        paths = {k: next((p for p in (root / gt.images[k].path, root / k) if p.is_file()), None) for k in keys}
+        missing = [k for k, p in paths.items() if p is None]
+        if missing:
+            raise EvalInputError(f"{len(missing)} ground-truth image(s) are not in {root}: {missing[:5]}")
+        found = {}
+        step = max(1, int(batch_size))
+        for start in range(0, len(keys), step):
+            chunk = keys[start:start + step]
+            found.update(zip(chunk, self.predict_batch([paths[k] for k in chunk])))
+        predictions = from_detections(found, self.classes)
+        predictions.source = f"{type(self).__name__} on {root}"
+        return predictions
 
     # ------------------------------------------------------------------ video
     def track(

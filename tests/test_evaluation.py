@@ -269,3 +269,22 @@ def test_report_folder_is_written_whole(tmp_path) -> None:
     report.save(out)  # replaced whole
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.md"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_class_matching_is_cocos(tmp_path, seed) -> None:
+    """TP / FP per class at IoU 0.5 equal COCOeval's own matches (area "all", crowd regions ignored)."""
+    gt_path, res_path, results = make_case(tmp_path, seed)
+    ref = reference_stats(gt_path, results, "segm")
+    n_area = len(ref.params.areaRng)
+    n_img = len(ref.params.imgIds)
+    report = evaluate(gt_path, res_path)
+    for k, name in enumerate(CLASSES):
+        tp = fp = 0
+        for e in ref.evalImgs[k * n_area * n_img:(k * n_area + 1) * n_img]:  # area range "all"
+            if e is None:
+                continue
+            matched, ignored = e["dtMatches"][0] > 0, e["dtIgnore"][0].astype(bool)
+            tp += int((matched & ~ignored).sum())
+            fp += int((~matched & ~ignored).sum())
+        assert (report.per_class[name]["TP"], report.per_class[name]["FP"]) == (tp, fp), name

@@ -5,8 +5,9 @@
 - :mod:`~grounded_sam.evaluation.data` — :class:`EvalSet` and its readers (COCO JSON, COCO results,
   ``label`` output folders and their app-reviewed images, ``sv.Detections`` in memory);
 - :mod:`~grounded_sam.evaluation.coco_ap` — COCO AP / AR by pycocotools' ``COCOeval``;
-- :mod:`~grounded_sam.evaluation.counts` — SAM 3's cgF1 / pmF1 / IL_MCC, per-class precision,
-  recall, F1 and class confusions at the labels' own thresholds;
+- :mod:`~grounded_sam.evaluation.sa_co` — SAM 3's cgF1 / pmF1 / IL_MCC;
+- :mod:`~grounded_sam.evaluation.operating` — per-class precision, recall, F1 (COCO's matching) and
+  class confusions, and the per-class score sweep that tuning uses;
 - :mod:`~grounded_sam.evaluation.report` — ``metrics.json`` and ``report.md``.
 """
 

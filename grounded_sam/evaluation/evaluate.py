@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grounded_sam.evaluation.coco_ap import coco_ap
-from grounded_sam.evaluation.counts import per_class_counts, sa_co_metrics
+from grounded_sam.evaluation.operating import per_class_counts
+from grounded_sam.evaluation.sa_co import sa_co_metrics
 from grounded_sam.evaluation.data import EvalInputError, EvalSet, read_ground_truth, read_predictions
 from grounded_sam.evaluation.matching import IouType
 from grounded_sam.evaluation.report import EvalReport
