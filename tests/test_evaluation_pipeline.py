@@ -104,3 +104,32 @@ def test_cli_eval_writes_a_report_or_nothing(setup, tmp_path) -> None:
     assert r.returncode == 2 and "'tiger'" in r.stderr and not (tmp_path / "r2").exists()
     r = run("--gt", str(gt), "--pred", str(root / "labeled"), "--class-map", "cat", "--out", str(tmp_path / "r3"))
     assert r.returncode == 2 and "prediction_name:ground_truth_name" in r.stderr
+
+
+def test_cli_tune_writes_an_ontology_that_label_takes(setup, tmp_path, tiny_models) -> None:
+    """``grounded-sam tune`` on a COCO ground truth: the tuned ontology has a threshold per class,
+    ``label --ontology`` reads it, and a bad objective is refused before any model loads."""
+    from ontologies import CaptionOntology
+
+    gs, images, root = setup
+    gt = tmp_path / "gt.json"
+    _coco_gt(gs, images, gt)
+    owl, sam = tiny_models
+    models = ["--prompt", "a cat:cat, a dog:dog", "--detector", str(owl), "--segmenter", "sam2.1_hiera_tiny",
+              "--checkpoint", str(sam), "--image-size", str(SAM_IMAGE_SIZE), "--device", "cpu", "--nms-iou", "0.2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "grounded_sam.cli", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, env=env, timeout=600)
+    r = run("tune", "--gt", str(gt), "--images", str(images), "--out", str(tmp_path / "tuned.yaml"), "--floor", "0.0",
+            "--report", str(tmp_path / "report"), *models)
+    assert r.returncode == 0, r.stderr
+    tuned = CaptionOntology.from_yaml(tmp_path / "tuned.yaml")
+    assert tuned.classes() == ["cat", "dog"] and all(tuned.threshold(c) is not None for c in tuned.classes())
+    assert (tmp_path / "report" / "metrics.json").is_file() and "F1 after" in r.stdout
+    r = run("tune", "--gt", str(gt), "--out", str(tmp_path / "x.yaml"), "--objective", "accuracy", *models)
+    assert r.returncode == 2 and "objective must be" in r.stderr and not (tmp_path / "x.yaml").exists()
+    models[:2] = ["--ontology", str(tmp_path / "tuned.yaml")]
+    r = run("label", str(images), "--out", str(tmp_path / "relabeled"), "--extension", ".png", *models)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "relabeled" / ".grounded_sam" / "manifest.json").read_text())
+    assert manifest["fingerprint"]["config"]["ontology"]["classes"]["cat"]["threshold"] == tuned.threshold("cat")

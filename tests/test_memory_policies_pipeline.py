@@ -49,7 +49,7 @@ def test_cli_track_memory_option(tmp_path, monkeypatch) -> None:
         return "done"
 
     monkeypatch.setattr("grounded_sam.tracking.outputs.write_tracking_outputs", fake_write)
-    monkeypatch.setattr("grounded_sam.cli.commands._pipeline", lambda *a, **k: None)
+    monkeypatch.setattr("grounded_sam.cli.commands.build_pipeline", lambda *a, **k: None)
     video = tmp_path / "clip"
     video.mkdir()
     result = runner.invoke(app, ["track", str(video), "--prompt", "cat", "--memory", "distractor", "-o", str(tmp_path / "o")])

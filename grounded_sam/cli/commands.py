@@ -13,14 +13,14 @@ from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
-from detectors import DEFAULT_MODEL_IDS, available_detectors
-from grounded_sam.assets import SAMPLE_PROMPT
-from grounded_sam.cli.checks import check_models_or_exit, input_files, print_models, run_download, sample_prompt
-from grounded_sam.cli.quality import eval_command
+from grounded_sam.cli.checks import input_files, print_models, run_download, sample_prompt
+from grounded_sam.cli.options import (
+    BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt, ExemplarsOpt, ImageSize, Multimask, NmsIou, OntologyFile,
+    Preset, Prompt, SampleOpt, SegmenterOpt, TextThr, build_pipeline, fail_loading,
+)
+from grounded_sam.cli.quality import eval_command, tune_command
 from grounded_sam.pipeline.configs import list_pipeline_configs
-from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
-from grounded_sam.pipeline.prompts import parse_prompt
-from segmenter.config import load_model_config
+from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
 
 app = typer.Typer(
     name="grounded-sam",
@@ -31,51 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: flags render as flags, [brackets] in help text stay as written
 )
-
-_DEFAULT_SEGMENTER_CONFIG = load_model_config(DEFAULT_SEGMENTER)
-_DEFAULT_DETECTOR_ID = DEFAULT_MODEL_IDS[DEFAULT_DETECTOR]
-
-# ---------------------------------------------------------------------------- shared options
-Prompt = Annotated[Optional[str], typer.Option(
-    "--prompt", "-p", help='What to find: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).',
-    show_default=f"none; with --sample: {SAMPLE_PROMPT!r}")]
-OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or the rich form), instead of --prompt.")]
-Preset = Annotated[Optional[str], typer.Option(
-    "--config", help=f"Pipeline preset: a YAML path or a bundled name ({', '.join(list_pipeline_configs())}); "
-    "the model options below override it.", show_default="none: the defaults shown here")]
-DetectorOpt = Annotated[Optional[str], typer.Option(
-    "--detector", help=f"Detector family ({' | '.join(available_detectors())}), or a local save_pretrained folder "
-    "(its family is read from its config.json).", show_default=f"{DEFAULT_DETECTOR} with {_DEFAULT_DETECTOR_ID}")]
-DetectorId = Annotated[Optional[str], typer.Option(
-    "--detector-model-id", help="Hub id of another checkpoint of the --detector family (a local folder goes to --detector).",
-    show_default="the family's default, see `grounded-sam models`")]
-SegmenterOpt = Annotated[Optional[str], typer.Option(
-    "--segmenter", help="Segmenter config name (`grounded-sam models`), or a hub id / checkpoint path whose config is inferred.",
-    show_default=f"{DEFAULT_SEGMENTER} with {_DEFAULT_SEGMENTER_CONFIG.hf_ids[0]}; none for --detector sam3")]
-CheckpointOpt = Annotated[Optional[str], typer.Option(
-    "--checkpoint", help="Weights for a --segmenter config name: a .pt/.pth, safetensors file, folder or hub id.",
-    show_default="the config's hub id")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda | cuda:N | mps | cpu.", show_default="cuda, else mps, else cpu")]
-BoxThr = Annotated[Optional[float], typer.Option(
-    "--box-threshold", help="Detector score threshold.", show_default="the detector family's own, see `grounded-sam models`")]
-TextThr = Annotated[Optional[float], typer.Option(
-    "--text-threshold", help="Grounding-DINO-style text threshold: the caption credited to a box must score at least this.",
-    show_default="off")]
-NmsIou = Annotated[Optional[float], typer.Option(
-    "--nms-iou", help="IoU above which the class-wise NMS merges boxes of one class found by different captions.",
-    show_default=str(DEFAULT_NMS_IOU))]
-Multimask = Annotated[Optional[bool], typer.Option(
-    "--multimask/--single-mask", help="Decode 3 masks per box and keep the one with the best predicted IoU.",
-    show_default="--single-mask")]
-SampleOpt = Annotated[bool, typer.Option("--sample", help="Run on the bundled sample (a cat; CC0), as when no input is given.")]
-ExemplarsOpt = Annotated[Optional[Path], typer.Option("--exemplars", help=(
-    'Visual prompts (sam3): a JSON file {"dog": [[x1, y1, x2, y2], ...]} for every image, or '
-    '{"exemplars": {...}, "negative_exemplars": {...}, "images": {"photo.jpg": {"exemplars": {...}}}} '
-    '(images named by file name; for label, by path relative to the folder).'))]
-ImageSize = Annotated[Optional[int], typer.Option(
-    "--image-size", help="Segmenter input size in pixels (a multiple of 32 for SAM 2).",
-    show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
-
 
 class ExemplarFile(NamedTuple):
     """An ``--exemplars`` file: ``(exemplars, negative_exemplars)`` for every image, and per image name."""
@@ -116,47 +71,6 @@ def read_exemplars(path: Path) -> ExemplarFile:
         raise typer.BadParameter(f"{str(path)!r}: 'images' must map file names to prompts", param_hint="--exemplars")
     default = section({k: v for k, v in data.items() if k != "images"}, str(path))
     return ExemplarFile(default, {name: section(v, f"images[{name!r}]") for name, v in per_image.items()})
-
-
-def _pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
-    from ontologies import CaptionOntology
-
-    kwargs: dict[str, Any] = {}
-    if config:
-        from grounded_sam.pipeline.presets import load_preset
-
-        try:
-            kwargs.update(load_preset(config))
-        except (FileNotFoundError, ValueError) as e:
-            raise typer.BadParameter(str(e), param_hint="--config") from None
-    if prompt and ontology:
-        raise typer.BadParameter("give either --prompt or --ontology, not both")
-    if prompt:
-        try:
-            kwargs["ontology"] = CaptionOntology(parse_prompt(prompt))
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--prompt") from None
-    elif ontology:
-        if not ontology.is_file():
-            raise typer.BadParameter(f"file not found: {str(ontology)!r}", param_hint="--ontology")
-        kwargs["ontology"] = CaptionOntology.from_yaml(ontology)
-    if "ontology" not in kwargs:
-        raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
-    kwargs.update({key: value for key, value in opts.items() if value is not None})
-    check_models_or_exit(kwargs)
-    from grounded_sam.api import GroundedSAM
-
-    try:
-        return GroundedSAM(**kwargs)
-    except Exception as e:  # noqa: BLE001 (turned into a message for the shell)
-        _fail_loading(e)
-
-
-def _fail_loading(e: Exception) -> None:
-    from grounded_sam.pipeline.hub import loading_error_message
-
-    typer.secho(loading_error_message(e), fg="red", err=True)
-    raise typer.Exit(2)
 
 
 def _progress(total: int | None, description: str) -> Any:
@@ -228,7 +142,7 @@ def segment(
     prompts = read_exemplars(exemplars) if exemplars is not None else ExemplarFile((None, None), {})
     files = input_files(images, sample)
     prompt = sample_prompt(prompt, ontology, config, sample or not images)
-    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     from PIL import Image
@@ -305,7 +219,7 @@ def label(
         device = "cpu"
         ray_opts = dict(backend="ray", ray_address=address, num_workers=workers,
                         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=cpus_per_worker)
-    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     text = extension or (None if videos else ".jpg,.jpeg,.png")  # None: every video type
@@ -353,7 +267,7 @@ def track(
         raise typer.BadParameter(f"file not found: {video!r}", param_hint="video")
     prompt = sample_prompt(prompt, ontology, config, sampled)
 
-    gs = _pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=None, image_size=image_size)
     from grounded_sam.tracking.outputs import write_tracking_outputs
@@ -395,11 +309,12 @@ def auto(
     failed = run_auto(files, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
                       points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                       stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
-                      on_load_error=_fail_loading)
+                      on_load_error=fail_loading)
     _report_failures(failed)
 
 
 app.command("eval")(eval_command)
+app.command("tune")(tune_command)
 
 
 @app.command("app")

@@ -1,4 +1,5 @@
-"""``grounded-sam eval``: labels scored against ground truth (:mod:`grounded_sam.evaluation`)."""
+"""``grounded-sam eval`` and ``tune``: labels scored against ground truth, thresholds tuned on it
+(:mod:`grounded_sam.evaluation`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["eval_command", "parse_class_map"]
+from grounded_sam.cli.options import (
+    BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt, ImageSize, Multimask, NmsIou, OntologyFile, Preset,
+    Prompt, SegmenterOpt, TextThr, build_pipeline,
+)
+
+__all__ = ["eval_command", "tune_command", "parse_class_map"]
 
 
 def parse_class_map(text: str | None) -> dict[str, str]:
@@ -51,3 +57,56 @@ def eval_command(
     typer.echo(report.summary())
     if out is not None:
         typer.echo(f"report -> {report.save(out)}")
+
+
+def tune_command(
+    gt: Annotated[Path, typer.Option("--gt", help="Ground truth: a COCO instances JSON, or a `label` output folder "
+                                     "(its images reviewed in the app).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the tuned ontology YAML (use it with "
+                                      "--ontology).")],
+    images: Annotated[Optional[Path], typer.Option("--images", help="Folder the ground truth's file names are "
+                                                   "relative to.", show_default="the ground truth's folder")] = None,
+    objective: Annotated[str, typer.Option("--objective", help="f1 | precision>=P | recall>=R (per class).")] = "f1",
+    floor: Annotated[float, typer.Option("--floor", help="Keep every candidate scoring at least this in the one "
+                                         "pass of the models.")] = 0.05,
+    class_map: Annotated[Optional[str], typer.Option("--class-map", help="Ontology class names that differ from the "
+                                                     "ground truth's: 'kitten:cat'.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also evaluate with the tuned thresholds (a second "
+                                                   "pass of the models) and write the report here.")] = None,
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
+    checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
+    text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
+) -> None:
+    """Tune per-class score thresholds on ground truth: one pass of the models, then an offline sweep;
+    writes the ontology with the thresholds (label / segment / track take it with --ontology)."""
+    from grounded_sam.evaluation.tune import parse_objective
+
+    mapping = parse_class_map(class_map)
+    try:
+        parse_objective(objective)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--objective") from None
+    if not 0.0 <= floor <= 1.0:
+        raise typer.BadParameter(f"must be in [0, 1], got {floor}", param_hint="--floor")
+    if not gt.exists():
+        raise typer.BadParameter(f"not found: {str(gt)!r}", param_hint="--gt")
+    from grounded_sam.evaluation import EvalInputError
+
+    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+                        segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
+                        text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
+    try:
+        result = gs.tune(gt, images=images, objective=objective, floor=floor, class_map=mapping)
+    except EvalInputError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(result.summary())
+    typer.echo(f"tuned ontology -> {result.save(out)}")
+    if report is not None:
+        from grounded_sam.evaluation.tune import with_thresholds
+
+        gs.ontology = with_thresholds(gs.ontology, result.thresholds)
+        tuned = gs.evaluate(gt, images=images, class_map=mapping)
+        typer.echo(tuned.summary())
+        typer.echo(f"report -> {tuned.save(report)}")

@@ -1,0 +1,108 @@
+"""Options shared by the commands that build a pipeline, and building it (:func:`build_pipeline`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from detectors import DEFAULT_MODEL_IDS, available_detectors
+from grounded_sam.assets import SAMPLE_PROMPT
+from grounded_sam.cli.checks import check_models_or_exit
+from grounded_sam.pipeline.configs import list_pipeline_configs
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.prompts import parse_prompt
+from segmenter.config import load_model_config
+
+__all__ = ["Prompt", "OntologyFile", "Preset", "DetectorOpt", "DetectorId", "SegmenterOpt", "CheckpointOpt", "DeviceOpt",
+           "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt", "ExemplarsOpt", "ImageSize", "build_pipeline",
+           "fail_loading"]
+
+_DEFAULT_SEGMENTER_CONFIG = load_model_config(DEFAULT_SEGMENTER)
+_DEFAULT_DETECTOR_ID = DEFAULT_MODEL_IDS[DEFAULT_DETECTOR]
+
+# ---------------------------------------------------------------------------- shared options
+Prompt = Annotated[Optional[str], typer.Option(
+    "--prompt", "-p", help='What to find: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).',
+    show_default=f"none; with --sample: {SAMPLE_PROMPT!r}")]
+OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or the rich form), instead of --prompt.")]
+Preset = Annotated[Optional[str], typer.Option(
+    "--config", help=f"Pipeline preset: a YAML path or a bundled name ({', '.join(list_pipeline_configs())}); "
+    "the model options below override it.", show_default="none: the defaults shown here")]
+DetectorOpt = Annotated[Optional[str], typer.Option(
+    "--detector", help=f"Detector family ({' | '.join(available_detectors())}), or a local save_pretrained folder "
+    "(its family is read from its config.json).", show_default=f"{DEFAULT_DETECTOR} with {_DEFAULT_DETECTOR_ID}")]
+DetectorId = Annotated[Optional[str], typer.Option(
+    "--detector-model-id", help="Hub id of another checkpoint of the --detector family (a local folder goes to --detector).",
+    show_default="the family's default, see `grounded-sam models`")]
+SegmenterOpt = Annotated[Optional[str], typer.Option(
+    "--segmenter", help="Segmenter config name (`grounded-sam models`), or a hub id / checkpoint path whose config is inferred.",
+    show_default=f"{DEFAULT_SEGMENTER} with {_DEFAULT_SEGMENTER_CONFIG.hf_ids[0]}; none for --detector sam3")]
+CheckpointOpt = Annotated[Optional[str], typer.Option(
+    "--checkpoint", help="Weights for a --segmenter config name: a .pt/.pth, safetensors file, folder or hub id.",
+    show_default="the config's hub id")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda | cuda:N | mps | cpu.", show_default="cuda, else mps, else cpu")]
+BoxThr = Annotated[Optional[float], typer.Option(
+    "--box-threshold", help="Detector score threshold.", show_default="the detector family's own, see `grounded-sam models`")]
+TextThr = Annotated[Optional[float], typer.Option(
+    "--text-threshold", help="Grounding-DINO-style text threshold: the caption credited to a box must score at least this.",
+    show_default="off")]
+NmsIou = Annotated[Optional[float], typer.Option(
+    "--nms-iou", help="IoU above which the class-wise NMS merges boxes of one class found by different captions.",
+    show_default=str(DEFAULT_NMS_IOU))]
+Multimask = Annotated[Optional[bool], typer.Option(
+    "--multimask/--single-mask", help="Decode 3 masks per box and keep the one with the best predicted IoU.",
+    show_default="--single-mask")]
+SampleOpt = Annotated[bool, typer.Option("--sample", help="Run on the bundled sample (a cat; CC0), as when no input is given.")]
+ExemplarsOpt = Annotated[Optional[Path], typer.Option("--exemplars", help=(
+    'Visual prompts (sam3): a JSON file {"dog": [[x1, y1, x2, y2], ...]} for every image, or '
+    '{"exemplars": {...}, "negative_exemplars": {...}, "images": {"photo.jpg": {"exemplars": {...}}}} '
+    '(images named by file name; for label, by path relative to the folder).'))]
+ImageSize = Annotated[Optional[int], typer.Option(
+    "--image-size", help="Segmenter input size in pixels (a multiple of 32 for SAM 2).",
+    show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
+
+
+def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
+    """The ``GroundedSAM`` a command's options describe: ontology from ``--prompt`` / ``--ontology``,
+    a preset, the model options; models checked before they load, a load failure said plainly."""
+    from ontologies import CaptionOntology
+
+    kwargs: dict[str, Any] = {}
+    if config:
+        from grounded_sam.pipeline.presets import load_preset
+
+        try:
+            kwargs.update(load_preset(config))
+        except (FileNotFoundError, ValueError) as e:
+            raise typer.BadParameter(str(e), param_hint="--config") from None
+    if prompt and ontology:
+        raise typer.BadParameter("give either --prompt or --ontology, not both")
+    if prompt:
+        try:
+            kwargs["ontology"] = CaptionOntology(parse_prompt(prompt))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--prompt") from None
+    elif ontology:
+        if not ontology.is_file():
+            raise typer.BadParameter(f"file not found: {str(ontology)!r}", param_hint="--ontology")
+        kwargs["ontology"] = CaptionOntology.from_yaml(ontology)
+    if "ontology" not in kwargs:
+        raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
+    kwargs.update({key: value for key, value in opts.items() if value is not None})
+    check_models_or_exit(kwargs)
+    from grounded_sam.api import GroundedSAM
+
+    try:
+        return GroundedSAM(**kwargs)
+    except Exception as e:  # noqa: BLE001 (turned into a message for the shell)
+        fail_loading(e)
+
+
+def fail_loading(e: Exception) -> None:
+    """Say why the models did not load and exit with 2."""
+    from grounded_sam.pipeline.hub import loading_error_message
+
+    typer.secho(loading_error_message(e), fg="red", err=True)
+    raise typer.Exit(2)
