@@ -143,9 +143,12 @@ class GroundedSAM(Pipeline):
         from grounded_sam.evaluation.data import read_ground_truth
 
         gt = read_ground_truth(ground_truth)
+        root = None
         if predictions is None:
-            predictions = self._predict_ground_truth(gt, ground_truth, images, batch_size)
-        return evaluate(gt, predictions, classes=self.classes, **options)
+            predictions, root = self._predict_ground_truth(gt, ground_truth, images, batch_size)
+        report = evaluate(gt, predictions, classes=self.classes, **options)
+        report.images_root = root if root is not None else (Path(images) if images is not None else None)
+        return report
 
     def tune(
         self,
@@ -179,10 +182,10 @@ class GroundedSAM(Pipeline):
         check_classes(gt, [mapping.get(c, c) for c in self.classes])
         before = current_thresholds(self)
         with candidate_pass(self, floor):
-            found = self._predict_ground_truth(gt, ground_truth, images, batch_size)
+            found, _ = self._predict_ground_truth(gt, ground_truth, images, batch_size)
         found = check_pair(gt, found.rename(mapping) if mapping else found)
         iou_type = "segm" if gt.instances and gt.has_masks and found.has_masks else "bbox"
-        outcomes, _ = class_outcomes(gt, found, iou_type, iou_threshold)
+        outcomes = class_outcomes(gt, found, iou_type, iou_threshold).outcomes
         ours = {mapping.get(c, c): c for c in self.classes}  # ground-truth name -> ours
         result = tune_thresholds({g: outcomes[g] for g in ours}, {g: before[c] for g, c in ours.items()},
                                  objective, floor)
@@ -193,8 +196,9 @@ class GroundedSAM(Pipeline):
         return result
 
     def _predict_ground_truth(self, gt: EvalSet, ground_truth: Any, images: str | Path | None,
-                              batch_size: int) -> EvalSet:
-        """This pipeline's predictions of the ground truth's images (see :meth:`evaluate`)."""
+                              batch_size: int) -> tuple[EvalSet, Path]:
+        """This pipeline's predictions of the ground truth's images (see :meth:`evaluate`), and
+        the folder the images were found in."""
         from grounded_sam.evaluation.data import EvalInputError, from_detections
 
         if images is not None:
@@ -216,7 +220,7 @@ class GroundedSAM(Pipeline):
             found.update(zip(chunk, self.predict_batch([paths[k] for k in chunk])))
         predictions = from_detections(found, self.classes)
         predictions.source = f"{type(self).__name__} on {root}"
-        return predictions
+        return predictions, root
 
     # ------------------------------------------------------------------ video
     def track(

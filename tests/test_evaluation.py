@@ -265,9 +265,16 @@ def test_report_folder_is_written_whole(tmp_path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["coco"]["segm"]["AP"] == report.ap and metrics["sa_co"]["segm"]["cgF1"] == report.cgf1
     assert "| cat |" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(CLASSES) and "<td>cat</td>" in html  # self-contained
+    assert sorted(p.name for p in (out / "pr").iterdir()) == sorted(f"{c}.png" for c in CLASSES)
+    assert (out / "pr" / "cat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "worst").exists()  # the images are not at hand here
     (out / "stale.txt").write_text("from an earlier report")
     report.save(out)  # replaced whole
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "pr", "report.html", "report.md"]
+    assert report.worst_images and report.worst_images[0]["FP"] + report.worst_images[0]["FN"] >= max(
+        w["FP"] + w["FN"] for w in report.worst_images)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
 
 

@@ -99,6 +99,9 @@ def test_cli_eval_writes_a_report_or_nothing(setup, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert "mask AP" in r.stdout and "cgF1" in r.stdout
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert not (tmp_path / "report" / "worst").exists()  # the images are not next to gt.json
+    r = run("--gt", str(gt), "--pred", str(root / "labeled"), "--images", str(images), "--out", str(tmp_path / "r4"))
+    assert r.returncode == 0 and len(list((tmp_path / "r4" / "worst").iterdir())) > 0
     assert metrics["coco"]["segm"] == evaluate(gt, root / "labeled").coco["segm"]
     r = run("--gt", str(gt), "--pred", str(root / "labeled"), "--class-map", "cat:tiger", "--out", str(tmp_path / "r2"))
     assert r.returncode == 2 and "'tiger'" in r.stderr and not (tmp_path / "r2").exists()
@@ -133,3 +136,20 @@ def test_cli_tune_writes_an_ontology_that_label_takes(setup, tmp_path, tiny_mode
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "relabeled" / ".grounded_sam" / "manifest.json").read_text())
     assert manifest["fingerprint"]["config"]["ontology"]["classes"]["cat"]["threshold"] == tuned.threshold("cat")
+
+
+def test_report_draws_the_worst_images(setup, tmp_path) -> None:
+    gs, images, root = setup
+    gt = tmp_path / "gt.json"
+    _coco_gt(gs, images, gt)
+    report = gs.evaluate(gt, images=images)
+    assert report.worst_images  # one instance was dropped from the ground truth of every image
+    out = report.save(tmp_path / "report")
+    drawn = sorted((out / "worst").iterdir())
+    assert len(drawn) == len(report.worst_images) and drawn[0].name.startswith("01_")
+    from PIL import Image
+
+    first = report.worst_images[0]["image"]
+    w = report.data[0].images[first].width
+    assert Image.open(drawn[0]).size[0] > 2 * w  # ground truth and predictions side by side
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == len(drawn) + len(report.classes)

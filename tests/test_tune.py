@@ -178,7 +178,7 @@ def test_evaluation_agrees_with_the_sweep_counts(tmp_path) -> None:
     table, gt = make_world(seed=3, n_images=20)
     _write_images(tmp_path / "images", 20)
     result = _pipeline(table).tune(gt, images=tmp_path / "images")
-    direct = evaluate(gt, _pipeline(table, 0.1, result.ontology)._predict_ground_truth(gt, gt, tmp_path / "images", 4))
+    direct = evaluate(gt, _pipeline(table, 0.1, result.ontology)._predict_ground_truth(gt, gt, tmp_path / "images", 4)[0])
     for name in CLASSES:
         assert {k: direct.per_class[name][k] for k in ("TP", "FP", "FN")} == \
             {k: result.after[name][k] for k in ("TP", "FP", "FN")}

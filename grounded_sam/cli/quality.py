@@ -35,7 +35,11 @@ def eval_command(
                                      "(its images reviewed in the app).")],
     pred: Annotated[Path, typer.Option("--pred", help="Predictions: a `label` output folder, or a COCO results JSON "
                                        "(for a COCO ground truth).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (metrics.json, report.md).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder: metrics.json, report.md, a "
+                                                "self-contained report.html, PR curves, the worst images.")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Folder the image file names are relative to, "
+                                                   "for drawing the worst images.",
+                                                   show_default="the ground truth's folder")] = None,
     class_map: Annotated[Optional[str], typer.Option("--class-map", help="Prediction class names that differ from the "
                                                      "ground truth's: 'kitten:cat, puppy:dog'.")] = None,
     gt_images_only: Annotated[bool, typer.Option("--gt-images-only", help="Score only the ground truth's images "
@@ -56,7 +60,8 @@ def eval_command(
         raise typer.Exit(2) from None
     typer.echo(report.summary())
     if out is not None:
-        typer.echo(f"report -> {report.save(out)}")
+        root = images if images is not None else (gt if gt.is_dir() else gt.parent)
+        typer.echo(f"report -> {report.save(out, images=root)}")
 
 
 def tune_command(

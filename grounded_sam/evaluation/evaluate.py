@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from grounded_sam.evaluation.coco_ap import coco_ap
-from grounded_sam.evaluation.operating import per_class_counts
+from grounded_sam.evaluation.operating import class_outcomes, prf
 from grounded_sam.evaluation.sa_co import sa_co_metrics
 from grounded_sam.evaluation.data import EvalInputError, EvalSet, read_ground_truth, read_predictions
 from grounded_sam.evaluation.matching import IouType
@@ -84,17 +86,37 @@ def evaluate(
     masks = bool(gt.instances) and gt.has_masks and pred.has_masks
     iou_types: list[IouType] = ["segm", "bbox"] if masks else ["bbox"]
     main = iou_types[0]
-    per_class, confusions = per_class_counts(gt, pred, main, iou_threshold)
+    matching = class_outcomes(gt, pred, main, iou_threshold)
+    per_class = {name: prf(*o.counts()) for name, o in matching.outcomes.items()}
     coco = {t: coco_ap(gt, pred, t) for t in iou_types}
     for name, row in per_class.items():
         row["AP"] = coco[main]["per_class"][name]["AP"]
         row["AP50"] = coco[main]["per_class"][name]["AP50"]
         row["gt_instances"] = sum(1 for i in gt.instances if i.category == name and not i.iscrowd)
         row["predictions"] = sum(1 for i in pred.instances if i.category == name)
-    return EvalReport(
+    report = EvalReport(
         ground_truth=gt.source, predictions=pred.source, classes=list(gt.classes), images=len(gt.images),
         iou_type=main, iou_threshold=iou_threshold,
         coco={t: coco[t]["stats"] for t in iou_types},
         sa_co={t: sa_co_metrics(gt, pred, t) for t in iou_types},
-        per_class=per_class, confusions=confusions,
+        per_class=per_class, confusions=matching.confusions,
+        pr_curves={name: _curve(o) for name, o in matching.outcomes.items()},
+        worst_images=_worst(matching.image_errors),
     )
+    report.data = (gt, pred)
+    return report
+
+
+def _curve(outcomes: Any, points: int = 200) -> dict[str, list[float]]:
+    """A class's precision-recall curve (at most ``points`` points, from the highest threshold)."""
+    thresholds, precision, recall, _ = outcomes.curve()
+    if len(thresholds) > points:
+        keep = np.unique(np.linspace(0, len(thresholds) - 1, points).round().astype(int))
+        thresholds, precision, recall = thresholds[keep], precision[keep], recall[keep]
+    return {"threshold": thresholds.tolist(), "precision": precision.tolist(), "recall": recall.tolist()}
+
+
+def _worst(errors: Mapping[str, tuple[int, int]], count: int = 8) -> list[dict[str, Any]]:
+    """The images with the most errors (false positives + false negatives), most first."""
+    ranked = sorted(((fp + fn, fp, fn, image) for image, (fp, fn) in errors.items() if fp + fn), key=lambda r: (-r[0], r[3]))
+    return [{"image": image, "FP": fp, "FN": fn} for _, fp, fn, image in ranked[:count]]

@@ -26,7 +26,7 @@ from grounded_sam.evaluation.data import EvalInstance, EvalSet
 from grounded_sam.evaluation.matching import IouType, iou_matrix
 from grounded_sam.evaluation.sa_co import by_query
 
-__all__ = ["ClassOutcomes", "class_outcomes", "per_class_counts", "prf"]
+__all__ = ["ClassOutcomes", "Matching", "class_outcomes", "per_class_counts", "prf"]
 
 
 @dataclass
@@ -59,6 +59,16 @@ class ClassOutcomes:
         return thresholds, precision, recall, f1
 
 
+@dataclass
+class Matching:
+    """All of :func:`class_outcomes`: per class outcomes, the confusions, and per image its false
+    positives and false negatives (``{image: (FP, FN)}``)."""
+
+    outcomes: dict[str, ClassOutcomes]
+    confusions: list[dict[str, Any]]
+    image_errors: dict[str, tuple[int, int]]
+
+
 def _greedy(preds: list[EvalInstance], gts: list[EvalInstance], iou_type: IouType, iou_threshold: float
             ) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
     """COCO's matching in one image and class: per prediction (in the given, descending-score order)
@@ -81,15 +91,15 @@ def _greedy(preds: list[EvalInstance], gts: list[EvalInstance], iou_type: IouTyp
     return tp, ignored, left_preds, [j for j in range(len(real)) if not taken[j]]
 
 
-def class_outcomes(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm", iou_threshold: float = 0.5
-                   ) -> tuple[dict[str, ClassOutcomes], list[dict[str, Any]]]:
-    """Every class's :class:`ClassOutcomes` and the confusions of all predictions (module docs)."""
+def class_outcomes(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm", iou_threshold: float = 0.5) -> Matching:
+    """Every class's :class:`ClassOutcomes`, the confusions and each image's errors (module docs)."""
     from scipy.optimize import linear_sum_assignment
 
     scores: dict[str, list[np.ndarray]] = {c: [] for c in gt.classes}
     hits: dict[str, list[np.ndarray]] = {c: [] for c in gt.classes}
     num_gt = Counter(i.category for i in gt.instances if not i.iscrowd)
     confusions: Counter = Counter()
+    image_errors: dict[str, tuple[int, int]] = {}
     gts, preds = by_query(gt), by_query(pred)
     for image in gt.images:
         left_gt: list[EvalInstance] = []
@@ -104,6 +114,7 @@ def class_outcomes(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm", iou_t
             real = [x for x in g if not x.iscrowd]
             left_pred += [p[i] for i in lp]
             left_gt += [real[j] for j in lg]
+        image_errors[image] = (len(left_pred), len(left_gt))
         if left_gt and left_pred:
             ious = iou_matrix(left_pred, left_gt, iou_type)
             for r, c in zip(*linear_sum_assignment(-ious)):
@@ -116,7 +127,7 @@ def class_outcomes(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm", iou_t
         t = np.concatenate(hits[name]) if hits[name] else np.zeros(0, bool)
         order = np.argsort(-s, kind="stable")
         out[name] = ClassOutcomes(s[order], t[order].astype(bool), int(num_gt[name]))
-    return out, [{"gt": a, "pred": b, "count": n} for (a, b), n in sorted(confusions.items())]
+    return Matching(out, [{"gt": a, "pred": b, "count": n} for (a, b), n in sorted(confusions.items())], image_errors)
 
 
 def prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
@@ -133,5 +144,5 @@ def prf(tp: int, fp: int, fn: int) -> dict[str, Any]:
 def per_class_counts(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm", iou_threshold: float = 0.5
                      ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """``(per class {TP, FP, FN, precision, recall, F1}, confusions)`` of every prediction."""
-    outcomes, confusions = class_outcomes(gt, pred, iou_type, iou_threshold)
-    return {name: prf(*o.counts()) for name, o in outcomes.items()}, confusions
+    matching = class_outcomes(gt, pred, iou_type, iou_threshold)
+    return {name: prf(*o.counts()) for name, o in matching.outcomes.items()}, matching.confusions

@@ -1,8 +1,10 @@
-""":class:`EvalReport`: what :func:`~grounded_sam.evaluation.evaluate` measured, as JSON and Markdown.
+""":class:`EvalReport`: what :func:`~grounded_sam.evaluation.evaluate` measured, as JSON, Markdown and HTML.
 
-:meth:`EvalReport.save` writes a report folder, ``metrics.json`` and ``report.md``, all at once:
-the files go to a temporary folder beside the target that is then renamed into place, so an
-interrupted or failed write leaves the previous report (or nothing), never part of one.
+:meth:`EvalReport.save` writes a report folder all at once: ``metrics.json``, ``report.md``, a
+self-contained ``report.html``, ``pr/<class>.png`` (precision-recall curves) and, when the images
+are at hand, ``worst/<n>_<image>.png`` (the images with the most errors, ground truth beside
+predictions). The files go to a temporary folder beside the target that is then renamed into
+place, so an interrupted or failed write leaves the previous report (or nothing), never part of one.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EvalReport"]
+__all__ = ["EvalReport", "format_value"]
 
 
-def _fmt(value: Any, scale: float = 100.0) -> str:
+def format_value(value: Any, scale: float = 100.0) -> str:
+    """A rate as a percentage with one decimal; ``–`` where it is undefined (``None`` / COCO's -1)."""
     return "–" if value is None or value == -1 else f"{value * scale:.1f}"
+
+
+_fmt = format_value
 
 
 @dataclass
@@ -41,6 +47,12 @@ class EvalReport:
     sa_co: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     confusions: list[dict[str, Any]] = field(default_factory=list)
+    pr_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per class, from the highest threshold
+    worst_images: list[dict[str, Any]] = field(default_factory=list)  # [{image, FP, FN}], most errors first
+
+    def __post_init__(self) -> None:  # not fields: not in metrics.json
+        self.data: tuple[Any, Any] | None = None  # (ground truth, predictions) EvalSets, for drawing
+        self.images_root: Path | None = None  # where the images are, when known
 
     # ------------------------------------------------------------------ numbers
     @property
@@ -93,14 +105,36 @@ class EvalReport:
         return "\n".join(out) + "\n"
 
     # ------------------------------------------------------------------ files
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``metrics.json`` and ``report.md`` into ``folder`` (replaced whole; module docs)."""
+    def save(self, folder: str | os.PathLike, *, images: str | os.PathLike | None = None) -> Path:
+        """Write the report folder (replaced whole; module docs). ``images``: the folder the image
+        file names are relative to (default: where the evaluation found them, if it did), for
+        drawing the worst images."""
+        from grounded_sam.evaluation.figures import pr_curve_png, safe_name, side_by_side_png
+        from grounded_sam.evaluation.html import render_html
+
         target = Path(folder).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             (staging / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
             (staging / "report.md").write_text(self.to_markdown(), encoding="utf-8")
+            curves = {name: pr_curve_png(name, curve, self.per_class.get(name)) for name, curve in self.pr_curves.items()}
+            worst: dict[str, bytes] = {}
+            images = images if images is not None else self.images_root
+            if images is not None and self.data is not None:
+                ground_truth, predictions = self.data
+                for entry in self.worst_images:
+                    key = entry["image"]
+                    info = ground_truth.images[key]
+                    path = next((p for p in (Path(images) / info.path, Path(images) / key) if p.is_file()), None)
+                    if path is not None:
+                        worst[key] = side_by_side_png(path, key, ground_truth, predictions)
+            for sub, pictures, prefix in (("pr", curves, False), ("worst", worst, True)):
+                if pictures:
+                    (staging / sub).mkdir()
+                for k, (name, png) in enumerate(pictures.items(), start=1):
+                    (staging / sub / f"{f'{k:02d}_' if prefix else ''}{safe_name(name)}.png").write_bytes(png)
+            (staging / "report.html").write_text(render_html(self, curves, worst), encoding="utf-8")
             old = None
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
