@@ -19,7 +19,7 @@ from grounded_sam.pipeline.core import Pipeline
 from grounded_sam.tracking.factory import Tracker, make_tracker, tracker_kind
 
 if TYPE_CHECKING:
-    from grounded_sam.evaluation import EvalReport, EvalSet
+    from grounded_sam.evaluation import EvalReport
     from grounded_sam.evaluation.tune import TuneResult
     from grounded_sam.labeling import LabelReport
     from grounded_sam.labeling.options import Format
@@ -141,11 +141,12 @@ class GroundedSAM(Pipeline):
         """
         from grounded_sam.evaluation import evaluate
         from grounded_sam.evaluation.data import read_ground_truth
+        from grounded_sam.evaluation.run import predict_ground_truth
 
         gt = read_ground_truth(ground_truth)
         root = None
         if predictions is None:
-            predictions, root = self._predict_ground_truth(gt, ground_truth, images, batch_size)
+            predictions, root = predict_ground_truth(self, gt, ground_truth, images, batch_size)
         report = evaluate(gt, predictions, classes=self.classes, **options)
         report.images_root = root if root is not None else (Path(images) if images is not None else None)
         return report
@@ -173,6 +174,7 @@ class GroundedSAM(Pipeline):
         from grounded_sam.evaluation.data import read_ground_truth
         from grounded_sam.evaluation.evaluate import check_pair
         from grounded_sam.evaluation.operating import class_outcomes
+        from grounded_sam.evaluation.run import predict_ground_truth
         from grounded_sam.evaluation.tune import (
             candidate_pass, check_classes, current_thresholds, tune_thresholds, with_thresholds,
         )
@@ -182,7 +184,7 @@ class GroundedSAM(Pipeline):
         check_classes(gt, [mapping.get(c, c) for c in self.classes])
         before = current_thresholds(self)
         with candidate_pass(self, floor):
-            found, _ = self._predict_ground_truth(gt, ground_truth, images, batch_size)
+            found, _ = predict_ground_truth(self, gt, ground_truth, images, batch_size)
         found = check_pair(gt, found.rename(mapping) if mapping else found)
         iou_type = "segm" if gt.instances and gt.has_masks and found.has_masks else "bbox"
         outcomes = class_outcomes(gt, found, iou_type, iou_threshold).outcomes
@@ -194,33 +196,6 @@ class GroundedSAM(Pipeline):
         result.after = {ours[g]: v for g, v in result.after.items()}
         result.ontology = with_thresholds(self.ontology, result.thresholds)
         return result
-
-    def _predict_ground_truth(self, gt: EvalSet, ground_truth: Any, images: str | Path | None,
-                              batch_size: int) -> tuple[EvalSet, Path]:
-        """This pipeline's predictions of the ground truth's images (see :meth:`evaluate`), and
-        the folder the images were found in."""
-        from grounded_sam.evaluation.data import EvalInputError, from_detections
-
-        if images is not None:
-            root = Path(images)
-        elif isinstance(ground_truth, (str, Path)):
-            source = Path(ground_truth)
-            root = source if source.is_dir() else source.parent
-        else:
-            raise EvalInputError("give images= (the folder the ground truth's file names are relative to)")
-        keys = sorted(gt.images)
-        paths = {k: next((p for p in (root / gt.images[k].path, root / k) if p.is_file()), None) for k in keys}
-        missing = [k for k, p in paths.items() if p is None]
-        if missing:
-            raise EvalInputError(f"{len(missing)} ground-truth image(s) are not in {root}: {missing[:5]}")
-        found = {}
-        step = max(1, int(batch_size))
-        for start in range(0, len(keys), step):
-            chunk = keys[start:start + step]
-            found.update(zip(chunk, self.predict_batch([paths[k] for k in chunk])))
-        predictions = from_detections(found, self.classes)
-        predictions.source = f"{type(self).__name__} on {root}"
-        return predictions, root
 
     # ------------------------------------------------------------------ video
     def track(

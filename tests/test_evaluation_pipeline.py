@@ -153,3 +153,54 @@ def test_report_draws_the_worst_images(setup, tmp_path) -> None:
     w = report.data[0].images[first].width
     assert Image.open(drawn[0]).size[0] > 2 * w  # ground truth and predictions side by side
     assert (out / "report.html").read_text().count("data:image/png;base64,") == len(drawn) + len(report.classes)
+
+
+def test_compare_pipelines_one_pass_each(setup, tmp_path, tiny_models) -> None:
+    """``compare`` (Python) and ``eval --compare`` (presets as YAML files): one row per pipeline,
+    numbers that match evaluating the same pass by hand, and the comparison folder."""
+    from grounded_sam.evaluation.compare import COLUMNS, compare
+
+    gs, images, root = setup
+    gt = tmp_path / "gt.json"
+    _coco_gt(gs, images, gt)
+    owl, sam = tiny_models
+    coarse = lambda: GroundedSAM({"cat": "cat", "dog": "dog"}, detector=str(owl), segmenter="sam2.1_hiera_tiny",  # noqa: E731
+                                 checkpoint=sam, image_size=128, device="cpu", box_threshold=0.0, nms_iou=0.2)
+    result = compare({"ours": gs, "coarse": coarse}, gt, images=images, floor=0.0)
+    assert list(result.rows) == ["ours", "coarse"] and result.images == 4
+    for row in result.rows.values():
+        assert set(row) == set(COLUMNS) and row["s/image"] > 0 and 0 <= row["box AP"] <= 1
+        assert row["F1 tuned"] >= row["F1"] - 1e-12  # tuning on the same images cannot do worse
+    same = evaluate(gt, predict_ground_truth_of(gs, gt, images))
+    assert result.rows["ours"]["mask AP"] == pytest.approx(same.coco["segm"]["AP"], abs=1e-12)
+    assert result.rows["ours"]["cgF1"] == pytest.approx(same.cgf1, abs=1e-9)
+    out = result.save(tmp_path / "cmp")
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.json", "comparison.md", "comparison.png"]
+
+    presets = []
+    for name, size in (("p256", SAM_IMAGE_SIZE), ("p128", 128)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"detector: {{name: {owl}, box_threshold: 0.0, nms_iou: 0.2}}\n"
+                        f"segmenter: {{name: sam2.1_hiera_tiny, checkpoint: {sam}, image_size: {size}}}\n")
+        presets.append(str(path))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "grounded_sam.cli", "eval", "--gt", str(gt), "--images", str(images),
+                        "--compare", ",".join(presets), "--prompt", "a cat:cat, a dog:dog", "--device", "cpu",
+                        "--out", str(tmp_path / "cmp2")], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())["rows"]
+    assert list(rows) == presets and "| pipeline | mask AP" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "grounded_sam.cli", "eval", "--gt", str(gt), "--compare", "nosuch"],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "nosuch" in r.stderr
+
+
+def predict_ground_truth_of(gs, gt, images):
+    """Every candidate of ``gs`` at a floor of 0 (as compare's pass), for the hand-made check."""
+    from grounded_sam.evaluation.data import read_ground_truth
+    from grounded_sam.evaluation.run import predict_ground_truth
+    from grounded_sam.evaluation.tune import candidate_pass
+
+    truth = read_ground_truth(gt)
+    with candidate_pass(gs, 0.0):
+        return predict_ground_truth(gs, truth, gt, images)[0]

@@ -14,6 +14,7 @@ from grounded_sam import GroundedSAM
 from grounded_sam.evaluation import evaluate
 from grounded_sam.evaluation.data import EvalImage, EvalInstance, EvalSet
 from grounded_sam.evaluation.operating import per_class_counts
+from grounded_sam.evaluation.run import predict_ground_truth
 from grounded_sam.evaluation.tune import parse_objective
 from ontologies import CaptionOntology
 
@@ -178,7 +179,7 @@ def test_evaluation_agrees_with_the_sweep_counts(tmp_path) -> None:
     table, gt = make_world(seed=3, n_images=20)
     _write_images(tmp_path / "images", 20)
     result = _pipeline(table).tune(gt, images=tmp_path / "images")
-    direct = evaluate(gt, _pipeline(table, 0.1, result.ontology)._predict_ground_truth(gt, gt, tmp_path / "images", 4)[0])
+    direct = evaluate(gt, predict_ground_truth(_pipeline(table, 0.1, result.ontology), gt, gt, tmp_path / "images", 4)[0])
     for name in CLASSES:
         assert {k: direct.per_class[name][k] for k in ("TP", "FP", "FN")} == \
             {k: result.after[name][k] for k in ("TP", "FP", "FN")}

@@ -10,7 +10,7 @@ import typer
 
 from grounded_sam.cli.options import (
     BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt, ImageSize, Multimask, NmsIou, OntologyFile, Preset,
-    Prompt, SegmenterOpt, TextThr, build_pipeline,
+    Prompt, SegmenterOpt, TextThr, build_pipeline, fail_loading,
 )
 
 __all__ = ["eval_command", "tune_command", "parse_class_map"]
@@ -33,8 +33,13 @@ def parse_class_map(text: str | None) -> dict[str, str]:
 def eval_command(
     gt: Annotated[Path, typer.Option("--gt", help="Ground truth: a COCO instances JSON, or a `label` output folder "
                                      "(its images reviewed in the app).")],
-    pred: Annotated[Path, typer.Option("--pred", help="Predictions: a `label` output folder, or a COCO results JSON "
-                                       "(for a COCO ground truth).")],
+    pred: Annotated[Optional[Path], typer.Option("--pred", help="Predictions: a `label` output folder, or a COCO "
+                                                 "results JSON (for a COCO ground truth).")] = None,
+    compare: Annotated[Optional[str], typer.Option("--compare", help="Instead of --pred: run these pipeline presets "
+                                                   "(names or YAML paths, comma-separated) on the ground truth's "
+                                                   "images and compare them: AP, cgF1, F1 (own and tuned "
+                                                   "thresholds), seconds per image, peak memory.")] = None,
+    prompt: Prompt = None, ontology: OntologyFile = None, device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder: metrics.json, report.md, a "
                                                 "self-contained report.html, PR curves, the worst images.")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Folder the image file names are relative to, "
@@ -47,10 +52,17 @@ def eval_command(
     iou: Annotated[float, typer.Option("--iou", help="IoU at which the per-class precision / recall / F1 count a match.")] = 0.5,
 ) -> None:
     """Score labels against ground truth: COCO box / mask AP (pycocotools), SAM 3's cgF1, per-class
-    precision / recall / F1 and class confusions."""
+    precision / recall / F1 and class confusions; or compare pipeline presets on it (--compare)."""
     mapping = parse_class_map(class_map)
     if not 0.0 < iou <= 1.0:
         raise typer.BadParameter(f"must be in (0, 1], got {iou}", param_hint="--iou")
+    if (pred is None) == (compare is None):
+        raise typer.BadParameter("give --pred (labels to score) or --compare (presets to run), one of them")
+    if compare is not None:
+        _compare(gt, compare, images, out, mapping, prompt, ontology, device, iou)
+        return
+    if prompt is not None or ontology is not None or device is not None:
+        raise typer.BadParameter("--prompt / --ontology / --device apply to --compare (the pipelines it runs)")
     from grounded_sam.evaluation import EvalInputError, evaluate
 
     try:
@@ -115,3 +127,59 @@ def tune_command(
         tuned = gs.evaluate(gt, images=images, class_map=mapping)
         typer.echo(tuned.summary())
         typer.echo(f"report -> {tuned.save(report)}")
+
+
+def _compare(gt: Path, presets: str, images: Path | None, out: Path | None, mapping: dict[str, str],
+             prompt: str | None, ontology: Path | None, device: str | None, iou: float) -> None:
+    """``eval --compare``: each preset built (models checked first) and run on the ground truth's images."""
+    from grounded_sam.cli.checks import check_models_or_exit
+    from grounded_sam.evaluation import EvalInputError
+    from grounded_sam.evaluation.compare import compare
+    from grounded_sam.evaluation.data import read_ground_truth
+    from grounded_sam.pipeline.presets import load_preset
+    from grounded_sam.pipeline.prompts import parse_prompt
+    from ontologies import CaptionOntology
+
+    names = [p.strip() for p in presets.split(",") if p.strip()]
+    specs = {}
+    for name in names:
+        try:
+            specs[name] = load_preset(name)
+        except (FileNotFoundError, ValueError) as e:
+            raise typer.BadParameter(str(e), param_hint="--compare") from None
+    try:
+        truth = read_ground_truth(gt)
+    except EvalInputError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if prompt and ontology:
+        raise typer.BadParameter("give either --prompt or --ontology, not both")
+    try:
+        onto = (CaptionOntology(parse_prompt(prompt)) if prompt else CaptionOntology.from_yaml(ontology) if ontology
+                else CaptionOntology({c: c for c in truth.classes}))  # default: the class names as captions
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--prompt / --ontology") from None
+    for spec in specs.values():
+        spec.update(ontology=onto, **({"device": device} if device else {}))
+        check_models_or_exit(spec)
+
+    def factory(spec: dict) -> object:
+        def build() -> object:
+            from grounded_sam.api import GroundedSAM
+
+            try:
+                return GroundedSAM(**spec)
+            except Exception as e:  # noqa: BLE001 - said plainly, as for every command
+                fail_loading(e)
+        return build
+
+    try:
+        root = images if images is not None else (gt if gt.is_dir() else gt.parent)
+        result = compare({n: factory(s) for n, s in specs.items()}, truth, images=root, class_map=mapping,
+                         iou_threshold=iou)
+    except EvalInputError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(result.table())
+    if out is not None:
+        typer.echo(f"comparison -> {result.save(out)}")

@@ -17,7 +17,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EvalReport", "format_value"]
+__all__ = ["EvalReport", "format_value", "write_folder"]
+
+
+def write_folder(folder: str | os.PathLike, fill: Any) -> Path:
+    """Make ``folder`` anew, whole: ``fill(staging)`` writes the files into a temporary folder beside
+    it, which then replaces ``folder``; if ``fill`` fails, ``folder`` is left as it was."""
+    target = Path(folder).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(staging)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        staging.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def format_value(value: Any, scale: float = 100.0) -> str:
@@ -112,37 +133,25 @@ class EvalReport:
         from grounded_sam.evaluation.figures import pr_curve_png, safe_name, side_by_side_png
         from grounded_sam.evaluation.html import render_html
 
-        target = Path(folder).resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        def fill(staging: Path) -> None:
             (staging / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
             (staging / "report.md").write_text(self.to_markdown(), encoding="utf-8")
             curves = {name: pr_curve_png(name, curve, self.per_class.get(name)) for name, curve in self.pr_curves.items()}
             worst: dict[str, bytes] = {}
-            images = images if images is not None else self.images_root
-            if images is not None and self.data is not None:
+            root = images if images is not None else self.images_root
+            if root is not None and self.data is not None:
                 ground_truth, predictions = self.data
                 for entry in self.worst_images:
                     key = entry["image"]
                     info = ground_truth.images[key]
-                    path = next((p for p in (Path(images) / info.path, Path(images) / key) if p.is_file()), None)
+                    path = next((p for p in (Path(root) / info.path, Path(root) / key) if p.is_file()), None)
                     if path is not None:
                         worst[key] = side_by_side_png(path, key, ground_truth, predictions)
-            for sub, pictures, prefix in (("pr", curves, False), ("worst", worst, True)):
+            for sub, pictures, numbered in (("pr", curves, False), ("worst", worst, True)):
                 if pictures:
                     (staging / sub).mkdir()
                 for k, (name, png) in enumerate(pictures.items(), start=1):
-                    (staging / sub / f"{f'{k:02d}_' if prefix else ''}{safe_name(name)}.png").write_bytes(png)
+                    (staging / sub / f"{f'{k:02d}_' if numbered else ''}{safe_name(name)}.png").write_bytes(png)
             (staging / "report.html").write_text(render_html(self, curves, worst), encoding="utf-8")
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                target.rename(old)
-            staging.rename(target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target
+
+        return write_folder(folder, fill)
