@@ -18,10 +18,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from detectors import available_detectors, default_model_id
+from ontologies import CaptionOntology
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-EXPECTED = ["01_text_to_masks.ipynb", "02_video_tracking.ipynb", "03_auto_labeling.ipynb"]
+EXPECTED = ["01_text_to_masks.ipynb", "02_video_tracking.ipynb", "03_auto_labeling.ipynb", "04_label_quality.ipynb"]
 ENV = "GROUNDED_SAM_NOTEBOOK_MODELS"
 NUM_FRAMES = 6  # the tracking notebook's synthetic clip in test mode
 
@@ -191,3 +192,19 @@ def test_auto_labeling_notebook(kernel_env: Path, tmp_path: Path) -> None:
     lines = sum(len(p.read_text().splitlines()) for p in (dataset / "labels").glob("*.txt"))
     assert lines == len(coco["annotations"])
     assert _images(nb) >= 1  # the grid
+
+
+@pytest.mark.slow
+def test_label_quality_notebook(kernel_env: Path, tmp_path: Path) -> None:
+    nb = _execute(nbformat.read(NOTEBOOKS_DIR / EXPECTED[3], as_version=4), tmp_path)
+    text = _text(nb)
+    work = tmp_path / "outputs/04_label_quality"
+    assert re.search(r"^4 images, \d+ ground-truth instances$", text, re.M)
+    assert re.search(r"^2 images, 2 classes: mask AP ", text, re.M)  # the held-out half
+    assert sorted(p.name for p in (work / "report_before").iterdir()) == ["metrics.json", "pr", "report.html",
+                                                                          "report.md", "worst"]
+    tuned = CaptionOntology.from_yaml(work / "tuned.yaml")
+    assert all(tuned.threshold(c) is not None for c in tuned.classes())
+    assert re.search(r"^\s+rectangle: F1 before .+, after .+$", text, re.M)
+    assert "| single mask |" in text and "| best of 3 masks |" in text
+    assert _images(nb) >= 2  # a PR curve, the comparison chart

@@ -68,11 +68,12 @@ class Comparison:
                                                      + "\n", encoding="utf-8")
             (staging / "comparison.md").write_text(f"# Pipelines on {self.images} images\n\n{self.table()}\n",
                                                    encoding="utf-8")
-            (staging / "comparison.png").write_bytes(self._chart())
+            (staging / "comparison.png").write_bytes(self.chart_png())
 
         return write_folder(folder, fill)
 
-    def _chart(self) -> bytes:
+    def chart_png(self) -> bytes:
+        """AP and F1 of each pipeline as a bar chart (PNG bytes)."""
         import io
 
         import matplotlib
