@@ -308,6 +308,26 @@ def test_review_yolo_save_rewrites_the_label_and_a_rerun_keeps_it(labeled) -> No
     assert [line.split()[0] for line in (out / "labels" / "im1.txt").read_text().splitlines()] == ["0", "0"]
 
 
+def test_review_metrics_score_the_labels_against_the_reviewed_images(labeled) -> None:
+    """After a Save, the review's metrics compare the model's own instances of the reviewed images
+    (kept beside the review) with the reviewed ones; the dataset files do not carry them."""
+    src, out = labeled
+    label_folder(_fake_predict, src, out, CLASSES, extension=".png", progress=False)
+    folder = ReviewFolder(out)
+    assert folder.metrics() is None and "No reviewed images yet" in folder.metrics_text()
+    det = folder.detections("im1.png")
+    folder.save("im1.png", det[:1])  # a person deleted the second instance: the model had a false positive
+    report = ReviewFolder(out).metrics()
+    assert report.images == 1
+    second = CLASSES[int(det.class_id[1])]
+    assert report.per_class[second]["FP"] == 1 and sum(r["TP"] for r in report.per_class.values()) == 1
+    assert "Labels vs the 1 reviewed image(s)" in ReviewFolder(out).metrics_text()
+    folder = ReviewFolder(out)
+    folder.save("im1.png", det[:1])  # saved again: the model output kept is still the model's, not the first fix
+    assert ReviewFolder(out).metrics().per_class[second]["FP"] == 1
+    assert "model" not in (out / "annotations.json").read_text()
+
+
 def test_review_reads_and_writes_only_inside_its_folder(labeled, tmp_path) -> None:
     src, out = labeled
     label_folder(_fake_predict, src, out, CLASSES, extension=".png", format="coco", progress=False)

@@ -387,8 +387,11 @@ def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> Non
     page.click("#review-relabel")
     _wait_state(page, "review-objects", lambda s: s["objects"][pick]["class"] == new_class)
     _wait_status(page, "review", f"^relabelled as {new_class}")
+    assert "No reviewed images yet" in page.inner_text("#review-metrics")
     page.click("#review-save")
     page.wait_for_function("document.querySelector('#review-status').innerText.includes('saved')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#review-metrics').innerText.includes('reviewed image(s)')",
+                           timeout=60_000)  # the labels' metrics against the reviewed image
     img, anns, names = _review_annotations(ds, "im0.png")
     assert img["reviewed"] is True
     assert [names[a["category_id"]] for a in anns] == [

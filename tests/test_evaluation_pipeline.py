@@ -69,7 +69,9 @@ def test_label_folder_and_reviewed_images(setup) -> None:
     report = evaluate(folder, folder, ground_truth_images_only=True)
     assert report.images == 1 and report.iou_type == "segm"
     row = {k: sum(r[k] for r in report.per_class.values()) for k in ("TP", "FP", "FN")}
-    assert row == {"TP": 2, "FP": 0, "FN": 0}  # the reviewed record is its own ground truth here
+    model = read_label_folder(folder)  # for the reviewed image: the model's own instances, kept by the review
+    assert sum(1 for i in model.instances if i.image == rel) == len(before)
+    assert row == {"TP": 2, "FP": len(before) - 2, "FN": 0}  # a person kept 2 of the model's instances
     with pytest.raises(EvalInputError, match="not in the ground truth"):
         evaluate(folder, folder)
 
@@ -204,3 +206,47 @@ def predict_ground_truth_of(gs, gt, images):
     truth = read_ground_truth(gt)
     with candidate_pass(gs, 0.0):
         return predict_ground_truth(gs, truth, gt, images)[0]
+
+
+@pytest.mark.slow
+def test_the_quality_loop_through_the_cli(setup, tmp_path, tiny_models) -> None:
+    """label -> review some images (the app's review API) -> tune on the reviewed ones ->
+    label --thresholds --overwrite (reviewed records kept) -> eval against the reviewed images."""
+    from ontologies import CaptionOntology
+
+    gs, images, root = setup
+    owl, sam = tiny_models
+    models = ["--prompt", "a cat:cat, a dog:dog", "--detector", str(owl), "--segmenter", "sam2.1_hiera_tiny",
+              "--checkpoint", str(sam), "--image-size", str(SAM_IMAGE_SIZE), "--device", "cpu", "--nms-iou", "0.2",
+              "--box-threshold", "0.0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "grounded_sam.cli", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, env=env, timeout=600)
+    ds = tmp_path / "ds"
+    assert run("label", str(images), "--out", str(ds), "--extension", ".png", *models).returncode == 0
+    review = ReviewFolder(ds)
+    fixed = {}
+    for rel in review.names[:2]:  # a person keeps the first instance of two images
+        fixed[rel] = review.detections(rel)[:1]
+        review.save(rel, fixed[rel])
+    r = run("tune", "--gt", str(ds), "--out", str(tmp_path / "tuned.yaml"), "--floor", "0.0", *models)
+    assert r.returncode == 0, r.stderr
+    tuned = CaptionOntology.from_yaml(tmp_path / "tuned.yaml")
+    r = run("label", str(images), "--out", str(ds), "--extension", ".png", "--thresholds", str(tmp_path / "tuned.yaml"),
+            *models)
+    assert r.returncode == 2 and "threshold" in r.stderr  # other settings: refused without --overwrite
+    r = run("label", str(images), "--out", str(ds), "--extension", ".png", "--thresholds", str(tmp_path / "tuned.yaml"),
+            "--overwrite", *models)
+    assert r.returncode == 0, r.stderr
+    assert "2 reviewed kept" in r.stdout
+    manifest = json.loads((ds / ".grounded_sam" / "manifest.json").read_text())
+    onto = manifest["fingerprint"]["config"]["ontology"]["classes"]
+    assert {c: onto[c]["threshold"] for c in onto} == {c: tuned.threshold(c) for c in tuned.classes()}
+    after = ReviewFolder(ds)
+    for rel, det in fixed.items():  # the reviewed records are as the person left them
+        assert after.is_reviewed(rel) and np.array_equal(after.detections(rel).mask, det.mask)
+    r = run("eval", "--gt", str(ds), "--pred", str(ds), "--gt-images-only", "--out", str(tmp_path / "report"))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["images"] == 2
+    assert metrics == json.loads(json.dumps(evaluate(ds, ds, ground_truth_images_only=True).to_dict()))

@@ -166,10 +166,16 @@ def test_overwrite_relabels_and_keeps_reviewed_records(world, tmp_path) -> None:
     with pytest.raises(LabelingConfigError):
         stricter.label(images, ".png", out, progress=False)
     report = stricter.label(images, ".png", out, progress=False, overwrite=True)
-    assert (report.labeled, report.skipped, report.kept_reviewed) == (2, 1, 1)
+    assert (report.labeled, report.skipped, report.kept_reviewed) == (3, 0, 1)  # the reviewed one for its model output
     assert "1 reviewed kept" in report.summary()
     assert _instances(out, rel) == len(fixed)  # the reviewed fix, not the new model output
     assert ReviewFolder(out).is_reviewed(rel)
+    from grounded_sam.labeling.store import RecordStore
+
+    manifest = json.loads((out / STORE_DIR / "manifest.json").read_text())
+    stored = RecordStore.open(out, manifest["fingerprint"]).read_rel(rel)
+    fresh = stricter.predict(images / rel)
+    assert len(stored.model) == len(fresh) and stored.record["reviewed"]  # the new settings' model output
     for other in (f"img{i}.png" for i in range(3)):
         if other != rel:
             assert _instances(out, other) == len(stricter.predict(images / other).mask.any(axis=(1, 2)).nonzero()[0])

@@ -209,6 +209,6 @@ def test_other_settings_refused_and_overwrite_keeps_reviewed_like_local(setup, r
             stricter.label(folder, ".png", out, batch_size=BATCH, progress=False, **extra)
         assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
         report = stricter.label(folder, ".png", out, batch_size=BATCH, progress=False, overwrite=True, **extra)
-        assert (report.labeled, report.skipped, report.kept_reviewed) == (N_IMAGES - 1, 1, 1)
+        assert (report.labeled, report.skipped, report.kept_reviewed) == (N_IMAGES, 0, 1)  # the reviewed: its model output
         assert ReviewFolder(out).is_reviewed(rel)
     assert _tree(outs["ray"]) == _tree(outs["local"])

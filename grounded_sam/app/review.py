@@ -129,10 +129,30 @@ class ReviewFolder:
                                  if k not in ("file_name", "width", "height", "instances")}
         extra[REVIEWED] = True
         record = detections_to_record(detections, rel, w, h, self.classes, **extra)
-        stored = StoredRecord(digest=old.digest, rel=rel, source=old.source, record=record)
+        model = old.model if old.reviewed else old.record["instances"]  # the model's output, kept from the first review
+        stored = StoredRecord(digest=old.digest, rel=rel, source=old.source, record=record, model=model)
         self.store.write(rel, stored.to_json())
         self._stored[rel] = stored
         return self.reassemble()
+
+    def metrics(self) -> Any:
+        """The labels scored against the reviewed images (the model's own instances for them vs the
+        reviewed ones): an :class:`~grounded_sam.evaluation.EvalReport`, ``None`` before any review."""
+        from grounded_sam.evaluation import evaluate, read_label_folder
+
+        if not any(s.reviewed for s in self._stored.values()):
+            return None
+        return evaluate(read_label_folder(self.root, reviewed_only=True), read_label_folder(self.root),
+                        ground_truth_images_only=True)
+
+    def metrics_text(self) -> str:
+        """:meth:`metrics` in a line or two for the page."""
+        report = self.metrics()
+        if report is None:
+            return "No reviewed images yet: the labels' metrics appear here after the first Save."
+        rows = ", ".join(f"{name} F1 {row['F1'] * 100:.0f}" for name, row in report.per_class.items()
+                         if row["F1"] is not None)
+        return f"Labels vs the {report.images} reviewed image(s): {report.summary().splitlines()[0]}; {rows}"
 
     def reassemble(self) -> LabelReport:
         """Write the dataset files from the records, as ``label`` does."""

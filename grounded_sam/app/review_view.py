@@ -38,6 +38,7 @@ def build_review_view(models: AppModels, folder_path: Path | None) -> None:
         return
     gr.Markdown(f"Reviewing `{folder.root}`: {len(folder.names)} images, {folder.format} dataset, "
                 f"classes {', '.join(folder.classes)}.")
+    metrics = gr.Markdown(folder.metrics_text(), elem_id="review-metrics")
     with gr.Row():
         with gr.Column(scale=1):
             picker = gr.Dropdown(choices=_choices(folder), value=None, label="Image", elem_id="review-image")
@@ -60,10 +61,11 @@ def build_review_view(models: AppModels, folder_path: Path | None) -> None:
                 raise AppError("pick an image first")
             report = folder.save(s.name, s.to_detections())
         except (AppError, ValueError, OSError) as e:
-            return (*editor_outputs(s, error_text(e)), gr.update())
+            return (*editor_outputs(s, error_text(e)), gr.update(), gr.update())
         message = (f"saved {s.name}: {len(s.to_detections())} instance(s); dataset rewritten "
                    f"({report.instances_written} instances in {report.images_written} images)")
-        return (*editor_outputs(s, message), gr.update(choices=_choices(folder), value=s.name))
+        return (*editor_outputs(s, message), gr.update(choices=_choices(folder), value=s.name),
+                folder.metrics_text())
 
     picker.change(on_pick, [editor.session, picker], editor.outputs)
-    save.click(on_save, [editor.session], [*editor.outputs, picker])
+    save.click(on_save, [editor.session], [*editor.outputs, picker, metrics])

@@ -16,7 +16,7 @@ import typer
 from grounded_sam.cli.checks import input_files, print_models, run_download, sample_prompt
 from grounded_sam.cli.options import (
     BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt, ExemplarsOpt, ImageSize, Multimask, NmsIou, OntologyFile,
-    Preset, Prompt, SampleOpt, SegmenterOpt, TextThr, build_pipeline, fail_loading,
+    Preset, Prompt, SampleOpt, SegmenterOpt, TextThr, ThresholdsOpt, build_pipeline, fail_loading,
 )
 from grounded_sam.cli.quality import eval_command, tune_command
 from grounded_sam.pipeline.configs import list_pipeline_configs
@@ -130,7 +130,7 @@ def download(
 def segment(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders.", show_default="the bundled sample")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for annotated images and JSON.")] = Path("grounded_sam_out"),
-    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
@@ -142,7 +142,7 @@ def segment(
     prompts = read_exemplars(exemplars) if exemplars is not None else ExemplarFile((None, None), {})
     files = input_files(images, sample)
     prompt = sample_prompt(prompt, ontology, config, sample or not images)
-    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+    gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     from PIL import Image
@@ -187,7 +187,7 @@ def label(
     workers: Annotated[int, typer.Option("--workers", help="Ray workers.")] = 1,
     num_gpus_per_worker: Annotated[float, typer.Option("--num-gpus-per-worker", help="GPUs per Ray worker (0: CPU workers).")] = 0.0,
     cpus_per_worker: Annotated[Optional[float], typer.Option("--cpus-per-worker", help="CPUs per Ray worker (default 1; fractions allowed).")] = None,
-    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
@@ -219,7 +219,7 @@ def label(
         device = "cpu"
         ray_opts = dict(backend="ray", ray_address=address, num_workers=workers,
                         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=cpus_per_worker)
-    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+    gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     text = extension or (None if videos else ".jpg,.jpeg,.png")  # None: every video type
@@ -249,7 +249,7 @@ def track(
     tracker: Annotated[str, typer.Option("--tracker", help="auto | sam2 | sam3 (auto: sam3's concept tracker for --detector sam3, else detect + SAM 2 memory).")] = "auto",
     memory: Annotated[Optional[str], typer.Option("--memory", help="sam2 tracker: memory policy per track: fifo (SAM 2's) | quality (memory only from good frames) | samurai (+ motion cue vs look-alikes) | distractor (DAM4SAM-style distractor memory).", show_default="fifo")] = None,
     sample: SampleOpt = False,
-    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None,
+    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, image_size: ImageSize = None,
@@ -267,7 +267,7 @@ def track(
         raise typer.BadParameter(f"file not found: {video!r}", param_hint="video")
     prompt = sample_prompt(prompt, ontology, config, sampled)
 
-    gs = build_pipeline(prompt, ontology, config, detector=detector, detector_model_id=detector_model_id,
+    gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=None, image_size=image_size)
     from grounded_sam.tracking.outputs import write_tracking_outputs

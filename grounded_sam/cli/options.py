@@ -16,8 +16,8 @@ from grounded_sam.pipeline.prompts import parse_prompt
 from segmenter.config import load_model_config
 
 __all__ = ["Prompt", "OntologyFile", "Preset", "DetectorOpt", "DetectorId", "SegmenterOpt", "CheckpointOpt", "DeviceOpt",
-           "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt", "ExemplarsOpt", "ImageSize", "build_pipeline",
-           "fail_loading"]
+           "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt", "ExemplarsOpt", "ImageSize", "ThresholdsOpt",
+           "build_pipeline", "fail_loading"]
 
 _DEFAULT_SEGMENTER_CONFIG = load_model_config(DEFAULT_SEGMENTER)
 _DEFAULT_DETECTOR_ID = DEFAULT_MODEL_IDS[DEFAULT_DETECTOR]
@@ -64,7 +64,30 @@ ImageSize = Annotated[Optional[int], typer.Option(
     show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
 
 
-def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None, **opts: Any) -> Any:
+ThresholdsOpt = Annotated[Optional[Path], typer.Option(
+    "--thresholds", help="Per-class score thresholds from `grounded-sam tune` (its YAML), applied to the classes of "
+    "--prompt / --ontology / --config.")]
+
+
+def _apply_thresholds(ontology: Any, path: Path) -> Any:
+    from grounded_sam.evaluation.tune import with_thresholds
+    from ontologies import CaptionOntology
+
+    if not path.is_file():
+        raise typer.BadParameter(f"file not found: {str(path)!r}", param_hint="--thresholds")
+    try:
+        tuned = CaptionOntology.from_yaml(path)
+    except (ValueError, OSError) as e:
+        raise typer.BadParameter(f"{str(path)!r}: {e}", param_hint="--thresholds") from None
+    found = {c: tuned.threshold(c) for c in tuned.classes() if tuned.threshold(c) is not None}
+    if not set(found) & set(ontology.classes()):
+        raise typer.BadParameter(f"{str(path)!r} has thresholds for {sorted(found)}, none of the classes "
+                                 f"{ontology.classes()}", param_hint="--thresholds")
+    return with_thresholds(ontology, {c: t for c, t in found.items() if c in ontology.classes()})
+
+
+def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None, thresholds: Path | None = None,
+                   **opts: Any) -> Any:
     """The ``GroundedSAM`` a command's options describe: ontology from ``--prompt`` / ``--ontology``,
     a preset, the model options; models checked before they load, a load failure said plainly."""
     from ontologies import CaptionOntology
@@ -90,6 +113,10 @@ def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None
         kwargs["ontology"] = CaptionOntology.from_yaml(ontology)
     if "ontology" not in kwargs:
         raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
+    if thresholds is not None:
+        onto = kwargs["ontology"]
+        kwargs["ontology"] = _apply_thresholds(onto if isinstance(onto, CaptionOntology) else CaptionOntology(onto),
+                                               thresholds)
     kwargs.update({key: value for key, value in opts.items() if value is not None})
     check_models_or_exit(kwargs)
     from grounded_sam.api import GroundedSAM

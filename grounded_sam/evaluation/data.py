@@ -194,8 +194,9 @@ def read_coco_results(path_or_list: str | os.PathLike | list[dict[str, Any]], gr
 def read_label_folder(folder: str | os.PathLike, reviewed_only: bool = False) -> EvalSet:
     """A ``grounded-sam label`` output folder's images and instances, from its record store.
 
-    Predictions use the detector's box (``xyxy``) and score; ``reviewed_only`` keeps the images a
-    person reviewed in the app (their instances then count as ground truth)."""
+    Predictions use the detector's box (``xyxy``) and score; for an image reviewed in the app they
+    are the model's own instances, kept beside the review. ``reviewed_only`` keeps the reviewed
+    images, with the reviewed instances: ground truth made by a person."""
     from grounded_sam.labeling.store import REVIEWED, STORE_DIR, RecordStore
 
     root = Path(folder)
@@ -214,7 +215,8 @@ def read_label_folder(folder: str | os.PathLike, reviewed_only: bool = False) ->
             continue
         key = str(stored.rel)
         out.images[key] = EvalImage(key, int(record["width"]), int(record["height"]), f"images/{key}")
-        for inst in record["instances"]:
+        instances = record["instances"] if reviewed_only or stored.model is None else stored.model
+        for inst in instances:
             x1, y1, x2, y2 = (inst.get("xyxy") or [None] * 4)
             box = (x1, y1, x2 - x1, y2 - y1) if None not in (x1, y1, x2, y2) else tuple(inst["bbox"])
             name = inst.get("class_name") or classes[int(inst["class_id"])]

@@ -194,9 +194,11 @@ def job_progress(report: LabelReport, total: int, desc: str, enabled: bool) -> I
 
 
 def pending_items(job: LabelJob, desc: str = "labeling") -> Iterator[LabelItem]:
-    """The job's items without a valid record, in order (the others are counted as skipped)."""
+    """The job's items to predict, in order: those without a valid record, and reviewed ones whose
+    model output is missing (after an overwrite); the others are counted as skipped."""
     for item in progress_bar(job.items, len(job.items), desc, job.options.progress):
-        if job.store.read(item) is not None:
+        stored = job.store.read_stored(item)
+        if stored is not None and (not stored.reviewed or stored.model is not None):
             job.report.skipped += 1
         else:
             yield item
@@ -247,6 +249,16 @@ def predict_chunk(items: Sequence[LabelItem], predict_fn: PredictFn | None, pred
     return out
 
 
+def _keep_review(store: RecordStore, entry: str) -> str:
+    """A fresh record, or, for an image reviewed in the app (same source), the reviewed record with
+    the fresh instances as its model output."""
+    fresh = StoredRecord.from_json(entry)
+    old = store.read_rel(fresh.rel)
+    if old is None or not old.reviewed or old.source != fresh.source:
+        return entry
+    return StoredRecord(fresh.digest, fresh.rel, fresh.source, old.record, model=fresh.record["instances"]).to_json()
+
+
 def store_results(job: LabelJob, results: Sequence[ItemResult]) -> None:
     """Write the records of :func:`predict_chunk` results (atomically) and count them in the report."""
     for r in results:
@@ -254,7 +266,7 @@ def store_results(job: LabelJob, results: Sequence[ItemResult]) -> None:
             job.report.failed[r.name] = r.error or "failed"
             continue
         try:
-            job.store.write(r.rel, r.entry)
+            job.store.write(r.rel, _keep_review(job.store, r.entry))
             job.report.labeled += 1
         except OSError as e:
             job.report.failed[r.name] = f"could not write its record: {type(e).__name__}: {e}"

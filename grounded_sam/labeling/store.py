@@ -9,6 +9,10 @@
   (``"reviewed": true``, human work), which are kept under the new fingerprint unless
   ``discard_reviewed=True``. The records are reset before the new manifest is written, so a
   reset cut short is done again by the next ``overwrite`` run and never loses a reviewed record.
+- A reviewed image's record also keeps the model's own instances for it (``model``, beside the
+  record: not in the dataset files), so that the labels can be scored against the reviewed images.
+  The review stores the model output it replaced; an ``overwrite`` keeps the reviewed instances and
+  has the image predicted again for a fresh ``model`` under the new settings.
 - ``records/<xx>/<sha256 of the relative path>.json`` holds one :class:`StoredRecord` per
   labeled image, written atomically. It is valid when it parses, has the store's version and
   digest, names the same relative path, and the source still has the size and mtime it had.
@@ -58,17 +62,25 @@ class StoredRecord:
     source: dict[str, int]  # the source's size and mtime_ns when it was labeled
     record: ImageRecord  # file_name = rel
     version: int = STORE_VERSION
+    model: list[Any] | None = None  # a reviewed image: the model's own instances (module docs)
+
+    @property
+    def reviewed(self) -> bool:
+        return bool(self.record.get(REVIEWED))
 
     def to_json(self) -> str:
-        return dumps({"version": self.version, "digest": self.digest, "rel": self.rel, "source": self.source,
-                      "record": self.record})
+        data = {"version": self.version, "digest": self.digest, "rel": self.rel, "source": self.source,
+                "record": self.record}
+        if self.model is not None:
+            data["model"] = self.model
+        return dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> StoredRecord:
         """Parse a record file; raises ``ValueError`` / ``KeyError`` / ``TypeError`` when it is malformed."""
         data = json.loads(text)
         return cls(digest=data["digest"], rel=data["rel"], source=data["source"], record=data["record"],
-                   version=data["version"])
+                   version=data["version"], model=data.get("model"))
 
 
 def job_fingerprint(classes: list[str], config: Mapping[str, Any] | None, input_id: str) -> dict[str, Any]:
@@ -118,13 +130,27 @@ class RecordStore:
 
     def read(self, item: LabelItem) -> ImageRecord | None:
         """The item's record if it exists and is still valid, else ``None``."""
+        stored = self.read_stored(item)
+        return stored.record if stored is not None else None
+
+    def read_stored(self, item: LabelItem) -> StoredRecord | None:
+        """The item's :class:`StoredRecord` if it exists and is still valid, else ``None``."""
         try:
             stored = StoredRecord.from_json(self.record_path(item.rel).read_text(encoding="utf-8"))
             valid = (stored.version == STORE_VERSION and stored.digest == self.digest and stored.rel == item.rel
                      and stored.source == item.stat())
-            return stored.record if valid else None
+            return stored if valid else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def read_rel(self, rel: str) -> StoredRecord | None:
+        """The record stored for ``rel`` under this store's digest (its source not checked), else ``None``."""
+        try:
+            stored = StoredRecord.from_json(self.record_path(rel).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        ok = stored.version == STORE_VERSION and stored.digest == self.digest and stored.rel == rel
+        return stored if ok else None
 
     def write(self, rel: str, entry: str) -> None:
         """Store a serialised :class:`StoredRecord` (atomically)."""
@@ -152,7 +178,7 @@ def _reset_records(records: Path, digest: str, keep_reviewed: bool) -> int:
             reviewed = keep_reviewed and bool(stored.record.get(REVIEWED))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             reviewed = False
-        if reviewed:
+        if reviewed:  # kept, its model output to be made anew (model=None: the next run predicts it)
             restamped = StoredRecord(digest=digest, rel=stored.rel, source=stored.source, record=stored.record)
             atomic_write_text(path, restamped.to_json())
             kept += 1
