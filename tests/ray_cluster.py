@@ -90,9 +90,6 @@ class LocalCluster:
         self.cpus, self.object_store_bytes = cpus, object_store_bytes
         self.root = Path(tempfile.mkdtemp(prefix="gsray-"))  # short: Ray's socket paths must fit 107 bytes
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                    # a raylet starved of CPU (2 cores, pytest-xdist beside it) answers its health check late:
-                    # wait for the answer (a dead node still fails at once: its connection is refused)
-                    "RAY_health_check_timeout_ms": "60000",
                     "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
                                                                 os.environ.get("PYTHONPATH")]))}

@@ -187,6 +187,39 @@ def test_videos_one_task_each_on_the_cluster(cluster, data, tmp_path) -> None:
     assert [v["frames"] for v in index["videos"]] == [4, 3] and sum(v["tracks"] for v in index["videos"]) > 0
 
 
+POOL_SCRIPT = """
+import sys
+from grounded_sam.labeling.options import RayOptions
+from grounded_sam.labeling.ray_pool import PoolTask, RayWorkerError, import_ray, init_ray, run_pool
+from ray_cluster import BrokenFactory, EchoModel, crash_on
+
+ray = import_ray()
+init_ray(ray, sys.argv[1])
+got, retried, failed = {}, [], {}
+tasks = [PoolTask((f"t{i}",), crash_on, i) for i in range(6)]
+cluster = RayOptions(num_workers=2, num_cpus_per_worker=0.5, max_restarts=-1, max_task_retries=2)
+run_pool(ray, EchoModel(), 3, tasks, cluster, on_result=lambda t, r: got.update({t.names[0]: r}),
+         on_retry=lambda t, why: retried.append(t.names[0]), on_fail=lambda t, why: failed.update({t.names[0]: why}))
+assert got == {f"t{i}": 10 * i for i in range(6) if i != 3}, got
+assert retried.count("t3") == 2 and list(failed) == ["t3"], (retried, failed)  # others queued behind it: re-run
+assert "its Ray worker died 3 times" in failed["t3"], failed
+try:
+    run_pool(ray, BrokenFactory(), 0, tasks[:2], cluster, on_result=print, on_retry=print, on_fail=print)
+except RayWorkerError as e:
+    assert "no such checkpoint" in str(e), e
+    print("pool ok")
+"""
+
+
+@pytest.mark.slow
+def test_pool_limits_on_the_cluster(cluster) -> None:
+    """A task that kills its worker every time is retried max_task_retries times, then fails by name
+    while the others finish; a constructor that raises everywhere stops the job with its error.
+    (It runs before the node-loss test: under load, the lost node's late detection killed workers here.)"""
+    r = _run(cluster, cluster.command([sys.executable, "-c", POOL_SCRIPT, cluster.address]))
+    assert r.returncode == 0 and "pool ok" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.slow
 def test_second_node_lost_mid_job(cluster, data, tmp_path) -> None:
     """The second node (raylet, object store, its worker) is killed mid-job: the head's worker finishes."""
@@ -224,35 +257,3 @@ print("no ray")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0 and "no ray" in r.stdout, r.stderr
-
-
-POOL_SCRIPT = """
-import sys
-from grounded_sam.labeling.options import RayOptions
-from grounded_sam.labeling.ray_pool import PoolTask, RayWorkerError, import_ray, init_ray, run_pool
-from ray_cluster import BrokenFactory, EchoModel, crash_on
-
-ray = import_ray()
-init_ray(ray, sys.argv[1])
-got, retried, failed = {}, [], {}
-tasks = [PoolTask((f"t{i}",), crash_on, i) for i in range(6)]
-cluster = RayOptions(num_workers=2, num_cpus_per_worker=0.5, max_restarts=-1, max_task_retries=2)
-run_pool(ray, EchoModel(), 3, tasks, cluster, on_result=lambda t, r: got.update({t.names[0]: r}),
-         on_retry=lambda t, why: retried.append(t.names[0]), on_fail=lambda t, why: failed.update({t.names[0]: why}))
-assert got == {f"t{i}": 10 * i for i in range(6) if i != 3}, got
-assert retried.count("t3") == 2 and list(failed) == ["t3"], (retried, failed)  # others queued behind it: re-run
-assert "its Ray worker died 3 times" in failed["t3"], failed
-try:
-    run_pool(ray, BrokenFactory(), 0, tasks[:2], cluster, on_result=print, on_retry=print, on_fail=print)
-except RayWorkerError as e:
-    assert "no such checkpoint" in str(e), e
-    print("pool ok")
-"""
-
-
-@pytest.mark.slow
-def test_pool_limits_on_the_cluster(cluster) -> None:
-    """A task that kills its worker every time is retried max_task_retries times, then fails by name
-    while the others finish; a constructor that raises everywhere stops the job with its error."""
-    r = _run(cluster, cluster.command([sys.executable, "-c", POOL_SCRIPT, cluster.address]))
-    assert r.returncode == 0 and "pool ok" in r.stdout, r.stdout + r.stderr
