@@ -120,6 +120,31 @@ def _strip_images_dir(name: str) -> str:
     return name[len("images/"):] if name.startswith("images/") else name
 
 
+def _coco_index(data: Any, where: str) -> tuple[dict[int, str], dict[int, EvalImage]]:
+    """A COCO file's categories and images by id."""
+    try:
+        cats = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        images = {int(im["id"]): EvalImage(_strip_images_dir(str(im["file_name"])), int(im["width"]),
+                                           int(im["height"]), str(im["file_name"])) for im in data["images"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise EvalInputError(f"{where}: malformed image or category entry ({type(e).__name__}: {e})") from None
+    return cats, images
+
+
+def _geometry(entry: Mapping[str, Any], image: EvalImage, at: str) -> tuple[tuple[float, float, float, float],
+                                                                              dict[str, Any] | None]:
+    """An annotation's or result's ``[x, y, w, h]`` box (from its mask where it gives none) and mask."""
+    rle = _rle(entry.get("segmentation"), image.height, image.width, at)
+    box = entry.get("bbox")
+    if not box and rle is not None:
+        from pycocotools import mask as mask_utils
+
+        box = mask_utils.toBbox(rle).tolist()
+    if not (isinstance(box, Sequence) and len(box) == 4):
+        raise EvalInputError(f"{at} has neither a segmentation nor a [x, y, w, h] bbox")
+    return tuple(float(v) for v in box), rle
+
+
 def read_coco(path: str | os.PathLike) -> EvalSet:
     """A COCO instances file as an :class:`EvalSet` (module docs)."""
     data = _load_json(Path(path), "ground truth")
@@ -127,12 +152,7 @@ def read_coco(path: str | os.PathLike) -> EvalSet:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("annotations"), list) or not isinstance(data.get("categories"), list):
         raise EvalInputError(f"{where} is not a COCO instances file (it needs 'images', 'annotations', 'categories')")
-    try:
-        cats = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-        by_id = {int(im["id"]): EvalImage(_strip_images_dir(str(im["file_name"])), int(im["width"]), int(im["height"]),
-                                          str(im["file_name"])) for im in data["images"]}
-    except (KeyError, TypeError, ValueError) as e:
-        raise EvalInputError(f"{where}: malformed image or category entry ({type(e).__name__}: {e})") from None
+    cats, by_id = _coco_index(data, where)
     out = EvalSet(source=where, classes=list(dict.fromkeys(cats.values())))
     for image in by_id.values():
         if image.key in out.images:
@@ -145,17 +165,10 @@ def read_coco(path: str | os.PathLike) -> EvalSet:
             category = cats[int(ann["category_id"])]
         except (KeyError, TypeError, ValueError):
             raise EvalInputError(f"{at} names an image or category that the file does not have") from None
-        rle = _rle(ann.get("segmentation"), image.height, image.width, at)
-        box = ann.get("bbox")
-        if rle is not None and not box:
-            from pycocotools import mask as mask_utils
-
-            box = mask_utils.toBbox(rle).tolist()
-        if not (isinstance(box, Sequence) and len(box) == 4):
-            raise EvalInputError(f"{at} has neither a segmentation nor a [x, y, w, h] bbox")
+        box, rle = _geometry(ann, image, at)
         area = ann.get("area")
-        out.instances.append(EvalInstance(image.key, category, tuple(float(v) for v in box), rle,
-                                          bool(ann.get("iscrowd", 0)), float(ann.get("score", 1.0)),
+        out.instances.append(EvalInstance(image.key, category, box, rle, bool(ann.get("iscrowd", 0)),
+                                          float(ann.get("score", 1.0)),
                                           float(area) if isinstance(area, (int, float)) else None))
     return out
 
@@ -168,9 +181,7 @@ def read_coco_results(path_or_list: str | os.PathLike | list[dict[str, Any]], gr
     gt = _load_json(Path(ground_truth_file), "ground truth")
     if not isinstance(results, list):
         raise EvalInputError(f"{where} is not a COCO results list")
-    cats = {int(c["id"]): str(c["name"]) for c in gt["categories"]}
-    images = {int(im["id"]): EvalImage(_strip_images_dir(str(im["file_name"])), int(im["width"]), int(im["height"]))
-              for im in gt["images"]}
+    cats, images = _coco_index(gt, str(ground_truth_file))
     out = EvalSet(images={im.key: im for im in images.values()}, classes=list(dict.fromkeys(cats.values())),
                   source=where)
     for k, res in enumerate(results):
@@ -179,15 +190,8 @@ def read_coco_results(path_or_list: str | os.PathLike | list[dict[str, Any]], gr
             image, category, score = images[int(res["image_id"])], cats[int(res["category_id"])], float(res["score"])
         except (KeyError, TypeError, ValueError):
             raise EvalInputError(f"{at} needs an image_id and category_id of the ground truth and a score") from None
-        rle = _rle(res.get("segmentation"), image.height, image.width, at)
-        box = res.get("bbox")
-        if not box and rle is not None:
-            from pycocotools import mask as mask_utils
-
-            box = mask_utils.toBbox(rle).tolist()
-        if not (isinstance(box, Sequence) and len(box) == 4):
-            raise EvalInputError(f"{at} has neither a segmentation nor a bbox")
-        out.instances.append(EvalInstance(image.key, category, tuple(float(v) for v in box), rle, False, score))
+        box, rle = _geometry(res, image, at)
+        out.instances.append(EvalInstance(image.key, category, box, rle, False, score))
     return out
 
 
