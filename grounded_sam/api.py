@@ -172,22 +172,16 @@ class GroundedSAM(Pipeline):
         ``GroundedSAM(result.ontology, ...)``, or ``--ontology tuned.yaml`` on the command line.
         """
         from grounded_sam.evaluation.data import read_ground_truth
-        from grounded_sam.evaluation.evaluate import check_pair
-        from grounded_sam.evaluation.operating import class_outcomes
-        from grounded_sam.evaluation.run import predict_ground_truth
         from grounded_sam.evaluation.tune import (
-            candidate_pass, check_classes, current_thresholds, tune_thresholds, with_thresholds,
+            candidate_outcomes, check_classes, current_thresholds, tune_thresholds, with_thresholds,
         )
 
         gt = read_ground_truth(ground_truth)
         mapping = dict(class_map or {})
         check_classes(gt, [mapping.get(c, c) for c in self.classes])
         before = current_thresholds(self)
-        with candidate_pass(self, floor):
-            found, _ = predict_ground_truth(self, gt, ground_truth, images, batch_size)
-        found = check_pair(gt, found.rename(mapping) if mapping else found)
-        iou_type = "segm" if gt.instances and gt.has_masks and found.has_masks else "bbox"
-        outcomes = class_outcomes(gt, found, iou_type, iou_threshold).outcomes
+        outcomes = candidate_outcomes(self, gt, ground_truth, images, floor, mapping, iou_threshold,
+                                      batch_size).outcomes
         ours = {mapping.get(c, c): c for c in self.classes}  # ground-truth name -> ours
         result = tune_thresholds({g: outcomes[g] for g in ours}, {g: before[c] for g, c in ours.items()},
                                  objective, floor)

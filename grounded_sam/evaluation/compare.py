@@ -20,18 +20,14 @@ from __future__ import annotations
 import gc
 import resource
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grounded_sam.evaluation.data import EvalSet, read_ground_truth
-from grounded_sam.evaluation.evaluate import check_pair
-from grounded_sam.evaluation.operating import class_outcomes
-from grounded_sam.evaluation.run import predict_ground_truth
 from grounded_sam.evaluation.sa_co import sa_co_metrics
-from grounded_sam.evaluation.tune import best_threshold, candidate_pass, current_thresholds, parse_objective
+from grounded_sam.evaluation.tune import best_threshold, candidate_outcomes, current_thresholds, parse_objective
 
 __all__ = ["Comparison", "compare"]
 
@@ -136,19 +132,14 @@ def compare(
 
             torch.cuda.reset_peak_memory_stats(pipe.device)
         before_mb = _peak_mb(pipe.device)
-        start = time.perf_counter()
-        with candidate_pass(pipe, floor):
-            found, _ = predict_ground_truth(pipe, gt, ground_truth, images, batch_size)
-        seconds = (time.perf_counter() - start) / max(1, len(gt.images))
+        run = candidate_outcomes(pipe, gt, ground_truth, images, floor, mapping, iou_threshold, batch_size)
+        seconds = run.seconds / max(1, len(gt.images))
         peak = _peak_mb(pipe.device) - (0.0 if getattr(pipe.device, "type", None) == "cuda" else before_mb)
-        found = check_pair(gt, found.rename(mapping) if mapping else found)
+        found, outcomes, iou_type = run.found, run.outcomes, run.iou_type
         kept = EvalSet(dict(found.images), [i for i in found.instances if i.score >= own.get(i.category, floor)],
                        list(found.classes), found.source)
-        masks = bool(gt.instances) and gt.has_masks and found.has_masks
-        iou_type = "segm" if masks else "bbox"
-        outcomes = class_outcomes(gt, found, iou_type, iou_threshold).outcomes
         result.rows[name] = {
-            "mask AP": coco_ap(gt, found, "segm")["stats"]["AP"] if masks else None,
+            "mask AP": coco_ap(gt, found, "segm")["stats"]["AP"] if iou_type == "segm" else None,
             "box AP": coco_ap(gt, found, "bbox")["stats"]["AP"],
             "cgF1": sa_co_metrics(gt, kept, iou_type)["cgF1"],
             "F1": _micro_f1([o.counts(own.get(c, floor)) for c, o in outcomes.items()]),
@@ -156,6 +147,6 @@ def compare(
             "s/image": seconds,
             "peak MB": max(0.0, peak),
         }
-        del pipe, found, kept, outcomes
+        del pipe, run, found, kept, outcomes
         gc.collect()
     return result

@@ -11,7 +11,7 @@ from grounded_sam.evaluation.coco_ap import coco_ap
 from grounded_sam.evaluation.operating import class_outcomes, prf
 from grounded_sam.evaluation.sa_co import sa_co_metrics
 from grounded_sam.evaluation.data import EvalInputError, EvalSet, read_ground_truth, read_predictions
-from grounded_sam.evaluation.matching import IouType
+from grounded_sam.evaluation.matching import IouType, iou_type_for
 from grounded_sam.evaluation.report import EvalReport
 
 __all__ = ["evaluate", "check_pair"]
@@ -83,8 +83,7 @@ def evaluate(
     if class_map:
         pred = pred.rename(class_map)
     pred = check_pair(gt, pred, ground_truth_images_only)
-    masks = bool(gt.instances) and gt.has_masks and pred.has_masks
-    iou_types: list[IouType] = ["segm", "bbox"] if masks else ["bbox"]
+    iou_types: list[IouType] = ["segm", "bbox"] if iou_type_for(gt, pred) == "segm" else ["bbox"]
     main = iou_types[0]
     matching = class_outcomes(gt, pred, main, iou_threshold)
     per_class = {name: prf(*o.counts()) for name, o in matching.outcomes.items()}

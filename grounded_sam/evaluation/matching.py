@@ -15,11 +15,16 @@ from typing import Literal
 
 import numpy as np
 
-from grounded_sam.evaluation.data import EvalInstance
+from grounded_sam.evaluation.data import EvalInstance, EvalSet
 
-__all__ = ["IouType", "iou_matrix", "match_query", "QueryMatch"]
+__all__ = ["IouType", "iou_type_for", "iou_matrix", "match_query", "QueryMatch"]
 
 IouType = Literal["segm", "bbox"]
+
+
+def iou_type_for(gt: EvalSet, pred: EvalSet) -> IouType:
+    """``"segm"`` when every instance on both sides has a mask, else ``"bbox"``."""
+    return "segm" if gt.instances and gt.has_masks and pred.has_masks else "bbox"
 
 
 def iou_matrix(preds: Sequence[EvalInstance], gts: Sequence[EvalInstance], iou_type: IouType,

@@ -46,8 +46,6 @@ def format_value(value: Any, scale: float = 100.0) -> str:
     return "–" if value is None or value == -1 else f"{value * scale:.1f}"
 
 
-_fmt = format_value
-
 
 @dataclass
 class EvalReport:
@@ -94,11 +92,11 @@ class EvalReport:
         """A few lines for a terminal."""
         t = self.iou_type
         kind = "mask" if t == "segm" else "box"
-        lines = [f"{self.images} images, {len(self.classes)} classes: {kind} AP {_fmt(self.coco[t]['AP'])}, "
-                 f"AP50 {_fmt(self.coco[t]['AP50'])}, cgF1 {self.sa_co[t]['cgF1']:.1f} "
-                 f"(pmF1 {_fmt(self.sa_co[t]['pmF1'])}, IL_MCC {self.sa_co[t]['IL_MCC']:.3f})"]
+        lines = [f"{self.images} images, {len(self.classes)} classes: {kind} AP {format_value(self.coco[t]['AP'])}, "
+                 f"AP50 {format_value(self.coco[t]['AP50'])}, cgF1 {self.sa_co[t]['cgF1']:.1f} "
+                 f"(pmF1 {format_value(self.sa_co[t]['pmF1'])}, IL_MCC {self.sa_co[t]['IL_MCC']:.3f})"]
         if "bbox" in self.coco and t != "bbox":
-            lines.append(f"box AP {_fmt(self.coco['bbox']['AP'])}, AP50 {_fmt(self.coco['bbox']['AP50'])}")
+            lines.append(f"box AP {format_value(self.coco['bbox']['AP'])}, AP50 {format_value(self.coco['bbox']['AP50'])}")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -107,18 +105,18 @@ class EvalReport:
                f"Ground truth: `{self.ground_truth}` ({self.images} images); predictions: `{self.predictions}`.", "",
                "## Summary", "", "| metric | " + " | ".join(self.coco) + " |", "|---|" + "---|" * len(self.coco)]
         for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"):
-            out.append(f"| {name} | " + " | ".join(_fmt(self.coco[k][name]) for k in self.coco) + " |")
+            out.append(f"| {name} | " + " | ".join(format_value(self.coco[k][name]) for k in self.coco) + " |")
         for name, scale in (("cgF1", 1.0), ("cgF1@50", 1.0), ("pmF1", 100.0), ("IL_MCC", 1.0)):
             out.append(f"| {name} | " + " | ".join(
-                _fmt(self.sa_co[k][name], scale) if scale != 1.0 or name.startswith("cg")
+                format_value(self.sa_co[k][name], scale) if scale != 1.0 or name.startswith("cg")
                 else f"{self.sa_co[k][name]:.3f}" for k in self.sa_co) + " |")
         out += ["", f"## Per class ({'mask' if t == 'segm' else 'box'} IoU; P / R / F1 at IoU {self.iou_threshold})", "",
                 "| class | GT | predictions | AP | AP50 | TP | FP | FN | precision | recall | F1 |",
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, row in self.per_class.items():
-            out.append(f"| {name} | {row['gt_instances']} | {row['predictions']} | {_fmt(row['AP'])} | "
-                       f"{_fmt(row['AP50'])} | {row['TP']} | {row['FP']} | {row['FN']} | {_fmt(row['precision'])} | "
-                       f"{_fmt(row['recall'])} | {_fmt(row['F1'])} |")
+            out.append(f"| {name} | {row['gt_instances']} | {row['predictions']} | {format_value(row['AP'])} | "
+                       f"{format_value(row['AP50'])} | {row['TP']} | {row['FP']} | {row['FN']} | {format_value(row['precision'])} | "
+                       f"{format_value(row['recall'])} | {format_value(row['F1'])} |")
         if self.confusions:
             out += ["", "## Confusions (a ground-truth instance found as another class)", "",
                     "| ground truth | predicted as | count |", "|---|---|---|"]

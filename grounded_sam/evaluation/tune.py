@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from grounded_sam.evaluation.data import EvalInputError, EvalSet
 from grounded_sam.evaluation.operating import ClassOutcomes, prf
 
 __all__ = ["Objective", "parse_objective", "best_threshold", "tune_thresholds", "TuneResult", "candidate_pass",
-           "with_thresholds", "current_thresholds", "check_classes"]
+           "candidate_outcomes", "Candidates", "with_thresholds", "current_thresholds", "check_classes"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,37 @@ def candidate_pass(pipeline: Any, floor: float) -> Iterator[Any]:
         yield pipeline
     finally:
         detector.box_threshold, pipeline.ontology = saved
+
+
+@dataclass
+class Candidates:
+    """One pass of a pipeline at the floor over the ground truth's images: what it found (class
+    names mapped to the ground truth's), each class's outcomes, and the IoU type they use."""
+
+    found: EvalSet
+    outcomes: dict[str, ClassOutcomes]
+    iou_type: str
+    seconds: float  # the model pass alone (images decoded, detector, segmenter)
+
+
+def candidate_outcomes(pipeline: Any, gt: EvalSet, ground_truth: Any, images: Any, floor: float,
+                       class_map: Mapping[str, str] | None = None, iou_threshold: float = 0.5,
+                       batch_size: int = 1) -> Candidates:
+    """Run ``pipeline`` once over ``gt``'s images keeping every candidate ``>= floor``
+    (:func:`candidate_pass`), check the result against ``gt`` and match it (what ``tune`` and
+    ``compare`` sweep)."""
+    from grounded_sam.evaluation.evaluate import check_pair
+    from grounded_sam.evaluation.matching import iou_type_for
+    from grounded_sam.evaluation.operating import class_outcomes
+    from grounded_sam.evaluation.run import predict_ground_truth
+
+    start = time.perf_counter()
+    with candidate_pass(pipeline, floor):
+        found, _ = predict_ground_truth(pipeline, gt, ground_truth, images, batch_size)
+    seconds = time.perf_counter() - start
+    found = check_pair(gt, found.rename(class_map) if class_map else found)
+    iou_type = iou_type_for(gt, found)
+    return Candidates(found, class_outcomes(gt, found, iou_type, iou_threshold).outcomes, iou_type, seconds)
 
 
 def with_thresholds(ontology: Any, thresholds: Mapping[str, float]) -> Any:
