@@ -29,7 +29,7 @@ def make(n: int, seed: int = 0):
     for i in range(n):
         key = f"img{i:05d}.jpg"
         gt.images[key] = pred.images[key] = EvalImage(key, w, h)
-        masks, boxes, owners = [], [], []
+        masks, owners = [], []
         for _ in range(20):
             x, y = rng.integers(0, w - 40, 2)
             bw, bh = rng.integers(8, 40, 2)

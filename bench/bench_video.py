@@ -22,7 +22,6 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 import common

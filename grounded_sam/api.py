@@ -161,35 +161,25 @@ class GroundedSAM(Pipeline):
         iou_threshold: float = 0.5,
         class_map: Mapping[str, str] | None = None,
         batch_size: int = 1,
+        candidates: str | Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     ) -> TuneResult:
         """Per-class score thresholds tuned on ground truth (:mod:`grounded_sam.evaluation.tune`).
 
         The models run once over the ground truth's images (found as for :meth:`evaluate`) keeping
         every candidate scoring ``>= floor``; each class's threshold is then swept offline for
-        ``objective`` (``"f1"``, ``"precision>=0.9"``, ``"recall>=0.8"``). ``class_map``: this
-        pipeline's class name -> the ground truth's, where they differ. The result's ``ontology``
-        (saved by ``result.save("tuned.yaml")``) is this pipeline's with the tuned thresholds:
+        ``objective`` (``"f1"``, ``"cgf1"``, ``"precision>=0.9"``, ``"recall>=0.8"``).
+        ``candidates`` (``{"car": ["automobile", "vehicle"]}`` or ``"car=automobile|vehicle"``):
+        captions to try beside each class's own, all prompted in the same pass; each class gets
+        the set of captions that scores best. ``class_map``: this pipeline's class name -> the
+        ground truth's, where they differ. The result's ``ontology`` (saved by
+        ``result.save("tuned.yaml")``) is this pipeline's with the tuned thresholds (and captions):
         ``GroundedSAM(result.ontology, ...)``, or ``--ontology tuned.yaml`` on the command line.
         """
         from grounded_sam.evaluation.data import read_ground_truth
-        from grounded_sam.evaluation.tune import (
-            candidate_outcomes, check_classes, current_thresholds, tune_thresholds, with_thresholds,
-        )
+        from grounded_sam.evaluation.tune import tune
 
-        gt = read_ground_truth(ground_truth)
-        mapping = dict(class_map or {})
-        check_classes(gt, [mapping.get(c, c) for c in self.classes])
-        before = current_thresholds(self)
-        outcomes = candidate_outcomes(self, gt, ground_truth, images, floor, mapping, iou_threshold,
-                                      batch_size).outcomes
-        ours = {mapping.get(c, c): c for c in self.classes}  # ground-truth name -> ours
-        result = tune_thresholds({g: outcomes[g] for g in ours}, {g: before[c] for g, c in ours.items()},
-                                 objective, floor)
-        result.thresholds = {ours[g]: t for g, t in result.thresholds.items()}
-        result.before = {ours[g]: v for g, v in result.before.items()}
-        result.after = {ours[g]: v for g, v in result.after.items()}
-        result.ontology = with_thresholds(self.ontology, result.thresholds)
-        return result
+        return tune(self, read_ground_truth(ground_truth), ground_truth, images, objective, floor, iou_threshold,
+                    class_map, batch_size, candidates)
 
     # ------------------------------------------------------------------ video
     def track(

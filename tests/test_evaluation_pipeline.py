@@ -133,6 +133,8 @@ def test_cli_tune_writes_an_ontology_that_label_takes(setup, tmp_path, tiny_mode
     assert (tmp_path / "report" / "metrics.json").is_file() and "F1 after" in r.stdout
     r = run("tune", "--gt", str(gt), "--out", str(tmp_path / "x.yaml"), "--objective", "accuracy", *models)
     assert r.returncode == 2 and "objective must be" in r.stderr and not (tmp_path / "x.yaml").exists()
+    r = run("tune", "--gt", str(gt), "--out", str(tmp_path / "x.yaml"), "--candidates", "a kitten", *models)
+    assert r.returncode == 2 and "class=caption" in r.stderr and not (tmp_path / "x.yaml").exists()
     models[:2] = ["--ontology", str(tmp_path / "tuned.yaml")]
     r = run("label", str(images), "--out", str(tmp_path / "relabeled"), "--extension", ".png", *models)
     assert r.returncode == 0, r.stderr
@@ -201,7 +203,7 @@ def predict_ground_truth_of(gs, gt, images):
     """Every candidate of ``gs`` at a floor of 0 (as compare's pass), for the hand-made check."""
     from grounded_sam.evaluation.data import read_ground_truth
     from grounded_sam.evaluation.run import predict_ground_truth
-    from grounded_sam.evaluation.tune import candidate_pass
+    from grounded_sam.evaluation.candidates import candidate_pass
 
     truth = read_ground_truth(gt)
     with candidate_pass(gs, 0.0):
@@ -210,7 +212,7 @@ def predict_ground_truth_of(gs, gt, images):
 
 @pytest.mark.slow
 def test_the_quality_loop_through_the_cli(setup, tmp_path, tiny_models) -> None:
-    """label -> review some images (the app's review API) -> tune on the reviewed ones ->
+    """label -> review some images (the app's review API) -> tune on the reviewed ones (cgF1, a caption search) ->
     label --thresholds --overwrite (reviewed records kept) -> eval against the reviewed images."""
     from ontologies import CaptionOntology
 
@@ -229,9 +231,14 @@ def test_the_quality_loop_through_the_cli(setup, tmp_path, tiny_models) -> None:
     for rel in review.names[:2]:  # a person keeps the first instance of two images
         fixed[rel] = review.detections(rel)[:1]
         review.save(rel, fixed[rel])
-    r = run("tune", "--gt", str(ds), "--out", str(tmp_path / "tuned.yaml"), "--floor", "0.0", *models)
+    r = run("tune", "--gt", str(ds), "--out", str(tmp_path / "tuned.yaml"), "--floor", "0.0", "--objective", "cgf1",
+            "--candidates", "cat=a kitten|a feline", "--report", str(tmp_path / "tuning"), *models)
     assert r.returncode == 0, r.stderr
     tuned = CaptionOntology.from_yaml(tmp_path / "tuned.yaml")
+    tuning = json.loads((tmp_path / "tuning" / "tuning.json").read_text())
+    assert tuning["objective"] == "cgf1" and tuning["overall"]["after"]["cgF1"] >= tuning["overall"]["before"]["cgF1"]
+    assert [r["captions"] for r in tuning["caption_table"]["cat"]][:3] == [["a cat"], ["a kitten"], ["a feline"]]
+    assert set(tuned.captions("cat")) <= {"a cat", "a kitten", "a feline"} and tuned.captions("dog") == ["a dog"]
     r = run("label", str(images), "--out", str(ds), "--extension", ".png", "--thresholds", str(tmp_path / "tuned.yaml"),
             *models)
     assert r.returncode == 2 and "threshold" in r.stderr  # other settings: refused without --overwrite
@@ -239,6 +246,7 @@ def test_the_quality_loop_through_the_cli(setup, tmp_path, tiny_models) -> None:
             "--overwrite", *models)
     assert r.returncode == 0, r.stderr
     assert "2 reviewed kept" in r.stdout
+    assert ("takes its thresholds only" in r.stderr) == (tuned.captions("cat") != ["a cat"])  # searched captions: said
     manifest = json.loads((ds / ".grounded_sam" / "manifest.json").read_text())
     onto = manifest["fingerprint"]["config"]["ontology"]["classes"]
     assert {c: onto[c]["threshold"] for c in onto} == {c: tuned.threshold(c) for c in tuned.classes()}

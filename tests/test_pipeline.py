@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import supervision as sv
-import torch
 from PIL import Image
 
 from grounded_sam import GroundedSAM, GroundedSAM2
@@ -89,6 +88,33 @@ def test_empty_result_has_the_right_shapes(pipeline: GroundedSAM) -> None:
     assert det.data["class_name"].shape == (0,) and det.data["mask_score"].shape == (0,)
     merged = sv.Detections.merge([det, det])
     assert len(merged) == 0
+
+
+class _SameBoxTwice:
+    """Finds one box for both classes (as OWL does when two captions score one patch) and another box."""
+
+    def detect(self, images, ontology):
+        xyxy = np.array([[10, 8, 50, 40], [30, 20, 70, 60], [10, 8, 50, 40]], np.float32)
+        return [sv.Detections(xyxy=xyxy, confidence=np.array([0.9, 0.8, 0.7], np.float32),
+                              class_id=np.array([0, 1, 1]),
+                              data={"class_name": np.array(["cat", "dog", "dog"]),
+                                    "caption": np.array(["a cat", "a dog", "a dog"])}) for _ in images]
+
+
+def test_a_box_found_twice_is_segmented_once(pipeline: GroundedSAM) -> None:
+    """Each box is its own prompt: the pipeline decodes a repeated box once and gives both
+    detections the mask and score that decoding the boxes one by one gives."""
+    gs = GroundedSAM(ONTOLOGY, detector=_SameBoxTwice(), segmenter=pipeline.predictor, device="cpu")
+    img = _image(70, 90, 6)
+    det = gs.predict(img)
+    assert len(det) == 3 and det.class_id.tolist() == [0, 1, 1]
+    pred = gs.predictor
+    pred.set_image(img)
+    for i, box in enumerate(det.xyxy):
+        mask, score, _ = pred.predict(box=box, multimask_output=False)
+        assert np.array_equal(mask.reshape(70, 90).astype(bool), det.mask[i])
+        np.testing.assert_allclose(score.reshape(()), det.data["mask_score"][i], atol=1e-6)
+    assert np.array_equal(det.mask[0], det.mask[2]) and not np.array_equal(det.mask[0], det.mask[1])
 
 
 def test_multimask_picks_best_and_postprocess(models, pipeline: GroundedSAM) -> None:

@@ -15,7 +15,7 @@ from grounded_sam.evaluation import evaluate
 from grounded_sam.evaluation.data import EvalImage, EvalInstance, EvalSet
 from grounded_sam.evaluation.operating import per_class_counts
 from grounded_sam.evaluation.run import predict_ground_truth
-from grounded_sam.evaluation.tune import parse_objective
+from grounded_sam.evaluation.objectives import parse_objective
 from ontologies import CaptionOntology
 
 CLASSES = ["cat", "dog"]

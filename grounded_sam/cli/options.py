@@ -70,7 +70,7 @@ ThresholdsOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _apply_thresholds(ontology: Any, path: Path) -> Any:
-    from grounded_sam.evaluation.tune import with_thresholds
+    from grounded_sam.evaluation.candidates import with_settings
     from ontologies import CaptionOntology
 
     if not path.is_file():
@@ -83,7 +83,11 @@ def _apply_thresholds(ontology: Any, path: Path) -> Any:
     if not set(found) & set(ontology.classes()):
         raise typer.BadParameter(f"{str(path)!r} has thresholds for {sorted(found)}, none of the classes "
                                  f"{ontology.classes()}", param_hint="--thresholds")
-    return with_thresholds(ontology, {c: t for c, t in found.items() if c in ontology.classes()})
+    other = [c for c in tuned.classes() if c in ontology.classes() and tuned.captions(c) != ontology.captions(c)]
+    if other:
+        typer.secho(f"note: {str(path)!r} also has other captions for {other} (a caption search); --thresholds takes "
+                    f"its thresholds only: use --ontology {str(path)!r} for its captions too", fg="yellow", err=True)
+    return with_settings(ontology, {c: t for c, t in found.items() if c in ontology.classes()})
 
 
 def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None, thresholds: Path | None = None,

@@ -83,7 +83,12 @@ def tune_command(
                                       "--ontology).")],
     images: Annotated[Optional[Path], typer.Option("--images", help="Folder the ground truth's file names are "
                                                    "relative to.", show_default="the ground truth's folder")] = None,
-    objective: Annotated[str, typer.Option("--objective", help="f1 | precision>=P | recall>=R (per class).")] = "f1",
+    objective: Annotated[str, typer.Option("--objective", help="f1 | precision>=P | recall>=R (per class), or cgf1 "
+                                           "(SAM 3's measure, all classes together).")] = "f1",
+    candidates: Annotated[Optional[list[str]], typer.Option("--candidates", help="Captions to try for a class beside its "
+                                                            "own: 'car=a car|automobile|vehicle' (repeat it, or join "
+                                                            "classes with ';'). All are prompted in the same pass; "
+                                                            "each class gets the set of captions that scores best.")] = None,
     floor: Annotated[float, typer.Option("--floor", help="Keep every candidate scoring at least this in the one "
                                          "pass of the models.")] = 0.05,
     class_map: Annotated[Optional[str], typer.Option("--class-map", help="Ontology class names that differ from the "
@@ -95,15 +100,21 @@ def tune_command(
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
 ) -> None:
-    """Tune per-class score thresholds on ground truth: one pass of the models, then an offline sweep;
-    writes the ontology with the thresholds (label / segment / track take it with --ontology)."""
-    from grounded_sam.evaluation.tune import parse_objective
+    """Tune per-class score thresholds (and with --candidates, captions) on ground truth: one pass of
+    the models, then an offline sweep; writes the ontology with them (label / segment / track take
+    it with --ontology, or its thresholds alone with --thresholds)."""
+    from grounded_sam.evaluation.captions import parse_candidates
+    from grounded_sam.evaluation.objectives import parse_objective
 
     mapping = parse_class_map(class_map)
     try:
         parse_objective(objective)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--objective") from None
+    try:
+        wanted = parse_candidates(candidates)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--candidates") from None
     if not 0.0 <= floor <= 1.0:
         raise typer.BadParameter(f"must be in [0, 1], got {floor}", param_hint="--floor")
     if not gt.exists():
@@ -114,19 +125,21 @@ def tune_command(
                         segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                         text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
     try:
-        result = gs.tune(gt, images=images, objective=objective, floor=floor, class_map=mapping)
+        result = gs.tune(gt, images=images, objective=objective, floor=floor, class_map=mapping, candidates=wanted)
     except EvalInputError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(result.summary())
     typer.echo(f"tuned ontology -> {result.save(out)}")
     if report is not None:
-        from grounded_sam.evaluation.tune import with_thresholds
+        import json
 
-        gs.ontology = with_thresholds(gs.ontology, result.thresholds)
+        gs.ontology = result.ontology
         tuned = gs.evaluate(gt, images=images, class_map=mapping)
         typer.echo(tuned.summary())
-        typer.echo(f"report -> {tuned.save(report)}")
+        folder = tuned.save(report)
+        (Path(folder) / "tuning.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+        typer.echo(f"report -> {folder} (tuning.json: the tuning's before / after and caption tables)")
 
 
 def _compare(gt: Path, presets: str, images: Path | None, out: Path | None, mapping: dict[str, str],

@@ -8,7 +8,12 @@
 - :mod:`~grounded_sam.evaluation.sa_co` — SAM 3's cgF1 / pmF1 / IL_MCC;
 - :mod:`~grounded_sam.evaluation.operating` — per-class precision, recall, F1 (COCO's matching) and
   class confusions, and the per-class score sweep that tuning uses;
-- :mod:`~grounded_sam.evaluation.report` — ``metrics.json`` and ``report.md``.
+- :mod:`~grounded_sam.evaluation.report` — ``metrics.json`` and ``report.md``;
+- :mod:`~grounded_sam.evaluation.tune` — per-class thresholds (and captions,
+  :mod:`~grounded_sam.evaluation.captions`) tuned from one pass of the models
+  (:mod:`~grounded_sam.evaluation.candidates`) for an objective
+  (:mod:`~grounded_sam.evaluation.objectives`; cgF1: :mod:`~grounded_sam.evaluation.sa_co_tune`);
+- :mod:`~grounded_sam.evaluation.compare` — presets compared on the same ground truth.
 """
 
 from grounded_sam.evaluation.data import EvalInputError, EvalSet, read_coco, read_label_folder

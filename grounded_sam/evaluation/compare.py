@@ -27,7 +27,8 @@ from typing import Any
 
 from grounded_sam.evaluation.data import EvalSet, read_ground_truth
 from grounded_sam.evaluation.sa_co import sa_co_metrics
-from grounded_sam.evaluation.tune import best_threshold, candidate_outcomes, current_thresholds, parse_objective
+from grounded_sam.evaluation.candidates import candidate_outcomes, current_thresholds
+from grounded_sam.evaluation.objectives import best_threshold, parse_objective
 
 __all__ = ["Comparison", "compare"]
 

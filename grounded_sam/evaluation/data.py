@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class EvalInstance:
     iscrowd: bool = False
     score: float = 1.0
     area: float | None = None  # a COCO file's own "area" (COCOeval's area ranges use it); None: from the mask / box
+    caption: str = ""  # the caption that found a prediction, where known (caption search uses it)
 
 
 @dataclass
@@ -75,8 +76,7 @@ class EvalSet:
 
     def rename(self, class_map: Mapping[str, str]) -> EvalSet:
         """A copy with class names mapped (names not in ``class_map`` kept)."""
-        instances = [EvalInstance(i.image, class_map.get(i.category, i.category), i.bbox, i.rle, i.iscrowd, i.score,
-                                  i.area) for i in self.instances]
+        instances = [replace(i, category=class_map.get(i.category, i.category)) for i in self.instances]
         classes = list(dict.fromkeys(class_map.get(c, c) for c in self.classes))
         return EvalSet(dict(self.images), instances, classes, self.source)
 
@@ -248,10 +248,12 @@ def from_detections(detections: Mapping[str, Any], classes: Sequence[str], sizes
         out.images[str(key)] = EvalImage(str(key), int(w), int(h))
         rles = encode_masks(dets.mask) if dets.mask is not None else [None] * len(dets)
         scores = dets.confidence if dets.confidence is not None else np.ones(len(dets))
-        for box, cid, score, rle in zip(dets.xyxy, dets.class_id, scores, rles):
+        captions = (dets.data or {}).get("caption", [""] * len(dets))
+        for box, cid, score, rle, caption in zip(dets.xyxy, dets.class_id, scores, rles, captions):
             x1, y1, x2, y2 = (float(v) for v in box)
             out.instances.append(EvalInstance(str(key), classes[int(cid)], (x1, y1, x2 - x1, y2 - y1),
-                                              dict(rle) if rle is not None else None, False, float(score)))
+                                              dict(rle) if rle is not None else None, False, float(score),
+                                              caption=str(caption)))
     return out
 
 

@@ -18,17 +18,24 @@ F1, 1e-6 for MCC) are kept, so that the numbers are the same as its evaluator's.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from grounded_sam.evaluation.data import EvalInstance, EvalSet
-from grounded_sam.evaluation.matching import IouType, match_query
+from grounded_sam.evaluation.matching import IouType, QueryMatch, iou_matrix, match_query
 
-__all__ = ["IOU_THRESHOLDS", "sa_co_metrics", "by_query"]
+__all__ = ["IOU_THRESHOLDS", "sa_co_metrics", "by_query", "query_counts", "prefix_counts", "sa_co_scores"]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's 0.50:0.05:0.95
+_T = len(IOU_THRESHOLDS)
+# One query's counts as one row: TP, positive FP and FN at each IoU threshold, the image-level TP, FP, TN, FN,
+# and the number of predictions.
+TP, PM_FP, FN, IL = slice(0, _T), slice(_T, 2 * _T), slice(2 * _T, 3 * _T), slice(3 * _T, 3 * _T + 4)
+DT = 3 * _T + 4
+WIDTH = DT + 1
 
 
 def by_query(data: EvalSet) -> dict[tuple[str, str], list[EvalInstance]]:
@@ -38,42 +45,67 @@ def by_query(data: EvalSet) -> dict[tuple[str, str], list[EvalInstance]]:
     return out
 
 
-def sa_co_metrics(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm") -> dict[str, Any]:
-    """SAM 3's cgF1, pmF1 and IL_MCC (module docs), with the counts they come from."""
-    t = len(IOU_THRESHOLDS)
-    tp, fp, pm_fp, fn = (np.zeros(t, dtype=np.int64) for _ in range(4))
-    il = Counter()
-    gts, preds = by_query(gt), by_query(pred)
-    for image in gt.images:
-        for name in gt.classes:
-            match = match_query(preds.get((image, name), []), gts.get((image, name), []), iou_type)
-            n_gt, n_dt = match.num_gts, match.num_preds
-            if n_gt == 0 and n_dt == 0:
-                il["TN"] += 1
-                continue
-            hits = np.array([match.true_positives(x) for x in IOU_THRESHOLDS], dtype=np.int64)
-            tp += hits
-            fp += n_dt - hits
-            fn += n_gt - hits
-            if n_gt and n_dt:
-                il["TP"] += 1
-                pm_fp += n_dt - hits
-            elif n_dt:
-                il["FP"] += 1
-            else:
-                il["FN"] += 1
+def query_counts(match: QueryMatch) -> np.ndarray:
+    """(WIDTH,) the counts of one query (module docs) from its assignment."""
+    row = np.zeros(WIDTH, dtype=np.int64)
+    n_gt, n_dt = match.num_gts, match.num_preds
+    hits = np.array([match.true_positives(x) for x in IOU_THRESHOLDS], dtype=np.int64)
+    row[TP], row[FN] = hits, n_gt - hits
+    if n_gt and n_dt:
+        row[PM_FP] = n_dt - hits
+    row[IL.start + (0 if n_gt and n_dt else 1 if n_dt else 3 if n_gt else 2)] = 1
+    row[DT] = n_dt
+    return row
+
+
+def prefix_counts(preds: Sequence[EvalInstance], gts: Sequence[EvalInstance], iou_type: IouType) -> np.ndarray:
+    """(n + 1, WIDTH) the counts of one query keeping its ``k`` first ``preds`` (in the given,
+    descending-score order), ``k = 0 .. n``: the threshold sweep of cgF1. A prediction that
+    overlaps no ground truth changes no assignment, so only the others are matched anew."""
+    from scipy.optimize import linear_sum_assignment
+
+    real = [g for g in gts if not g.iscrowd]
+    ious = iou_matrix(list(preds), real, iou_type)  # (n, G)
+    rows = [query_counts(QueryMatch(0, len(real), []))]
+    pairs: list[tuple[int, int, float]] = []
+    for k in range(1, len(preds) + 1):
+        if real and ious[k - 1].max() > 0:
+            r, c = linear_sum_assignment(-ious[:k])
+            pairs = [(int(i), int(j), float(ious[i, j])) for i, j in zip(r, c)]
+        rows.append(query_counts(QueryMatch(k, len(real), pairs)))
+    return np.stack(rows)
+
+
+def sa_co_scores(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cgF1, pmF1, IL_MCC)`` of summed counts (..., WIDTH): cgF1 and pmF1 (..., T) per IoU
+    threshold, IL_MCC (...,)."""
+    c = counts.astype(np.float64)
+    tp, pm_fp, fn = c[..., TP], c[..., PM_FP], c[..., FN]
+    il_tp, il_fp, il_tn, il_fn = (c[..., IL.start + i] for i in range(4))
     recall = tp / (tp + fn + 1e-4)
     pm_precision = tp / (tp + pm_fp + 1e-4)
     pm_f1 = 2 * pm_precision * recall / (pm_precision + recall + 1e-4)
-    il_tp, il_fp, il_tn, il_fn = (float(il[k]) for k in ("TP", "FP", "TN", "FN"))
     mcc = (il_tp * il_tn - il_fp * il_fn) / (
-        ((il_tp + il_fp) * (il_tp + il_fn) * (il_tn + il_fp) * (il_tn + il_fn)) ** 0.5 + 1e-6)
-    cg_f1 = 100.0 * pm_f1 * mcc
+        np.sqrt((il_tp + il_fp) * (il_tp + il_fn) * (il_tn + il_fp) * (il_tn + il_fn)) + 1e-6)
+    return 100.0 * pm_f1 * mcc[..., None], pm_f1, mcc
+
+
+def sa_co_metrics(gt: EvalSet, pred: EvalSet, iou_type: IouType = "segm") -> dict[str, Any]:
+    """SAM 3's cgF1, pmF1 and IL_MCC (module docs), with the counts they come from."""
+    total = np.zeros(WIDTH, dtype=np.int64)
+    gts, preds = by_query(gt), by_query(pred)
+    for image in gt.images:
+        for name in gt.classes:
+            total += query_counts(match_query(preds.get((image, name), []), gts.get((image, name), []), iou_type))
+    cg_f1, pm_f1, mcc = sa_co_scores(total)
+    tp, pm_fp, fn = total[TP], total[PM_FP], total[FN]
+    il = dict(zip(("TP", "FP", "TN", "FN"), (int(v) for v in total[IL])))
     return {
         "cgF1": float(cg_f1.mean()), "cgF1@50": float(cg_f1[0]),
         "pmF1": float(pm_f1.mean()), "pmF1@50": float(pm_f1[0]),
         "IL_MCC": float(mcc),
-        "image_level": {k: int(il[k]) for k in ("TP", "FP", "TN", "FN")},
+        "image_level": il,
         "iou_thresholds": [round(float(x), 2) for x in IOU_THRESHOLDS],
-        "TP": tp.tolist(), "FP": fp.tolist(), "positive_FP": pm_fp.tolist(), "FN": fn.tolist(),
+        "TP": tp.tolist(), "FP": (total[DT] - tp).tolist(), "positive_FP": pm_fp.tolist(),
+        "FN": fn.tolist(),
     }

@@ -1,19 +1,19 @@
-"""Per-class score thresholds tuned on the user's ground truth, from one pass of the models.
+"""Per-class score thresholds, and optionally captions, tuned on the user's ground truth from one
+pass of the models: :func:`tune`.
 
-:func:`tune_thresholds` takes every candidate a pipeline finds at a low floor threshold (one
-detector + segmenter pass over the ground truth's images, :func:`candidates`) and chooses, per
-class, the score threshold that is best for an objective:
+The pipeline runs once over the ground truth's images keeping every candidate scoring at least
+a low ``floor`` (:func:`~grounded_sam.evaluation.candidates.candidate_outcomes`). Each class then
+has one or more *options* (:class:`ClassOption`): its current captions, and with ``candidates``
+every set of its candidate captions (:mod:`~grounded_sam.evaluation.captions`), each with the
+class's detections under it. The choice of option and threshold per class is offline:
 
-- ``"f1"`` (default): the highest F1 at IoU 0.5;
-- ``"precision>=0.9"`` (any number): the highest recall whose precision is at least that much;
-- ``"recall>=0.8"``: the highest precision whose recall is at least that much.
+- a per-class objective (``f1``, ``precision>=P``, ``recall>=R``,
+  :mod:`~grounded_sam.evaluation.objectives`) takes, per class, the option whose best threshold
+  scores highest (ties: the current captions, then the smaller set);
+- ``cgf1`` chooses all classes together (:mod:`~grounded_sam.evaluation.sa_co_tune`).
 
-Classes are independent (a class's precision and recall depend on its predictions only), and
-because matching goes by descending score (:mod:`~grounded_sam.evaluation.operating`) the counts
-at every threshold come from one sorted pass: the sweep costs a sort per class, not a run of the
-models per threshold. Ties between thresholds go to the higher one (fewer predictions, same
-score). A class whose best is to keep nothing (no ground truth, or a constraint no threshold
-meets) gets a threshold just above its highest candidate (at most 1).
+The result says each class's counts before (the pipeline as it is) and after, cgF1 and micro F1
+of the whole set before and after, and with a caption search each caption's own best.
 
 Known limit: negative captions suppress positive boxes above the floor during the pass, so with
 negatives the tuned thresholds are exact only where the negatives' boxes score above them too.
@@ -21,87 +21,71 @@ negatives the tuned thresholds are exact only where the negatives' boxes score a
 
 from __future__ import annotations
 
-import contextlib
-import re
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from grounded_sam.evaluation.data import EvalInputError, EvalSet
-from grounded_sam.evaluation.operating import ClassOutcomes, prf
+from grounded_sam.evaluation.candidates import candidate_outcomes, check_classes, current_thresholds, with_settings
+from grounded_sam.evaluation.captions import caption_sets, detections_of, parse_candidates, search_ontology
+from grounded_sam.evaluation.data import EvalInstance, EvalSet
+from grounded_sam.evaluation.objectives import Objective, best_threshold, objective_value, parse_objective
+from grounded_sam.evaluation.operating import ClassOutcomes, class_outcomes, prf
 
-__all__ = ["Objective", "parse_objective", "best_threshold", "tune_thresholds", "TuneResult", "candidate_pass",
-           "candidate_outcomes", "Candidates", "with_thresholds", "current_thresholds", "check_classes"]
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What a threshold maximises: ``"f1"``, or ``"precision"`` / ``"recall"`` under a floor on the other."""
-
-    kind: str  # "f1" | "precision>=" | "recall>="
-    bound: float = 0.0
-
-    def __str__(self) -> str:
-        return "f1" if self.kind == "f1" else f"{self.kind}{self.bound:g}"
+__all__ = ["tune", "TuneResult", "ClassOption"]
 
 
-def parse_objective(text: str | Objective) -> Objective:
-    """``"f1"``, ``"precision>=0.9"`` or ``"recall>=0.8"`` (module docs)."""
-    if isinstance(text, Objective):
-        return text
-    spec = str(text).replace(" ", "").lower()
-    if spec == "f1":
-        return Objective("f1")
-    m = re.fullmatch(r"(precision|recall)>=(0?\.\d+|1(\.0*)?|0)", spec)
-    if not m:
-        raise ValueError(f"objective must be 'f1', 'precision>=P' or 'recall>=R' (P, R in [0, 1]), got {text!r}")
-    return Objective(f"{m.group(1)}>=", float(m.group(2)))
+@dataclass
+class ClassOption:
+    """A way to label one class: its captions, its detections under them (per image highest score
+    first) and their outcomes against the ground truth."""
 
-
-def best_threshold(outcomes: ClassOutcomes, objective: Objective) -> float:
-    """The score threshold of one class that is best for ``objective`` (module docs)."""
-    thresholds, precision, recall, f1 = outcomes.curve()
-    nothing = min(float(np.nextafter(outcomes.scores[0], np.inf)), 1.0) if len(outcomes.scores) else 1.0
-    if not len(thresholds) or outcomes.num_gt == 0:
-        return nothing
-    if objective.kind == "f1":
-        value, ok = f1, np.ones(len(f1), bool)
-    elif objective.kind == "precision>=":
-        value, ok = recall + 1e-9 * f1, precision >= objective.bound
-    else:
-        value, ok = precision + 1e-9 * f1, recall >= objective.bound
-    if not ok.any():
-        return nothing
-    scored = np.where(ok, value, -np.inf)
-    best = scored.max()
-    if objective.kind == "f1" and best <= 0.0:
-        return nothing  # no threshold finds anything right
-    return float(thresholds[np.flatnonzero(scored >= best - 1e-12)[0]])  # highest threshold first
+    captions: tuple[str, ...]
+    kept: list[EvalInstance]
+    outcomes: ClassOutcomes
 
 
 @dataclass
 class TuneResult:
-    """Tuned per-class thresholds, and each class's counts before (every candidate the pipeline
-    keeps with its own thresholds) and after."""
+    """Tuned per-class thresholds (and captions); each class's counts before (the pipeline as it
+    is) and after; the whole set's cgF1 and micro P / R / F1 before and after (``overall``); with
+    a caption search, each class's caption table."""
 
     objective: str
     floor: float
     thresholds: dict[str, float]
+    captions: dict[str, list[str]] = field(default_factory=dict)
     before: dict[str, dict[str, Any]] = field(default_factory=dict)
     after: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ontology: Any = None  # the CaptionOntology with the tuned thresholds
+    overall: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    caption_table: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    ontology: Any = None  # the CaptionOntology with the tuned thresholds (and captions)
+    seconds: float = 0.0  # the pass of the models
 
     def summary(self) -> str:
+        f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
         rows = [f"{'class':<20} {'threshold':>9}  {'F1 before':>9}  {'F1 after':>8}  P / R after"]
         for name, t in self.thresholds.items():
             b, a = self.before[name], self.after[name]
-            f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
             rows.append(f"{name:<20} {t:>9.4f}  {f(b['F1']):>9}  {f(a['F1']):>8}  {f(a['precision'])} / {f(a['recall'])}")
+        if self.overall:
+            b, a = self.overall["before"], self.overall["after"]
+            rows.append(f"all classes: cgF1 {f(b['cgF1'])} -> {f(a['cgF1'])}, F1 {f(b['F1'])} -> {f(a['F1'])}")
+        for name, table in self.caption_table.items():
+            rows.append(f"\ncaptions of {name!r}:")
+            rows.append(f"  {'captions':<40} {'threshold':>9}  {'P':>5}  {'R':>5}  {'F1':>5}")
+            for row in table:
+                mark = "  <- chosen" if row["chosen"] else "  (current)" if row["current"] else ""
+                rows.append(f"  {' | '.join(row['captions'])[:40]:<40} {row['threshold']:>9.4f}  {f(row['precision']):>5}"
+                            f"  {f(row['recall']):>5}  {f(row['F1']):>5}{mark}")
         return "\n".join(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the ontology, as JSON."""
+        return {k: getattr(self, k) for k in ("objective", "floor", "thresholds", "captions", "before", "after",
+                                              "overall", "caption_table", "seconds")}
 
     def save(self, path: str | Path) -> Path:
         """The tuned ontology as YAML: ``--ontology`` (CLI) or ``CaptionOntology.from_yaml`` take it."""
@@ -111,96 +95,107 @@ class TuneResult:
         return target
 
 
-def tune_thresholds(outcomes: Mapping[str, ClassOutcomes], current: Mapping[str, float],
-                    objective: str | Objective = "f1", floor: float = 0.0) -> TuneResult:
-    """Per-class thresholds from the candidates' outcomes (:func:`~grounded_sam.evaluation.operating.class_outcomes`).
-
-    ``current``: each class's threshold before tuning (for the "before" counts)."""
+def tune(pipeline: Any, gt: EvalSet, ground_truth: Any, images: str | Path | None = None, objective: str = "f1",
+         floor: float = 0.05, iou_threshold: float = 0.5, class_map: Mapping[str, str] | None = None,
+         batch_size: int = 1, candidates: Any = None) -> TuneResult:
+    """Tune ``pipeline``'s per-class thresholds (and, with ``candidates``, captions) on ``gt``
+    (module docs). ``class_map``: the pipeline's class name -> the ground truth's."""
     goal = parse_objective(objective)
-    result = TuneResult(str(goal), floor, {})
-    for name, o in outcomes.items():
-        result.thresholds[name] = best_threshold(o, goal)
-        result.before[name] = prf(*o.counts(current.get(name, floor)))
-        result.after[name] = prf(*o.counts(result.thresholds[name]))
+    mapping = dict(class_map or {})
+    ours = {mapping.get(c, c): c for c in pipeline.classes}  # ground-truth name -> ours
+    check_classes(gt, list(ours))
+    current = {mapping.get(c, c): t for c, t in current_thresholds(pipeline).items()}
+    wanted = parse_candidates(candidates)
+    search, captions = None, {c: pipeline.ontology.captions(c) for c in pipeline.classes}
+    if wanted:
+        search, captions = search_ontology(pipeline.ontology, wanted, getattr(pipeline.detector, "normalize", None))
+    run = candidate_outcomes(pipeline, gt, ground_truth, images, floor, mapping, iou_threshold, batch_size,
+                             ontology=search, merge_captions=search is None)
+    if search is None:
+        options = {g: [ClassOption(tuple(captions[c]), detections_of(run.found, g), run.outcomes[g])]
+                   for g, c in ours.items()}
+    else:
+        nms_iou = pipeline.detector.nms_iou
+        options = {g: [_option(gt, run.found, g, s, nms_iou, run.iou_type, iou_threshold)
+                       for s in caption_sets(captions[c], pipeline.ontology.captions(c))] for g, c in ours.items()}
+    chosen = (_choose_per_class(options, goal) if goal.per_class
+              else _choose_cgf1(gt, options, current, run.iou_type))
+    result = TuneResult(str(goal), floor, {}, seconds=run.seconds)
+    for g, c in ours.items():
+        k, t = chosen[g]
+        result.thresholds[c], result.captions[c] = t, list(options[g][k].captions)
+        result.before[c] = prf(*options[g][0].outcomes.counts(current[g]))
+        result.after[c] = prf(*options[g][k].outcomes.counts(t))
+        if len(options[g]) > 1:
+            result.caption_table[c] = _caption_table(options[g], k, t, goal)
+    result.overall = {"before": _overall(gt, {g: (0, current[g]) for g in ours}, options, run.iou_type, iou_threshold),
+                      "after": _overall(gt, chosen, options, run.iou_type, iou_threshold)}
+    result.ontology = with_settings(pipeline.ontology, result.thresholds,
+                                    result.captions if search is not None else None)
     return result
 
 
-@contextlib.contextmanager
-def candidate_pass(pipeline: Any, floor: float) -> Iterator[Any]:
-    """``pipeline`` with its detector keeping everything scoring ``>= floor`` and its ontology
-    without per-class thresholds, for the duration of the block."""
-    detector = pipeline.detector
-    if not hasattr(detector, "box_threshold"):
-        raise EvalInputError(f"tuning needs a detector with a score threshold (box_threshold); "
-                             f"{type(detector).__name__} has none")
-    if not 0.0 <= floor <= 1.0:
-        raise ValueError(f"floor must be in [0, 1], got {floor}")
-    from ontologies import CaptionOntology
-
-    data = pipeline.ontology.to_dict()
-    stripped = CaptionOntology.from_dict(
-        {"classes": {name: {k: v for k, v in entry.items() if k != "threshold"}
-                     for name, entry in data["classes"].items()}} if "classes" in data else data)
-    saved = detector.box_threshold, pipeline.ontology
-    detector.box_threshold, pipeline.ontology = floor, stripped
-    try:
-        yield pipeline
-    finally:
-        detector.box_threshold, pipeline.ontology = saved
+def _option(gt: EvalSet, found: EvalSet, name: str, captions: Sequence[str], nms_iou: float | None, iou_type: str,
+            iou_threshold: float) -> ClassOption:
+    kept = detections_of(found, name, captions, nms_iou)
+    view = EvalSet(gt.images, gt.instances, [name], gt.source)
+    outcomes = class_outcomes(view, EvalSet(gt.images, kept, [name]), iou_type, iou_threshold).outcomes[name]
+    return ClassOption(tuple(captions), kept, outcomes)
 
 
-@dataclass
-class Candidates:
-    """One pass of a pipeline at the floor over the ground truth's images: what it found (class
-    names mapped to the ground truth's), each class's outcomes, and the IoU type they use."""
-
-    found: EvalSet
-    outcomes: dict[str, ClassOutcomes]
-    iou_type: str
-    seconds: float  # the model pass alone (images decoded, detector, segmenter)
-
-
-def candidate_outcomes(pipeline: Any, gt: EvalSet, ground_truth: Any, images: Any, floor: float,
-                       class_map: Mapping[str, str] | None = None, iou_threshold: float = 0.5,
-                       batch_size: int = 1) -> Candidates:
-    """Run ``pipeline`` once over ``gt``'s images keeping every candidate ``>= floor``
-    (:func:`candidate_pass`), check the result against ``gt`` and match it (what ``tune`` and
-    ``compare`` sweep)."""
-    from grounded_sam.evaluation.evaluate import check_pair
-    from grounded_sam.evaluation.matching import iou_type_for
-    from grounded_sam.evaluation.operating import class_outcomes
-    from grounded_sam.evaluation.run import predict_ground_truth
-
-    start = time.perf_counter()
-    with candidate_pass(pipeline, floor):
-        found, _ = predict_ground_truth(pipeline, gt, ground_truth, images, batch_size)
-    seconds = time.perf_counter() - start
-    found = check_pair(gt, found.rename(class_map) if class_map else found)
-    iou_type = iou_type_for(gt, found)
-    return Candidates(found, class_outcomes(gt, found, iou_type, iou_threshold).outcomes, iou_type, seconds)
+def _choose_per_class(options: Mapping[str, list[ClassOption]], goal: Objective) -> dict[str, tuple[int, float]]:
+    """Per class, ``(option index, threshold)`` with the best objective; the first best wins."""
+    out = {}
+    for name, opts in options.items():
+        thresholds = [best_threshold(o.outcomes, goal) for o in opts]
+        values = [objective_value(o.outcomes, t, goal) for o, t in zip(opts, thresholds)]
+        k = int(np.argmax(values)) if np.isfinite(np.max(values)) else 0
+        out[name] = k, thresholds[k]
+    return out
 
 
-def with_thresholds(ontology: Any, thresholds: Mapping[str, float]) -> Any:
-    """``ontology`` (a CaptionOntology) with per-class ``thresholds``."""
-    from ontologies import CaptionOntology
+def _choose_cgf1(gt: EvalSet, options: Mapping[str, list[ClassOption]], current: Mapping[str, float],
+                 iou_type: str) -> dict[str, tuple[int, float]]:
+    """All classes' ``(option index, threshold)`` for the best cgF1, from the thresholds in use
+    and from each class's best F1 (:func:`~grounded_sam.evaluation.sa_co_tune.maximise`)."""
+    from grounded_sam.evaluation.sa_co_tune import maximise, threshold_table
 
-    data = ontology.to_dict()
-    classes = data["classes"] if "classes" in data else {
-        name: {"captions": ontology.captions(name)} for name in ontology.classes()}
-    return CaptionOntology.from_dict({"classes": {
-        name: {**entry, "threshold": float(thresholds[name])} if name in thresholds else dict(entry)
-        for name, entry in classes.items()}})
+    tables, rows, start_now, start_f1 = {}, {}, {}, {}
+    f1 = parse_objective("f1")
+    for name, opts in options.items():
+        parts = [threshold_table(gt, name, o.kept, iou_type) for o in opts]
+        rows[name] = [(k, float(t)) for k, part in enumerate(parts) for t in part.thresholds]
+        offsets = np.cumsum([0] + [len(p.thresholds) for p in parts])
+        tables[name] = np.vstack([p.counts for p in parts])
+        start_now[name] = int(offsets[0] + parts[0].row(current[name]))
+        best = _choose_per_class({name: opts}, f1)[name]
+        start_f1[name] = int(offsets[best[0]] + parts[best[0]].row(best[1]))
+    choice, _ = maximise(tables, [start_now, start_f1])
+    return {name: rows[name][i] for name, i in choice.items()}
 
 
-def current_thresholds(pipeline: Any) -> dict[str, float]:
-    """Each class's threshold as the pipeline runs now: its own, else the detector's."""
-    default = float(getattr(pipeline.detector, "box_threshold", 0.0))
-    return {name: (pipeline.ontology.threshold(name) if pipeline.ontology.threshold(name) is not None else default)
-            for name in pipeline.ontology.classes()}
+def _overall(gt: EvalSet, chosen: Mapping[str, tuple[int, float]], options: Mapping[str, list[ClassOption]],
+             iou_type: str, iou_threshold: float) -> dict[str, float | None]:
+    """cgF1 (:func:`~grounded_sam.evaluation.sa_co.sa_co_metrics`) and micro precision, recall, F1 of the labels a choice gives."""
+    from grounded_sam.evaluation.sa_co import sa_co_metrics
+
+    labels = EvalSet(gt.images, [i for g, (k, t) in chosen.items() for i in options[g][k].kept if i.score >= t],
+                     list(gt.classes))
+    counts = np.sum([options[g][k].outcomes.counts(t) for g, (k, t) in chosen.items()], axis=0)
+    sa_co = sa_co_metrics(gt, labels, iou_type)
+    micro = prf(*(int(v) for v in counts))
+    return {"cgF1": sa_co["cgF1"], "pmF1": sa_co["pmF1"], "IL_MCC": sa_co["IL_MCC"],
+            "precision": micro["precision"], "recall": micro["recall"], "F1": micro["F1"]}
 
 
-def check_classes(gt: EvalSet, classes: list[str]) -> None:
-    missing = [c for c in classes if c not in gt.classes]
-    if missing:
-        raise EvalInputError(f"the ground truth has no class {missing[0]!r} (its classes: {gt.classes}); "
-                             "tuning needs every class of the ontology in the ground truth")
+def _caption_table(opts: list[ClassOption], k: int, t: float, goal: Objective) -> list[dict[str, Any]]:
+    """The current captions, each caption alone (at its own best threshold) and the chosen set."""
+    picked = [0, *(i for i, o in enumerate(opts) if len(o.captions) == 1 and i != 0)]
+    picked += [k] if k not in picked else []
+    rows = []
+    for i in picked:
+        threshold = t if i == k else best_threshold(opts[i].outcomes, goal)
+        counts = prf(*opts[i].outcomes.counts(threshold))
+        rows.append({"captions": list(opts[i].captions), "threshold": threshold, "precision": counts["precision"],
+                     "recall": counts["recall"], "F1": counts["F1"], "current": i == 0, "chosen": i == k})
+    return rows

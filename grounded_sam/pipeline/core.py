@@ -223,15 +223,20 @@ class Pipeline:
         return self._with_masks(dets, dets.mask.astype(bool, copy=False), np.asarray(dets.confidence, dtype=np.float32))
 
     def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
-        boxes = torch.as_tensor(dets.xyxy, dtype=torch.float32)
+        # a box found by several captions or classes (OWL scores one box per patch against every
+        # caption) is segmented once: each box is its own prompt, so its mask is the same
+        unique, inverse = np.unique(np.asarray(dets.xyxy, np.float32), axis=0, return_inverse=True)  # (U, 4), (N,)
+        boxes = torch.as_tensor(unique, dtype=torch.float32)
         low, scores = self.predictor.predict_low_res(
             boxes=boxes, multimask_output=self.multimask, img_idx=img_idx
         )  # (N, M, h, w), (N, M)
         best = scores.argmax(-1)  # the best of 3 with multimask, else the only one
         rows = torch.arange(len(best), device=best.device)
         low, scores = low[rows, best][:, None], scores[rows, best]  # chosen before any full-size work
-        masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (N, H, W)
-        return self._with_masks(dets, masks.cpu().numpy().astype(bool, copy=False), scores.float().cpu().numpy())
+        masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (U, H, W)
+        inverse = inverse.reshape(-1)
+        return self._with_masks(dets, masks.cpu().numpy().astype(bool, copy=False)[inverse],
+                                scores.float().cpu().numpy()[inverse])
 
     def _with_masks(self, dets: sv.Detections, masks: np.ndarray, mask_score: np.ndarray) -> sv.Detections:
         """``dets`` with its (N, H, W) bool ``masks`` post-processed and ``data["mask_score"]``."""
