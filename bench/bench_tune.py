@@ -51,7 +51,7 @@ def search_ratios(gs, frames: list[np.ndarray], floor: float, repeats: int) -> N
     from PIL import Image
 
     from grounded_sam.evaluation.data import EvalImage, EvalInstance, EvalSet
-    from runtime.rle import encode_masks
+    from gsam_runtime.rle import encode_masks
 
     root = Path(tempfile.mkdtemp())
     gt = EvalSet(classes=["rectangle", "ellipse"], source="synthetic scenes")

@@ -1,4 +1,4 @@
-"""Image input for detectors: one image or a batch, decoded by :func:`runtime.images.load_image`.
+"""Image input for detectors: one image or a batch, decoded by :func:`gsam_runtime.images.load_image`.
 
 Every detector turns its input into a list of RGB PIL images (what the transformers processors
 take without guessing the channel layout). Decoding is the one shared by every package: files
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from runtime.images import ImageSource, load_image
+from gsam_runtime.images import ImageSource, load_image
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage

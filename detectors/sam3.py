@@ -50,7 +50,7 @@ from detectors.images import ImagesInput, load_images
 from detectors.mask_ops import RawMaskDetections, finalize_mask_detections
 from detectors.ontology_ops import PromptTable, RawDetections
 from detectors.transformers_base import TransformersDetector, as_ontology
-from runtime.device import autocast
+from gsam_runtime.device import autocast
 
 if TYPE_CHECKING:
     import supervision as sv

@@ -26,7 +26,7 @@ from detectors.ontology_ops import (
     normalize_caption,
     split_passes,
 )
-from runtime.device import autocast, resolve_device
+from gsam_runtime.device import autocast, resolve_device
 from ontologies import CaptionOntology
 
 if TYPE_CHECKING:

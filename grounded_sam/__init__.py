@@ -16,8 +16,8 @@ _LAZY = {
     "GroundedSAM": "grounded_sam.api",
     "GroundedSAM2": "grounded_sam.api",
     "CaptionOntology": "ontologies",
-    "resolve_device": "runtime.device",
-    "autocast": "runtime.device",
+    "resolve_device": "gsam_runtime.device",
+    "autocast": "gsam_runtime.device",
     "plot": "grounded_sam.export.annotate",
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.device import resolve_device
+from gsam_runtime.device import resolve_device
 from segmenter.checkpoints.read import (
     check_state_dict,
     config_name_for_hub_id,

@@ -251,7 +251,7 @@ def test_image_detect_click_export(page, labeled, tmp_path, screens) -> None:
 
 def test_image_every_edit_reports_its_status_and_exports_keep_the_file_name(page, tmp_path, screens) -> None:
     """Objects of one class made and edited by hand: each edit's status line says what it did (issue 25)."""
-    from runtime.rle import decode_rle
+    from gsam_runtime.rle import decode_rle
 
     name = "my street (1).png"  # the export's file name is sanitised, the COCO file_name is not
     Image.fromarray(shapes_image(H, W)).save(tmp_path / name)
@@ -359,7 +359,7 @@ def _review_annotations(ds: Path, name: str) -> tuple[dict, list[dict], dict[int
 
 
 def test_review_fix_save_and_label_rerun_keeps_it(page, labeled, screens) -> None:
-    from runtime.rle import decode_rle
+    from gsam_runtime.rle import decode_rle
 
     gs, images, ds = labeled
     img0, anns0, names = _review_annotations(ds, "im0.png")

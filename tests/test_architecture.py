@@ -1,6 +1,6 @@
 """The layering of docs/architecture.md, enforced: allowed imports, and a segmenter that stands alone.
 
-``runtime`` <- ``ontologies`` <- ``detectors`` <- ``grounded_sam`` -> ``segmenter`` -> ``runtime``.
+``gsam_runtime`` <- ``ontologies`` <- ``detectors`` <- ``grounded_sam`` -> ``segmenter`` -> ``gsam_runtime``.
 Every import counts: module level, inside functions, under ``TYPE_CHECKING``, and module names
 handed to ``importlib.import_module`` as string constants.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("runtime", "ontologies", "detectors", "segmenter", "grounded_sam")
+PACKAGES = ("gsam_runtime", "ontologies", "detectors", "segmenter", "grounded_sam")
 ALLOWED = {  # package -> the packages of ours it may import (besides itself)
-    "runtime": set(),
-    "ontologies": {"runtime"},
-    "detectors": {"runtime", "ontologies"},
-    "segmenter": {"runtime"},
-    "grounded_sam": {"runtime", "ontologies", "detectors", "segmenter"},
+    "gsam_runtime": set(),
+    "ontologies": {"gsam_runtime"},
+    "detectors": {"gsam_runtime", "ontologies"},
+    "segmenter": {"gsam_runtime"},
+    "grounded_sam": {"gsam_runtime", "ontologies", "detectors", "segmenter"},
 }
 MAX_LINES = 500
 

@@ -155,8 +155,8 @@ def test_load_image_bad_files(tmp_path) -> None:
 
 
 def test_detectors_decode_like_every_other_package(tmp_path) -> None:
-    """One decoder: grey, RGBA and 16-bit inputs come out as runtime.images.load_image makes them."""
-    from runtime.images import load_image as shared_load_image
+    """One decoder: grey, RGBA and 16-bit inputs come out as gsam_runtime.images.load_image makes them."""
+    from gsam_runtime.images import load_image as shared_load_image
 
     rng = np.random.default_rng(1)
     grey = rng.integers(0, 255, (5, 7), dtype=np.uint8)

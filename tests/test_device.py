@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.device import autocast, resolve_device
+from gsam_runtime.device import autocast, resolve_device
 
 
 def test_auto_picks_best_available(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hub_server import LocalHub
-from runtime.rle import decode_rle
+from gsam_runtime.rle import decode_rle
 from tiny import SAM_IMAGE_SIZE
 from tiny_detectors import tiny_grounding_dino
 

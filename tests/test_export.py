@@ -1,4 +1,4 @@
-"""grounded_sam.export (+ runtime.rle): COCO RLE + polygons, YOLO-seg, JSONL, safe writes."""
+"""grounded_sam.export (+ gsam_runtime.rle): COCO RLE + polygons, YOLO-seg, JSONL, safe writes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from grounded_sam.export import (
 )
 from grounded_sam.export.polygons import mask_to_polygons, merge_polygons
 from grounded_sam.export.safe_io import UnsafePathError, atomic_open, safe_output_path
-from runtime.rle import decode_rle, encode_masks, rle_area, rle_bbox
+from gsam_runtime.rle import decode_rle, encode_masks, rle_area, rle_bbox
 
 H, W = 48, 64
 CLASSES = ["dog", "cat", "person"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("runtime", "ontologies", "detectors", "segmenter", "grounded_sam")
+PRODUCT = ("gsam_runtime", "ontologies", "detectors", "segmenter", "grounded_sam")
 
 
 def _is_slow(node: ast.expr) -> bool:

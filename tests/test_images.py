@@ -1,4 +1,4 @@
-"""runtime.images: robust loading of awkward image files, and listing folders."""
+"""gsam_runtime.images: robust loading of awkward image files, and listing folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from grounded_sam.pipeline.files import list_images
-from runtime.images import ImageLoadError, load_image
+from gsam_runtime.images import ImageLoadError, load_image
 
 
 def _rgb(h: int = 12, w: int = 16) -> np.ndarray:

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 from pycocotools.coco import COCO
 
-from runtime.images import load_image
+from gsam_runtime.images import load_image
 from grounded_sam.labeling import LabelingConfigError, label_folder
 from grounded_sam.export.safe_io import UnsafePathError
 

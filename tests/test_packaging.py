@@ -27,7 +27,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_contains_packages_and_configs(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    for pkg in ("grounded_sam", "segmenter", "detectors", "ontologies", "runtime"):
+    for pkg in ("grounded_sam", "segmenter", "detectors", "ontologies", "gsam_runtime"):
         assert f"{pkg}/__init__.py" in names, pkg
     # model configs are the segmenter's package data; pipeline presets ship as grounded_sam/configs
     shipped = {n for n in names if n.endswith(".yaml")}
@@ -91,3 +91,14 @@ def test_import_grounded_sam_is_light() -> None:
     code = "import sys, grounded_sam, ontologies; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_users_own_modules_do_not_shadow_ours(tmp_path: Path) -> None:
+    """A working directory with its own ``runtime.py``, ``images.py``, ``device.py`` (names a user
+    may well have) does not break the product: its shared base package has a name of its own."""
+    for name in ("runtime", "images", "device", "rle", "utils", "common"):
+        (tmp_path / f"{name}.py").write_text("raise ImportError('the user's own module was imported')\n")
+    code = ("from grounded_sam import GroundedSAM; import grounded_sam.pipeline.core, grounded_sam.cli.commands, "
+            "segmenter, detectors.transformers_base; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

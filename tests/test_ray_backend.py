@@ -18,7 +18,7 @@ from pyarrow import fs as pafs
 
 from grounded_sam import GroundedSAM
 from grounded_sam.pipeline.files import list_images
-from runtime.images import ImageLoadError, load_image
+from gsam_runtime.images import ImageLoadError, load_image
 from grounded_sam.labeling import STORE_DIR, PipelineFactory, label_folder_ray, list_remote_images
 from tiny import SAM_IMAGE_SIZE
 

@@ -4,7 +4,7 @@ Uploading (or picking a sample) opens a new :class:`~grounded_sam.app.session.Im
 (:func:`open_upload`): the upload component passes the file gradio stored, under the name the
 browser sent, so the session keeps the user's file name (``street.jpg``) and the exports are
 named after it (``street_coco.json``, whose ``file_name`` is ``street.jpg``). The pixels are
-read by the project's one image loader (:func:`runtime.images.load_image`: EXIF orientation,
+read by the project's one image loader (:func:`gsam_runtime.images.load_image`: EXIF orientation,
 alpha over white), as ``grounded-sam`` reads them on the command line.
 Detect runs the pipeline with the captions (and the exemplar boxes drawn for ``sam3``) and
 replaces the objects; the shared editor (:mod:`grounded_sam.app.editor`) does the clicking;
@@ -54,7 +54,7 @@ def open_upload(path: str | Path, captions: str | None = None) -> ImageSession:
     The classes come from ``captions`` (``["object"]`` until captions are given). Raises
     ``ValueError`` / ``OSError`` for a file that is no image.
     """
-    from runtime.images import load_image
+    from gsam_runtime.images import load_image
 
     name = Path(path).name
     return ImageSession(load_image(path, name=name), _classes(captions), name=name)

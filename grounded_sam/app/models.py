@@ -121,7 +121,7 @@ class AppModels:
             if self._click is None:
                 from grounded_sam.pipeline.core import make_predictor
                 from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
-                from runtime.device import resolve_device
+                from gsam_runtime.device import resolve_device
 
                 kw = self.options.pipeline_kwargs()
                 try:

@@ -109,7 +109,7 @@ class ReviewFolder:
 
     def load(self, rel: str) -> tuple[np.ndarray, ImageRecord]:
         """The image (RGB) and its record."""
-        from runtime.images import load_image
+        from gsam_runtime.images import load_image
 
         record = self._stored[self._check(rel)].record
         image = load_image(self._image_path(rel))

@@ -23,7 +23,7 @@ import numpy as np
 import supervision as sv
 
 from grounded_sam.app.session import MANUAL
-from runtime.rle import Rle, decode_rle, encode_masks
+from gsam_runtime.rle import Rle, decode_rle, encode_masks
 
 __all__ = ["VideoSession", "TrackInfo", "VideoEdit"]
 

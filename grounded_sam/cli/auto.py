@@ -31,7 +31,7 @@ def run_auto(
     from grounded_sam.export.records import detections_to_record, dumps
     from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
     from grounded_sam.pipeline.core import make_predictor
-    from runtime.images import load_image
+    from gsam_runtime.images import load_image
     from segmenter import AutomaticMaskGenerator
 
     try:
@@ -58,7 +58,7 @@ def run_auto(
 
 
 def _device(device: str | None) -> Any:
-    from runtime.device import resolve_device
+    from gsam_runtime.device import resolve_device
 
     return resolve_device(device)
 

@@ -150,7 +150,7 @@ def segment(
     from grounded_sam.export.annotate import annotate_image
     from grounded_sam.export.records import detections_to_record, dumps
     from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
-    from runtime.images import load_image
+    from gsam_runtime.images import load_image
 
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}

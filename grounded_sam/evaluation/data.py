@@ -235,7 +235,7 @@ def from_detections(detections: Mapping[str, Any], classes: Sequence[str], sizes
                     = None) -> EvalSet:
     """``{image key: sv.Detections}`` (``class_id`` indexing ``classes``) as predictions; an image's
     size is its masks' or ``sizes[key]`` = ``(height, width)``."""
-    from runtime.rle import encode_masks
+    from gsam_runtime.rle import encode_masks
 
     out = EvalSet(classes=list(classes), source="predictions in memory")
     for key, dets in detections.items():

@@ -62,7 +62,7 @@ def side_by_side_png(image: str | Path, key: str, gt: EvalSet, pred: EvalSet) ->
     from PIL import Image
 
     from grounded_sam.export.annotate import annotate_image
-    from runtime.images import load_image
+    from gsam_runtime.images import load_image
 
     rgb = load_image(image)
     h, w = rgb.shape[:2]

@@ -1,7 +1,7 @@
 """Export: ``sv.Detections`` -> COCO instance segmentation, YOLO-seg, JSONL, and drawn images / videos.
 
 - :mod:`~grounded_sam.export.records` — :class:`Instance` / :class:`ImageRecord`, the JSON-ready
-  intermediate every format is written from (masks as COCO RLE via :mod:`runtime.rle`), and back.
+  intermediate every format is written from (masks as COCO RLE via :mod:`gsam_runtime.rle`), and back.
 - :mod:`~grounded_sam.export.writer` — :class:`DatasetWriter`, the interface of the formats:
   ``add(record)``, ``discard(file_name)``, ``close()``, ``abort()``, ``num_instances``.
 - :mod:`~grounded_sam.export.coco` — :class:`CocoWriter` (``annotations.json``, RLE or polygons).

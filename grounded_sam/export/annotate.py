@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
-from runtime.images import ImageSource, load_image
+from gsam_runtime.images import ImageSource, load_image
 
 __all__ = ["label_texts", "annotate_image", "plot", "VideoWriter"]
 

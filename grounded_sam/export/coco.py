@@ -25,7 +25,7 @@ from grounded_sam.export.polygons import mask_to_polygons
 from grounded_sam.export.records import ImageRecord, Instance, as_instances, class_names, dumps
 from grounded_sam.export.safe_io import TMP_SUFFIX, atomic_open, check_relative_name
 from grounded_sam.export.writer import DatasetWriter
-from runtime.rle import decode_rle
+from gsam_runtime.rle import decode_rle
 
 __all__ = ["CocoWriter", "coco_categories"]
 

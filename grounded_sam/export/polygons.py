@@ -4,7 +4,7 @@
   ``cv2.findContours`` (``RETR_EXTERNAL``), vertices on pixel centres. Polygons cannot carry
   holes, so holes are filled; parts whose contour has fewer than 3 vertices (single pixels,
   1-pixel lines) are dropped, and a mask with no usable contour becomes its tight box
-  (pixel edges). Use RLE (:mod:`runtime.rle`) when the mask must survive exactly.
+  (pixel edges). Use RLE (:mod:`gsam_runtime.rle`) when the mask must survive exactly.
 - :func:`merge_polygons` joins several parts into ONE closed polygon (what YOLO-seg needs) in
   the manner of Ultralytics' ``merge_multi_segment``: parts are chained (largest first, then
   always the nearest remaining part), consecutive parts are linked at their closest pair of

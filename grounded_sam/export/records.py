@@ -3,7 +3,7 @@
 Every dataset format is written from one intermediate, the **instance** (one per detection):
 ``{"class_id", "class_name", "score", "mask_score", "caption", "track_id", "xyxy", "bbox",
 "area", "segmentation"}`` (keys whose value is unknown are left out). ``segmentation`` is the
-mask as compressed COCO RLE (:func:`runtime.rle.encode_masks`, ``counts`` a ``str``), ``bbox``
+mask as compressed COCO RLE (:func:`gsam_runtime.rle.encode_masks`, ``counts`` a ``str``), ``bbox``
 the mask's tight ``[x, y, w, h]`` (exclusive width: columns 10..39 give ``w = 30``;
 supervision's exporter is one pixel short), ``area`` the mask's pixel count, ``xyxy`` the
 detector's box and ``score`` the detector confidence. Detections without masks give box-only
@@ -24,7 +24,7 @@ from typing import Any, TypedDict, cast
 import numpy as np
 import supervision as sv
 
-from runtime.rle import Rle, decode_rle, encode_masks, rle_area, rle_bbox
+from gsam_runtime.rle import Rle, decode_rle, encode_masks, rle_area, rle_bbox
 
 __all__ = [
     "Instance",

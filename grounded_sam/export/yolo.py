@@ -26,7 +26,7 @@ from grounded_sam.export.polygons import mask_to_single_polygon
 from grounded_sam.export.records import ImageRecord, Instance, as_instances, class_names
 from grounded_sam.export.safe_io import atomic_open, atomic_write_text, safe_output_path
 from grounded_sam.export.writer import DatasetWriter
-from runtime.rle import decode_rle
+from gsam_runtime.rle import decode_rle
 
 __all__ = ["YoloWriter", "yolo_lines", "yolo_label_name", "write_data_yaml"]
 

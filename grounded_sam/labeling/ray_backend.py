@@ -25,7 +25,7 @@ step spread over a pool of Ray actors (:mod:`~grounded_sam.labeling.ray_pool`):
 Same chunks, same function, same records, same assembly: for a deterministic predictor the
 files are byte-identical to :func:`~grounded_sam.labeling.local.label_folder`'s, however often
 a chunk was retried. That is also why the actors decode the images with the local loader (EXIF
-orientation, CMYK, 16-bit, alpha handled as :func:`~runtime.images.load_image` does).
+orientation, CMYK, 16-bit, alpha handled as :func:`~gsam_runtime.images.load_image` does).
 
 Inputs: a local folder (shared with the workers on a multi-node cluster), a ``file://`` URI,
 or any URI pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``abfs://`` ...), or a path

@@ -2,7 +2,7 @@
 
 An item knows its POSIX path relative to the input folder (``rel``, the key of its record), how
 reports name it, its size and mtime (a record stays valid while they do not change), how to
-decode it (:func:`runtime.images.load_image`) and how to copy its bytes into the dataset.
+decode it (:func:`gsam_runtime.images.load_image`) and how to copy its bytes into the dataset.
 
 Local folders are listed by :func:`list_local_items` (:func:`~grounded_sam.pipeline.files.list_images`'s
 rules); a URI that pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``abfs://`` ...), or a
@@ -24,7 +24,7 @@ import numpy as np
 
 from grounded_sam.export.safe_io import atomic_copy, atomic_open
 from grounded_sam.pipeline.files import list_images, normalise_extensions
-from runtime.images import load_image, load_image_bytes
+from gsam_runtime.images import load_image, load_image_bytes
 
 __all__ = ["LabelItem", "RemoteItem", "Listing", "list_local_items", "list_remote_images", "is_remote",
            "local_folder"]

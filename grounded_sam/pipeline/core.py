@@ -27,7 +27,7 @@ from detectors import (
 from detectors.ontology_ops import empty_detections
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from ontologies import CaptionOntology
-from runtime.device import resolve_device
+from gsam_runtime.device import resolve_device
 
 __all__ = ["Pipeline", "empty_result", "make_predictor", "describe_detector"]
 
@@ -184,7 +184,7 @@ class Pipeline:
 
         ``exemplars``: one mapping for every image, or a list with one mapping (or ``None``) per image.
         """
-        from runtime.images import load_image
+        from gsam_runtime.images import load_image
 
         if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
             raise ValueError("predict_batch expects a list of images; use predict for a single image")

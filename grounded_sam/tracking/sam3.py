@@ -59,7 +59,7 @@ from detectors.sam3 import TEXT_LENGTH, load_sam3_part, transformers_classes
 from detectors.transformers_base import as_ontology
 from grounded_sam.tracking.sam3_memory import FrameWindow, MemoryWindow, prune_session
 from ontologies import CaptionOntology
-from runtime.device import autocast, resolve_device
+from gsam_runtime.device import autocast, resolve_device
 
 __all__ = ["DEFAULT_MODEL_ID", "Sam3ConceptTracker", "Sam3TrackOptions", "load_sam3_video", "sam3_video_classes"]
 

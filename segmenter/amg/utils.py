@@ -5,7 +5,7 @@ bottom edge is the last foreground column / row (``[0, 0, 0, 0]`` for an empty m
 uncompressed RLE is ``{"size": [h, w], "counts": [...]}`` over the column-major (Fortran)
 flattened mask, starting with a run of zeros (possibly empty). :func:`mask_to_rle` makes it from
 torch masks (the output format of ``output_mode="uncompressed_rle"``); decoding, areas and COCO
-compression go through the project's one codec, :mod:`runtime.rle`. Everything here works on
+compression go through the project's one codec, :mod:`gsam_runtime.rle`. Everything here works on
 whatever device its tensors live on. Box areas and NMS are ``torchvision.ops``' (``box_area``,
 ``batched_nms``), which the reference uses too.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.rle import compress_rle, decode_rle, rle_area
+from gsam_runtime.rle import compress_rle, decode_rle, rle_area
 
 __all__ = [
     "build_point_grid",
@@ -183,15 +183,15 @@ def mask_to_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Uncompressed RLE -> (H, W) bool mask (C-contiguous); decoded by :func:`runtime.rle.decode_rle`."""
+    """Uncompressed RLE -> (H, W) bool mask (C-contiguous); decoded by :func:`gsam_runtime.rle.decode_rle`."""
     return np.ascontiguousarray(decode_rle(rle))
 
 
 def area_from_rle(rle: dict[str, Any]) -> int:
-    """Number of foreground pixels of an RLE, uncompressed or COCO-compressed (:func:`runtime.rle.rle_area`)."""
+    """Number of foreground pixels of an RLE, uncompressed or COCO-compressed (:func:`gsam_runtime.rle.rle_area`)."""
     return rle_area(rle)
 
 
 def coco_encode_rle(uncompressed_rle: dict[str, Any]) -> dict[str, Any]:
-    """Uncompressed RLE -> COCO compressed RLE with a ``str`` counts field (:func:`runtime.rle.compress_rle`)."""
+    """Uncompressed RLE -> COCO compressed RLE with a ``str`` counts field (:func:`gsam_runtime.rle.compress_rle`)."""
     return compress_rle(uncompressed_rle)

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from runtime.device import resolve_device
+from gsam_runtime.device import resolve_device
 from segmenter.amg.generator import AutomaticMaskGenerator
 from segmenter.build import build_model, read_checkpoint
 from segmenter.checkpoints.read import config_name_for_hub_id, resolve_checkpoint

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from runtime.device import autocast
+from gsam_runtime.device import autocast
 from segmenter.image.transforms import ImageInput, as_rgb_array, check_boxes, check_mask_input, check_points
 from segmenter.modeling.interface import HW, MaskLogits, Points, SegmentationModel
 

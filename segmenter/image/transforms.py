@@ -1,6 +1,6 @@
 """Input validation for the image predictor: images, points, boxes and mask prompts.
 
-PIL images are decoded by the one image decoder of the project, :func:`runtime.images.load_image`
+PIL images are decoded by the one image decoder of the project, :func:`gsam_runtime.images.load_image`
 (EXIF orientation applied, alpha composited over white, CMYK / 16-bit / palette converted);
 arrays must already be RGB uint8 (H, W, 3). The model-specific transforms (resize, prompt
 frame) belong to the models: :mod:`segmenter.modeling.transforms` (SAM 2) and
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime.images import load_image
+from gsam_runtime.images import load_image
 
 __all__ = ["ImageInput", "as_rgb_array", "check_points", "check_boxes", "check_mask_input"]
 
@@ -26,7 +26,7 @@ ImageInput = Union[np.ndarray, Image.Image]
 def as_rgb_array(image: ImageInput, name: str = "image") -> np.ndarray:
     """Validate an image and return it as an (H, W, 3) uint8 RGB array (no copy for arrays).
 
-    PIL images are decoded with :func:`runtime.images.load_image` (a new, writable array).
+    PIL images are decoded with :func:`gsam_runtime.images.load_image` (a new, writable array).
     """
     if isinstance(image, Image.Image):
         return load_image(image, name=name)

@@ -5,7 +5,7 @@
 - a video file (.mp4/.avi/.mov/.mkv/.webm/...): :class:`VideoFileSource` (``segmenter.video.decoder``),
   decoded with PyAV (OpenCV only when PyAV cannot open the file);
 - a folder of frames (.jpg/.jpeg/.png/.bmp/.webp, any case; hidden files and sub-folders are
-  ignored): :class:`FolderSource`, decoded with :func:`runtime.images.load_image` (for RGB
+  ignored): :class:`FolderSource`, decoded with :func:`gsam_runtime.images.load_image` (for RGB
   files the pixels of the reference's PIL loader; EXIF orientation, alpha, CMYK, 16-bit and
   palette files handled like every image of the project). Order:
   numeric by stem when every stem is an integer (the reference's ``<int>.jpg`` rule:
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime.images import load_image
+from gsam_runtime.images import load_image
 from segmenter.image.transforms import as_rgb_array
 from segmenter.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segmenter.video.decoder import VideoFileSource

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runtime.device import autocast
+from gsam_runtime.device import autocast
 from segmenter.modeling.interface import LOW_RES_CLAMP
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import fill_holes
