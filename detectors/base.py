@@ -15,6 +15,8 @@ Two optional kinds, declared as class attributes (absent means ``False``; read t
 - ``supports_exemplars = True``: ``detect(images, ontology, exemplars=None,
   negative_exemplars=None)`` also takes visual exemplars, boxes ``{class name: [[x1, y1, x2,
   y2], ...]}`` in original pixels (see :mod:`detectors.exemplars`).
+- ``how_to_get_weights(model_id) -> str``: what :func:`load_detector` says, beyond ``hf download``,
+  when a built-in family's hub checkpoint is missing (``sam3``: the gated licence's steps).
 
 Built-in names resolve lazily (``import detectors`` imports neither torch nor transformers).
 A user plugs in their own detector with :func:`register_detector`::
@@ -34,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from gsam_runtime.hub import HubModel, MissingModelsError, looks_like_hub_id, offline_mode, require_models
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -229,6 +233,25 @@ def _lookup(name: str) -> _Entry:
         ) from None
 
 
+def _require_model(key: str, entry: _Entry, factory: DetectorFactory, model_id: str | None,
+                   prebuilt: bool = False) -> bool:
+    """For a built-in family and a hub id: :class:`gsam_runtime.hub.MissingModelsError` at once when the
+    checkpoint is neither cached nor downloadable; whether to load it offline (cached, hub out of reach).
+    ``prebuilt``: the model object is given, nothing loads. A family's own check of the id
+    (``check_model_id``) comes first."""
+    if prebuilt or entry.factory != _BUILTINS.get(key) or model_id is None or not looks_like_hub_id(model_id):
+        return False
+    if Path(model_id).expanduser().exists():
+        return False
+    check = getattr(factory, "check_model_id", None)
+    if check is not None:
+        check(model_id)
+    advice = getattr(factory, "how_to_get_weights", None)  # a family's own steps (gated weights)
+    return require_models([HubModel("detector", key, model_id)], headline=(
+        f"the {key} checkpoint is not on this machine, and "), local=advice(model_id) if advice else (
+        f"Or load a local copy: load_detector({key!r}, model_id='path/to/save_pretrained_folder')."))
+
+
 def _resolve(entry: _Entry) -> DetectorFactory:
     if callable(entry.factory):
         return entry.factory
@@ -252,7 +275,9 @@ def load_detector(
     has a ``detect`` method is returned as is (with no other argument allowed).
 
     The detector remembers how it was built: ``detector.build_spec`` (:class:`DetectorSpec`), which
-    lets a pipeline holding it rebuild it in Ray workers.
+    lets a pipeline holding it rebuild it in Ray workers. A built-in family's hub checkpoint that is
+    neither cached nor downloadable from here raises :class:`gsam_runtime.hub.MissingModelsError` at
+    once (no connection retries), saying how to fetch it.
     """
     if not isinstance(name, str):
         if isinstance(name, Detector):
@@ -269,7 +294,12 @@ def load_detector(
     entry = _lookup(name)
     factory = _resolve(entry)
     model_id = model_id or entry.default_model_id
-    detector = factory(model_id=model_id, device=device, **options)
+    try:
+        offline = _require_model(_key(name), entry, factory, model_id, prebuilt=options.get("model") is not None)
+    except MissingModelsError as e:
+        raise e.with_traceback(None) from None  # the message says it all: no frames of ours
+    with offline_mode(offline):  # cached, the hub out of reach: read the cache, no retries
+        detector = factory(model_id=model_id, device=device, **options)
     if not isinstance(detector, Detector):
         raise TypeError(
             f"the factory registered as {name!r} returned {type(detector).__name__}, "

@@ -69,18 +69,23 @@ class Florence2Detector(TransformersDetector):
         for value, what in ((max_new_tokens, "max_new_tokens"), (num_beams, "num_beams")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{what} must be a positive integer, got {value!r}")
-        if model_id is not None and str(model_id).lower().startswith("microsoft/florence-2"):
-            raise ValueError(
-                f"{model_id!r} uses Florence-2's old remote-code layout, which needs "
-                "trust_remote_code; use the converted checkpoint "
-                f"'florence-community/{str(model_id).split('/', 1)[1]}' instead"
-            )
+        self.check_model_id(model_id)
         if box_threshold is not None:
             logger.warning("florence-2 gives no scores: box_threshold=%s is not applied", box_threshold)
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self._text_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         super().__init__(model_id, device, captions_per_pass=captions_per_pass, **options)
+
+    @staticmethod
+    def check_model_id(model_id: str | None) -> None:
+        """Refuse the ``microsoft/Florence-2-*`` ids (remote code), naming the converted checkpoint."""
+        if model_id is not None and str(model_id).lower().startswith("microsoft/florence-2"):
+            raise ValueError(
+                f"{model_id!r} uses Florence-2's old remote-code layout, which needs "
+                "trust_remote_code; use the converted checkpoint "
+                f"'florence-community/{str(model_id).split('/', 1)[1]}' instead"
+            )
 
     def _load(self, model_id: str) -> tuple[Any, Any]:
         from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration

@@ -210,6 +210,7 @@ class Sam3Detector(TransformersDetector):
     default_captions_per_pass: ClassVar[int] = 8
     # each prompt is decoded on its own: the prompts per forward change only the speed
     settings_keys: ClassVar[tuple[str, ...]] = ("box_threshold", "nms_iou", "negative_iou", "mask_threshold")
+    how_to_get_weights = staticmethod(how_to_get_weights)  # load_detector's advice when they are missing
 
     def __init__(
         self, model_id: str | None = None, device: Any = None, *, mask_threshold: float = 0.5, **options: Any

@@ -6,6 +6,9 @@
   uint8 RGB, EXIF-upright, alpha composited, CMYK / 16-bit / palette converted.
 - :mod:`gsam_runtime.rle` — COCO run-length encoding of masks (pycocotools): the segmenter's automatic
   masks and grounded_sam's dataset export use the same codec.
+- :mod:`gsam_runtime.hub` — models from the Hugging Face Hub: ``require_models`` checks the cache and
+  whether the hub answers before anything loads, and raises ``MissingModelsError`` (every model,
+  cached or not, and the commands that fetch them) instead of minutes of connection retries.
 
 It imports none of ``ontologies``, ``detectors``, ``segmenter`` or ``grounded_sam``; all four may
 import it. Importing it loads neither torch nor PIL.

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from gsam_runtime.device import resolve_device
+from gsam_runtime.hub import MissingModelsError, offline_mode
+from segmenter.checkpoints.hub import require_checkpoint
 from segmenter.checkpoints.read import (
     check_state_dict,
     config_name_for_hub_id,
@@ -102,9 +104,15 @@ def from_pretrained(
 
 def read_checkpoint(checkpoint: str | Path, config: ModelConfig | None = None) -> dict[str, torch.Tensor]:
     """The official state dict of a checkpoint file, folder or hub id (a hub repo with several
-    files: the one ``config`` names)."""
+    files: the one ``config`` names). A hub id that is neither cached nor downloadable from here
+    raises :class:`gsam_runtime.hub.MissingModelsError` at once, saying how to fetch it."""
     filename = None if config is None else config.checkpoint_filename
-    return read_state_dict(resolve_checkpoint(str(checkpoint), filename=filename))
+    try:  # a hub id neither cached nor downloadable fails here at once, not after minutes of retries
+        offline = require_checkpoint(checkpoint, None if config is None else config.name)
+    except MissingModelsError as e:
+        raise e.with_traceback(None) from None  # the message says it all: no frames of ours
+    with offline_mode(offline):
+        return read_state_dict(resolve_checkpoint(str(checkpoint), filename=filename))
 
 
 def build_model(

@@ -238,14 +238,16 @@ def test_a_click_on_the_second_object_of_a_class_stores_the_predictor_mask(click
 
 
 def test_a_failed_model_load_says_what_the_cli_says() -> None:
+    from grounded_sam.pipeline.hub import MissingModelsError, check_models, models_needed
+
     options = ModelOptions(detector="owlv2", detector_model_id="nobody/not-cached", device="cpu")
     models = AppModels(options)
-    with pytest.raises(Exception) as direct:
-        GroundedSAM({"a cat": "cat"}, **options.pipeline_kwargs())
+    with pytest.raises(MissingModelsError) as cli:  # what `grounded-sam segment` checks first
+        check_models(models_needed("owlv2", "nobody/not-cached"))
     with pytest.raises(AppError) as shown:
         models.pipeline({"a cat": "cat"})
-    assert str(shown.value) == loading_error_message(direct.value)
-    assert "could not be loaded" in str(shown.value)
+    assert str(shown.value) == loading_error_message(cli.value) == f"error: {cli.value}"
+    assert "nobody/not-cached" in str(shown.value) and "hf download nobody/not-cached" in str(shown.value)
 
 
 def test_sam3_exemplar_boxes_prompt_the_detector_and_are_drawn(tiny_sam3_dir) -> None:

@@ -472,11 +472,13 @@ def test_video_click_on_frame_k_adds_an_object_from_k_on(page, tmp_path, screens
 
 
 def test_a_failed_model_load_shows_the_cli_message_in_the_page(browser, tmp_path) -> None:
-    from grounded_sam.pipeline.hub import loading_error_message
+    from grounded_sam.pipeline.hub import MissingModelsError, check_models, loading_error_message, models_needed
 
     options = ModelOptions(detector="owlv2", detector_model_id="nobody/not-cached", device="cpu")
-    with pytest.raises(Exception) as direct:
-        GroundedSAM(ONTOLOGY, **options.pipeline_kwargs())
+    with pytest.raises(MissingModelsError) as direct:  # what the CLI checks first
+        check_models(models_needed("owlv2", "nobody/not-cached"))
+    message = " ".join(loading_error_message(direct.value).split())
+    expected = message.replace("`", "")  # the status renders `x` as code; the banner shows it as a code block
     port = _free_port()
     app_options = AppOptions(port=port)
     demo = build_app(AppModels(options), app_options, tmp_path / "work")
@@ -484,16 +486,16 @@ def test_a_failed_model_load_shows_the_cli_message_in_the_page(browser, tmp_path
     try:
         pg = browser.new_page()
         pg.goto(f"http://127.0.0.1:{port}/")
+        banner = " ".join(pg.inner_text("#model-status").split())  # said at start-up, before any click
+        assert banner.startswith("The models cannot load:") and message in banner
         Image.fromarray(shapes_image(H, W)).save(tmp_path / "shapes.png")
         pg.set_input_files("#image-upload input[type=file]", str(tmp_path / "shapes.png"))
         _wait_state(pg, "image-objects", lambda s: s["image"]["width"] == W)
         pg.fill("#image-captions textarea", CAPTIONS)
         pg.click("#image-detect")
-        pg.wait_for_function("document.querySelector('#image-status').innerText.includes('could not be loaded')",
+        pg.wait_for_function("document.querySelector('#image-status').innerText.includes('NOT cached')",
                              timeout=120_000)
-        shown = pg.inner_text("#image-status")
-        expected = loading_error_message(direct.value).replace("`", "")  # the page renders `x` as code
-        assert " ".join(expected.split()) in " ".join(shown.split())
+        assert expected in " ".join(pg.inner_text("#image-status").split())
         pg.close()
     finally:
         demo.close()

@@ -50,8 +50,10 @@ def editor_outputs(session: ImageSession | None, message: str) -> tuple[Any, ...
 
 
 def error_text(e: Exception) -> str:
-    """A status line for an error (the CLI's loading messages already start with ``error:``)."""
-    return str(e) if str(e).startswith("error:") else f"error: {e}"
+    """A status line for an error (the CLI's loading messages already start with ``error:``); ``<`` is
+    escaped, so that the Markdown status shows ``--segmenter <config name>`` instead of dropping it as a tag."""
+    text = str(e) if str(e).startswith("error:") else f"error: {e}"
+    return text.replace("<", "&lt;")
 
 
 def report_errors(fn: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:

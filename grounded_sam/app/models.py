@@ -2,7 +2,11 @@
 
 :class:`AppModels` loads the pipeline the first time captions are given (so the page, not the
 shell, shows a loading error: the CLI's message, :func:`grounded_sam.pipeline.hub.loading_error_message`)
-and reuses its detector and segmenter for every later ontology. It also remembers which image
+and reuses its detector and segmenter for every later ontology. Before loading, it checks that
+the models are cached or downloadable (:meth:`AppModels.model_problem`, the CLI's fast check: no
+connection retries) and remembers a failure until the models change (the options, or what the
+Hugging Face cache holds), so that every later Detect answers at once; :meth:`AppModels.status`
+is the start-up line of the terminal and the page. It also remembers which image
 the click predictor holds, so an image is embedded once and each click runs only the prompt
 encoder and the mask decoder. Model calls take :attr:`AppModels.lock`: the page's events may
 run on several threads.
@@ -18,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ModelOptions", "AppModels", "AppError", "parse_captions"]
+from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+
+__all__ = ["ModelOptions", "ModelStatus", "AppModels", "AppError", "parse_captions"]
 
 
 class AppError(Exception):
@@ -53,6 +59,14 @@ class ModelOptions:
         return kwargs
 
 
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the app says about its models at start-up: ``ok`` (they are cached or downloadable) and the text."""
+
+    ok: bool
+    text: str
+
+
 def parse_captions(text: str | None) -> dict[str, str]:
     """``"a dog:dog, person"`` -> ``{caption: class}`` with the CLI's rules; :class:`AppError` if empty."""
     from grounded_sam.pipeline.prompts import parse_prompt
@@ -74,14 +88,70 @@ class AppModels:
         self._click: Any = None  # an ImagePredictor for clicks when the pipeline has no segmenter
         self._embedded: tuple[int, str] | None = None  # (id(predictor), image key) held by the predictor
         self._video: Any = None  # the VideoPredictor of corrections
+        self._failures: dict[tuple[Any, ...], str] = {}  # (options, role, cache state) -> the message
 
     @property
     def detector_name(self) -> str:
-        return str(self.options.pipeline_kwargs().get("detector", "grounding-dino"))
+        return str(self.options.pipeline_kwargs().get("detector", DEFAULT_DETECTOR))
 
     def default_tracker(self) -> str:
         return "sam3" if self.detector_name == "sam3" else "sam2"
 
+    # ------------------------------------------------------------------ can the models load
+    def _needs(self, segmenter_only: bool) -> list[Any]:
+        """The hub models Detect (or, ``segmenter_only``, a click) loads (``ValueError`` / ``FileNotFoundError``
+        for options that name none)."""
+        from grounded_sam.pipeline.hub import models_needed
+
+        kw = self.options.pipeline_kwargs()
+        if segmenter_only:
+            return models_needed(None, None, kw.get("segmenter"), kw.get("checkpoint"))
+        return models_needed(kw.get("detector", DEFAULT_DETECTOR), kw.get("detector_model_id"), kw.get("segmenter"),
+                             kw.get("checkpoint"))
+
+    def _state(self, segmenter_only: bool) -> tuple[Any, ...]:
+        """What a remembered failure depends on: the options and which models are cached."""
+        try:
+            cached = tuple(n.is_cached() for n in self._needs(segmenter_only))
+        except (ValueError, FileNotFoundError):
+            cached = ()
+        return self.options, segmenter_only, cached
+
+    def model_problem(self, segmenter_only: bool = False) -> str | None:
+        """Why Detect's models (or, ``segmenter_only``, the click segmenter) cannot load here, as the page
+        says it; ``None`` when they can (cached, or the hub answers). A failure is remembered until the
+        models change: the answer then comes at once, without asking the hub again."""
+        from grounded_sam.pipeline.hub import MissingModelsError, check_models, loading_error_message
+
+        with self.lock:
+            state = self._state(segmenter_only)
+            if state in self._failures:
+                return self._failures[state]
+            try:
+                check_models(self._needs(segmenter_only))
+            except (MissingModelsError, ValueError, FileNotFoundError) as e:
+                self._failures[state] = loading_error_message(e)
+                return self._failures[state]
+            return None
+
+    def _remember(self, segmenter_only: bool, e: Exception) -> AppError:
+        from grounded_sam.pipeline.hub import loading_error_message
+
+        message = self._failures[self._state(segmenter_only)] = loading_error_message(e)
+        return AppError(message)
+
+    def status(self) -> ModelStatus:
+        """The start-up line: whether Detect's models can load, and which they are (cached or not)."""
+        problem = self.model_problem()
+        if problem is not None:
+            return ModelStatus(False, problem)
+        needs = self._needs(False)
+        names = ", ".join(f"{n.role} {n.source}" + ("" if n.is_cached() else " (NOT cached)") for n in needs)
+        if all(n.is_cached() for n in needs):
+            return ModelStatus(True, f"models ready: {names}")
+        return ModelStatus(True, f"models: {names}; they are downloaded on the first Detect")
+
+    # ------------------------------------------------------------------ loading
     def pipeline(self, captions: Mapping[str, str]) -> Any:
         """A ``GroundedSAM`` for ``captions`` (the models load on the first call)."""
         from grounded_sam.api import GroundedSAM
@@ -96,6 +166,8 @@ class AppModels:
             except ValueError as e:
                 raise AppError(f"captions: {e}") from None
             kwargs = self.options.pipeline_kwargs()
+            if self._base is None and (problem := self.model_problem()) is not None:
+                raise AppError(problem)
             try:
                 if self._base is None:
                     if self._click is not None and "segmenter" in kwargs:  # already loaded for clicks
@@ -107,9 +179,11 @@ class AppModels:
                             if k in kwargs}
                     pipe = GroundedSAM(ontology, detector=self._base.detector, segmenter=self._base.predictor, **keep)
             except Exception as e:  # noqa: BLE001 - shown in the page, as the CLI shows it
-                from grounded_sam.pipeline.hub import loading_error_message
+                if self._base is not None:
+                    from grounded_sam.pipeline.hub import loading_error_message
 
-                raise AppError(loading_error_message(e)) from None
+                    raise AppError(loading_error_message(e)) from None
+                raise self._remember(False, e) from None  # not retried until the models change
             self._pipelines = {key: pipe}  # one ontology at a time; models are shared
             return pipe
 
@@ -120,17 +194,16 @@ class AppModels:
                 return self._base.predictor
             if self._click is None:
                 from grounded_sam.pipeline.core import make_predictor
-                from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
                 from gsam_runtime.device import resolve_device
 
+                if (problem := self.model_problem(segmenter_only=True)) is not None:
+                    raise AppError(problem)
                 kw = self.options.pipeline_kwargs()
                 try:
                     self._click = make_predictor(kw.get("segmenter") or DEFAULT_SEGMENTER, kw.get("checkpoint"),
                                                  resolve_device(kw.get("device")), kw.get("image_size"))
                 except Exception as e:  # noqa: BLE001
-                    from grounded_sam.pipeline.hub import loading_error_message
-
-                    raise AppError(loading_error_message(e)) from None
+                    raise self._remember(True, e) from None
             return self._click
 
     def predict(self, captions: Mapping[str, str], key: str, image: np.ndarray,

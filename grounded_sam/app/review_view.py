@@ -25,14 +25,14 @@ def _choices(folder: ReviewFolder) -> list[tuple[str, str]]:
     return [(f"{rel}  (reviewed)" if folder.is_reviewed(rel) else rel, rel) for rel in folder.names]
 
 
-def build_review_view(models: AppModels, folder_path: Path | None) -> None:
-    """The review tab (call inside a ``gr.Blocks`` context)."""
+def build_review_view(models: AppModels, folder_path: Path | ReviewFolder | None) -> None:
+    """The review tab (call inside a ``gr.Blocks`` context); ``folder_path`` may be opened already."""
     if folder_path is None:
         gr.Markdown("Start the app with `--review FOLDER` (an output folder of `grounded-sam label`) "
                     "to review and fix its labels here.", elem_id="review-status")
         return
     try:
-        folder = ReviewFolder(folder_path)
+        folder = folder_path if isinstance(folder_path, ReviewFolder) else ReviewFolder(folder_path)
     except (ReviewError, OSError) as e:
         gr.Markdown(error_text(e), elem_id="review-status")
         return

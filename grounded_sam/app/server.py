@@ -11,12 +11,15 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from grounded_sam.app.image_view import build_image_view
 from grounded_sam.app.models import AppModels, ModelOptions
+
+if TYPE_CHECKING:
+    from grounded_sam.app.review import ReviewFolder
 
 __all__ = ["AppOptions", "build_app", "launch", "THEME"]
 
@@ -42,23 +45,28 @@ class AppOptions:
 
 
 def build_app(models: AppModels | None = None, options: AppOptions | None = None,
-              work_dir: Path | None = None) -> gr.Blocks:
-    """The page (module docs). ``work_dir`` holds samples and downloads (default: a new temp folder)."""
+              work_dir: Path | None = None, review: ReviewFolder | None = None) -> gr.Blocks:
+    """The page (module docs). ``work_dir`` holds samples and downloads (default: a new temp folder);
+    ``review``: ``options.review`` already opened. Under the title, whether the models can load
+    (:meth:`AppModels.status`, checked now: no connection retries)."""
     from grounded_sam.app.review_view import build_review_view
     from grounded_sam.app.video_view import build_video_view
 
     models = models or AppModels(ModelOptions())
     options = options or AppOptions()
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="grounded-sam-app-"))
+    status = models.status()
     with gr.Blocks(title="grounded-sam", analytics_enabled=False) as demo:
         gr.Markdown("## grounded-sam: text-prompted segmentation you can click on\n"
                     f"Detector `{models.detector_name}`; uploads up to {options.max_upload_mb:g} MB.")
+        gr.Markdown(status.text if status.ok else f"**The models cannot load:**\n```\n{status.text}\n```",
+                    elem_id="model-status")
         with gr.Tab("Image", elem_id="tab-image"):
             build_image_view(models, work)
         with gr.Tab("Video", elem_id="tab-video"):
             build_video_view(models, work)
         with gr.Tab("Review", elem_id="tab-review"):
-            build_review_view(models, options.review)
+            build_review_view(models, review if review is not None else options.review)
     return demo
 
 

@@ -26,8 +26,10 @@ from detectors import (
 )
 from detectors.ontology_ops import empty_detections
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
+from grounded_sam.pipeline.hub import pipeline_models
 from ontologies import CaptionOntology
 from gsam_runtime.device import resolve_device
+from gsam_runtime.hub import MissingModelsError, offline_mode
 
 __all__ = ["Pipeline", "empty_result", "make_predictor", "describe_detector"]
 
@@ -57,6 +59,11 @@ class Pipeline:
         image_size: segmenter input resolution (default: the config's, 1024).
         min_hole_area, min_island_area, smooth_kernel: optional mask post-processing in pixels.
         detector_options: extra options for :func:`detectors.load_detector`.
+
+    Models given by name or hub id are checked before any loads: one that is neither cached nor
+    downloadable from here raises :class:`gsam_runtime.hub.MissingModelsError` at once, naming every
+    model the pipeline needs and the commands that fetch them; cached models load without a
+    connection (no retries) when the hub does not answer.
     """
 
     def __init__(
@@ -91,17 +98,22 @@ class Pipeline:
         threshold = box_threshold
         if text_threshold is not None:
             threshold = max(text_threshold, box_threshold if box_threshold is not None else 0.0)
-        self.detector, self._detector_name = _make_detector(
-            detector, detector_model_id, self.device, threshold, nms_iou, detector_options
-        )
-        self.score_threshold, self.nms_iou = threshold, nms_iou  # asked for (None: the detector's own)
-        if segmenter is None and returns_masks(self.detector):
-            if checkpoint is not None or image_size is not None:
-                raise ValueError("checkpoint / image_size apply to a segmenter; this detector segments by itself "
-                                 "(give segmenter=... to re-segment its boxes)")
-            self.predictor = None  # the detector's own masks
-        else:
-            self.predictor = make_predictor(segmenter or DEFAULT_SEGMENTER, checkpoint, self.device, image_size)
+        try:  # every model is checked before any loads: one message names them all when one is missing offline
+            offline = pipeline_models(type(self).__name__, detector, detector_model_id, segmenter, checkpoint)
+        except MissingModelsError as e:
+            raise e.with_traceback(None) from None  # a notebook shows this line and the message, no more
+        with offline_mode(offline):  # all cached, the hub out of reach: read the cache, no retries
+            self.detector, self._detector_name = _make_detector(
+                detector, detector_model_id, self.device, threshold, nms_iou, detector_options
+            )
+            self.score_threshold, self.nms_iou = threshold, nms_iou  # asked for (None: the detector's own)
+            if segmenter is None and returns_masks(self.detector):
+                if checkpoint is not None or image_size is not None:
+                    raise ValueError("checkpoint / image_size apply to a segmenter; this detector segments by itself "
+                                     "(give segmenter=... to re-segment its boxes)")
+                self.predictor = None  # the detector's own masks
+            else:
+                self.predictor = make_predictor(segmenter or DEFAULT_SEGMENTER, checkpoint, self.device, image_size)
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -6,8 +6,9 @@ detector segments by itself, a segmenter checkpoint (a hub id, a ``.pt`` or a fo
 takes, without importing torch or loading anything; :func:`check_models` then fails fast, before
 any model loads, when one of them is neither cached nor downloadable (``HF_HUB_OFFLINE=1``, or
 no answer from the hub within a second or two), naming every model, whether it is cached, and
-the commands that fetch them. :func:`download` fetches what a pipeline needs into the standard
-Hugging Face cache (``huggingface_hub.snapshot_download``, with progress bars).
+the commands that fetch them (:func:`pipeline_models`: the same check in Python's words, for the
+constructor of :class:`~grounded_sam.GroundedSAM`). :func:`download` fetches what a pipeline
+needs into the standard Hugging Face cache (``huggingface_hub.snapshot_download``, with progress bars).
 
 Everything here reads the hub's own cache layout through ``huggingface_hub``
 (``try_to_load_from_cache``), so "cached" means what the loaders will find offline.
@@ -16,20 +17,27 @@ Everything here reads the hub's own cache layout through ``huggingface_hub``
 from __future__ import annotations
 
 import os
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+from gsam_runtime.hub import (
+    HubModel,
+    MissingModelsError,
+    hub_endpoint,
+    offline_reason,
+    require_models,
+)
+from gsam_runtime.hub import describe_missing as describe_models
 
 __all__ = [
     "loading_error_message",
     "ModelNeed",
     "ModelsUnavailableError",
+    "MissingModelsError",
+    "pipeline_models",
+    "download_command",
     "LICENCES",
     "models_needed",
     "catalogue",
@@ -53,7 +61,6 @@ LICENCES: dict[str, str] = {
 """Licences of the default detector checkpoints; every ``facebook/sam2*`` / ``facebook/sam-vit-*``
 segmenter checkpoint is Apache-2.0 (see :func:`licence`). Also in NOTICE."""
 
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _SKIP_SUFFIXES = (".msgpack", ".h5", ".onnx", ".tflite", ".ot", ".mlmodel", ".md", ".gitattributes")
 _SKIP_FOLDERS = ("onnx/", "coreml/", "openvino/", "tf/", "flax/")
 _TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -68,36 +75,15 @@ def licence(repo_id: str) -> str:
     return "see its model card"
 
 
-@dataclass(frozen=True)
-class ModelNeed:
-    """One model a pipeline loads: a hub repo (``local=False``) or a local file / folder."""
-
-    role: Role
-    name: str  # detector family or segmenter config name
-    source: str  # hub id, or a local path
-    local: bool
-    checkpoint_file: str | None = None  # the one file a segmenter repo is read from (Meta's .pt), if known
+class ModelNeed(HubModel):
+    """One model a pipeline loads (:class:`gsam_runtime.hub.HubModel`), with its licence."""
 
     @property
     def licence(self) -> str:
         return "-" if self.local else licence(self.source)
 
-    def fetch_command(self) -> str:
-        """The shell command that puts this model into the Hugging Face cache on a connected machine."""
-        if self.local:
-            return f"(local {self.role}: {self.source})"
-        return f"hf download {self.source}" + (f" {self.checkpoint_file}" if self.checkpoint_file else "")
 
-
-class ModelsUnavailableError(RuntimeError):
-    """Some model a pipeline needs is neither on this machine nor downloadable from here."""
-
-
-def hub_endpoint() -> str:
-    """The hub the downloads go to (``HF_ENDPOINT``, else https://huggingface.co)."""
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT.rstrip("/")
+ModelsUnavailableError = MissingModelsError  # the name the CLI used first
 
 
 # ---------------------------------------------------------------------------- what a pipeline needs
@@ -112,10 +98,17 @@ def models_needed(
     no segmenter for a detector that returns masks unless one is given). Objects (a detector or
     model already built) need nothing. Raises ``ValueError`` for an unknown name and
     ``FileNotFoundError`` for a local path that does not exist, before anything loads."""
-    from detectors import available_detectors, default_model_id, detector_for_folder, detector_returns_masks
+    from detectors import (
+        DetectorSpec,
+        available_detectors,
+        default_model_id,
+        detector_for_folder,
+        detector_returns_masks,
+        returns_masks,
+    )
 
     needs: list[ModelNeed] = []
-    masks = False
+    masks = isinstance(detector, DetectorSpec) and detector_returns_masks(detector.name) or returns_masks(detector)
     if isinstance(detector, (str, Path)):
         name = str(detector)
         if name not in available_detectors() and (Path(name).exists() or any(c in name for c in "/\\~")):
@@ -188,93 +181,93 @@ def _segmenter_need(segmenter: str, checkpoint: str | Path | None) -> ModelNeed:
 
 
 def _official_file(config_name: str, repo_id: str) -> str | None:
-    """Meta's checkpoint file when ``repo_id`` is Meta's own repo for the config (its first hub id)."""
-    from segmenter.config import load_model_config
+    from segmenter.checkpoints.hub import official_checkpoint_file
 
-    config = load_model_config(config_name)
-    return config.checkpoint_filename if config.hf_ids and config.hf_ids[0].lower() == repo_id.lower() else None
+    return official_checkpoint_file(config_name, repo_id)
 
 
 # ---------------------------------------------------------------------------- cache and connection
 def is_cached(need: ModelNeed, cache_dir: str | Path | None = None) -> bool:
-    """Whether the loaders will find ``need`` without a connection: a local path that exists, or a
-    hub repo whose weights (and, for transformers models, ``config.json``) are in the cache."""
-    if need.local:
-        return Path(need.source).exists()
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(filename: str) -> bool:
-        return isinstance(try_to_load_from_cache(need.source, filename, cache_dir=cache_dir), str)
-
-    if need.checkpoint_file and cached(need.checkpoint_file):
-        return True
-    return cached("config.json") and any(cached(f) for f in _WEIGHTS)
+    """Whether the loaders will find ``need`` without a connection (:meth:`HubModel.is_cached`)."""
+    return need.is_cached(cache_dir)
 
 
-def offline_reason(timeout: float = 2.0) -> str | None:
-    """Why downloads cannot happen from here (``None``: they can): ``HF_HUB_OFFLINE`` set, or no
-    answer from the hub endpoint within ``timeout`` seconds (one HEAD request, proxies honoured)."""
-    from huggingface_hub import constants
+def _cli_words(needs: Sequence[ModelNeed], cache_dir: str | Path | None) -> dict[str, Any]:
+    """The command line's words around the models table (:func:`gsam_runtime.hub.describe_missing`)."""
+    return {
+        "headline": "the models this command needs are not all on this machine, and ",
+        "also": ["(or `grounded-sam download` with the same model options)", *_gated(needs, cache_dir)],
+        "local": "Or point at local files: --detector path/to/save_pretrained_folder, "
+                 "--checkpoint path/to/sam2.1_hiera_tiny.pt (with --segmenter <config name>).",
+    }
 
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    if env or constants.HF_HUB_OFFLINE:
-        return "downloads are disabled (HF_HUB_OFFLINE=1)"
-    endpoint = hub_endpoint()
-    answer: list[bool] = []
 
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
-            answer.append(True)
-        except urllib.error.HTTPError:  # the server answered (even 4xx/5xx): it is reachable
-            answer.append(True)
-        except (OSError, ValueError):
-            answer.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # a slow DNS lookup cannot hold us longer
-    thread.start()
-    thread.join(timeout + 0.5)
-    return None if answer and answer[0] else f"there is no connection to the hub ({endpoint})"
+def _gated(needs: Sequence[ModelNeed], cache_dir: str | Path | None = None) -> list[str]:
+    """A line for each missing model whose licence must be accepted on the hub before it downloads."""
+    return [f"({n.source}: {n.licence})" for n in needs if "gated" in n.licence and not n.is_cached(cache_dir)]
 
 
 def check_models(needs: Sequence[ModelNeed], cache_dir: str | Path | None = None, *, go_offline: bool = False) -> None:
-    """Raise :class:`ModelsUnavailableError` when a needed model is not cached and cannot be
-    downloaded from here; the message lists every model, whether it is cached, and what to do.
+    """For the command line: raise :class:`MissingModelsError` when a needed model is not cached and
+    cannot be downloaded from here; the message lists every model, whether it is cached, and what to do.
 
     ``go_offline``: when every hub model is cached and the hub does not answer, switch this
     process to offline mode (``HF_HUB_OFFLINE``), so that the loaders read the cache at once
     instead of retrying the connection (call it before transformers is imported).
     """
-    missing = [n for n in needs if not is_cached(n, cache_dir)]
-    if not missing and not (go_offline and any(not n.local for n in needs)):
+    if not go_offline and all(n.is_cached(cache_dir) for n in needs):
         return
-    why = offline_reason()
-    if why is None:
-        return
-    if missing:
-        raise ModelsUnavailableError(describe_missing(needs, why, cache_dir))
-    from huggingface_hub import constants
+    if require_models(needs, cache_dir, **_cli_words(needs, cache_dir)):
+        from huggingface_hub import constants
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True
 
 
 def describe_missing(needs: Sequence[ModelNeed], why: str, cache_dir: str | Path | None = None) -> str:
-    from huggingface_hub import constants
+    """The command line's message for ``needs`` when some are missing and ``why`` they cannot be fetched."""
+    return describe_models(needs, why, cache_dir, **_cli_words(needs, cache_dir))
 
-    cache = Path(cache_dir or constants.HF_HUB_CACHE)
-    lines = [f"the models this command needs are not all on this machine, and {why}:"]
-    for n in needs:
-        state = "cached" if is_cached(n, cache_dir) else "NOT cached"
-        lines.append(f"  {n.role:<9} {n.name:<22} {n.source:<40} {state}")
-    remote = [n for n in needs if not n.local and not is_cached(n, cache_dir)]
-    lines.append("On a machine with internet access, fetch them:")
-    lines += [f"  {n.fetch_command()}" for n in remote]
-    lines.append("  (or `grounded-sam download` with the same model options)")
-    lines.append(f"then copy that machine's Hugging Face cache to {cache} (or point HF_HOME / HF_HUB_CACHE at a copy).")
-    lines.append("Or point at local files: --detector path/to/save_pretrained_folder, "
-                 "--checkpoint path/to/sam2.1_hiera_tiny.pt (with --segmenter <config name>).")
-    return "\n".join(lines)
+
+def pipeline_models(
+    caller: str,
+    detector: Any,
+    detector_model_id: str | None,
+    segmenter: Any,
+    checkpoint: str | Path | None,
+) -> bool:
+    """For ``GroundedSAM(...)`` (named ``caller`` in the message): raise :class:`MissingModelsError`,
+    naming every model, when one is neither cached nor downloadable; returns whether to load them in
+    :func:`gsam_runtime.hub.offline_mode` (all cached, the hub out of reach). Arguments it cannot
+    resolve (an unknown name, a missing path) are left to the loaders, which say what is wrong."""
+    try:
+        needs = models_needed(detector, detector_model_id, segmenter, checkpoint)
+    except (ValueError, FileNotFoundError, OSError):
+        return False
+    also = [] if all(n.is_cached() for n in needs) else [f"(or: {c})" for c in download_command(needs)] + _gated(needs)
+    return require_models(
+        needs, headline=f"{caller} needs models that are not all on this machine, and ", also=also,
+        local=f"Or load local files: {caller}(..., detector='path/to/save_pretrained_folder'"
+              + (", checkpoint='path/to/sam2.1_hiera_tiny.pt')." if any(n.role == "segmenter" for n in needs) else ")."))
+
+
+def download_command(needs: Sequence[ModelNeed]) -> list[str]:
+    """``["grounded-sam download [--preset NAME]"]`` when a bundled preset needs exactly the hub models of
+    ``needs``, else ``[]`` (the ``hf download`` commands of the models then say it)."""
+    from grounded_sam.pipeline.configs import list_pipeline_configs
+    from grounded_sam.pipeline.presets import load_preset
+
+    wanted = {n.source for n in needs if not n.local}
+    for preset in list_pipeline_configs():
+        kw = load_preset(preset)
+        try:
+            theirs = models_needed(kw.get("detector", DEFAULT_DETECTOR), kw.get("detector_model_id"),
+                                   kw.get("segmenter"), kw.get("checkpoint"))
+        except (ValueError, FileNotFoundError):
+            continue
+        if {n.source for n in theirs if not n.local} == wanted:
+            return ["grounded-sam download" + ("" if preset == "default" else f" --preset {preset}")]
+    return []
 
 
 # ---------------------------------------------------------------------------- download
@@ -324,6 +317,8 @@ def _files_to_fetch(need: ModelNeed, files: Sequence[str]) -> list[str]:
 def loading_error_message(e: Exception) -> str:
     """What the CLI (and the app, in its page) says when the models fail to load: for weights that
     are not cached and cannot be downloaded, where to get them."""
+    if isinstance(e, MissingModelsError):  # its message names every model and the commands
+        return f"error: {e}"
     text = str(e)
     offline = any(s in type(e).__name__ + text for s in ("NotCached", "LocalEntryNotFound", "offline", "OfflineMode", "couldn't connect", "Connection"))
     if offline:

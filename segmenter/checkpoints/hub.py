@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
+from gsam_runtime.hub import HubModel, MissingModelsError, looks_like_hub_id, require_models
 from segmenter.config import list_model_configs, load_model_config
 
-__all__ = ["resolve_checkpoint", "config_name_for_hub_id", "looks_like_path", "CheckpointNotCachedError"]
+__all__ = [
+    "resolve_checkpoint", "config_name_for_hub_id", "looks_like_path", "official_checkpoint_file", "checkpoint_need",
+    "require_checkpoint", "CheckpointNotCachedError",
+]
 
 TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 HF_WEIGHTS = "model.safetensors"
 HF_INDEX = "model.safetensors.index.json"
 
 
-class CheckpointNotCachedError(FileNotFoundError):
+class CheckpointNotCachedError(MissingModelsError):
     """A Hub checkpoint is needed but downloads are disabled and it is not in the local cache."""
 
 
@@ -37,13 +40,48 @@ def config_name_for_hub_id(hub_id: str) -> str | None:
 
 def looks_like_path(text: str) -> bool:
     """Whether ``text`` names a local file or folder rather than a hub repo id (``org/name``)."""
-    return (
-        text.startswith(("/", "./", "../", "~", "."))
-        or "\\" in text
-        or text.count("/") != 1
-        or Path(text).suffix in {*TORCH_SUFFIXES, ".safetensors", ".json"}
-        or bool(re.match(r"^[A-Za-z]:", text))
-    )
+    return not looks_like_hub_id(text)
+
+
+def official_checkpoint_file(config_name: str, repo_id: str) -> str | None:
+    """Meta's checkpoint file of the config when ``repo_id`` is Meta's own repo for it (its first hub id)."""
+    config = load_model_config(config_name)
+    return config.checkpoint_filename if config.hf_ids and config.hf_ids[0].lower() == repo_id.lower() else None
+
+
+def checkpoint_need(id_or_path: str | Path, config_name: str | None = None) -> HubModel | None:
+    """The hub model a checkpoint argument names (``None`` for a local path): the repo, and the file the
+    loader reads from it when known (Meta's ``.pt``, or the one ``.pt`` of an unknown repo in the cache)."""
+    text = str(id_or_path)
+    if isinstance(id_or_path, Path) or Path(text).expanduser().exists() or looks_like_path(text):
+        return None
+    known = config_name_for_hub_id(text)  # a repo no config lists: a single .pt already in the cache counts
+    file = official_checkpoint_file(known, text) if known else _cached_torch_file(text)
+    return HubModel("segmenter", known or config_name or "(inferred from the checkpoint)", text, checkpoint_file=file)
+
+
+def _cached_torch_file(repo_id: str) -> str | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    found = [p.name for p in folder.iterdir() if p.suffix in {".pt", ".pth"}]
+    return found[0] if len(found) == 1 else None
+
+
+def require_checkpoint(id_or_path: str | Path, config_name: str | None = None) -> bool:
+    """Before reading a checkpoint: :class:`gsam_runtime.hub.MissingModelsError` at once when it is a hub
+    repo neither cached nor downloadable (no retries); returns whether to read it in
+    :func:`gsam_runtime.hub.offline_mode` (cached, the hub out of reach)."""
+    need = checkpoint_need(id_or_path, config_name)
+    if need is None:
+        return False
+    return require_models([need], error=CheckpointNotCachedError, headline=(
+        "the segmenter checkpoint is not on this machine, and "), local=(
+        "Or pass the path of a local checkpoint (Meta's .pt / .pth, or a transformers save_pretrained folder)."))
 
 
 def _offline(local_files_only: bool | None) -> bool:
