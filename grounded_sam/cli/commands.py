@@ -13,14 +13,20 @@ from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
-from grounded_sam.cli.checks import input_files, print_models, run_download, sample_prompt
+from grounded_sam.cli.checks import (
+    check_label_folder, check_tracker_options, input_files, one_of, output_folder, print_models, run_download,
+    sample_prompt,
+)
+from grounded_sam.cli.device import check_torch_device
 from grounded_sam.cli.options import (
-    BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt, ExemplarsOpt, ImageSize, Multimask, NmsIou, OntologyFile,
-    Preset, Prompt, SampleOpt, SegmenterOpt, TextThr, ThresholdsOpt, build_pipeline, fail_loading,
+    LABEL_FORMATS, MEMORY_POLICIES, AutoSegmenterOpt, BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt,
+    ExemplarsOpt, ImageSize, Multimask, NmsIou, OntologyFile, Preset, Prompt, SampleOpt, SamplePrompt, SegmenterOpt,
+    TextThr, ThresholdsOpt, build_pipeline, fail_loading,
 )
 from grounded_sam.cli.quality import eval_command, tune_command
 from grounded_sam.pipeline.configs import list_pipeline_configs
 from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
+from grounded_sam.tracking.factory import TRACKERS
 
 app = typer.Typer(
     name="grounded-sam",
@@ -28,6 +34,7 @@ app = typer.Typer(
     "First run: `grounded-sam segment --sample` (needs the default models: `grounded-sam download`).",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command takes -h too
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: flags render as flags, [brackets] in help text stay as written
 )
@@ -111,7 +118,9 @@ def version() -> None:
 
 @app.command("models")
 def models() -> None:
-    """List the detectors and segmenters: hub ids, licences, the default, and what is cached here."""
+    """List the models: hub ids, licences, what is cached here.
+
+    Detectors and segmenters, the default of each marked, and the bundled presets."""
     print_models()
 
 
@@ -121,7 +130,9 @@ def download(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None,
 ) -> None:
-    """Download every model a preset needs (model options override it) into the Hugging Face cache."""
+    """Fetch the models a preset needs into the Hugging Face cache.
+
+    The model options override the preset's."""
     run_download(preset, dict(detector=detector, detector_model_id=detector_model_id, segmenter=segmenter,
                               checkpoint=checkpoint))
 
@@ -130,14 +141,16 @@ def download(
 def segment(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders.", show_default="the bundled sample")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for annotated images and JSON.")] = Path("grounded_sam_out"),
-    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
+    prompt: SamplePrompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
     exemplars: ExemplarsOpt = None, sample: SampleOpt = False,
 ) -> None:
-    """Segment images from text: annotated images + one JSON per image (COCO-RLE masks; "xyxy" the
-    detector's box, "bbox" the mask's box [x, y, width, height])."""
+    """Segment images from text into annotated images and JSON.
+
+    One JSON per image (COCO-RLE masks; "xyxy" the detector's box, "bbox" the mask's box
+    [x, y, width, height])."""
 
     prompts = read_exemplars(exemplars) if exemplars is not None else ExemplarFile((None, None), {})
     files = input_files(images, sample)
@@ -152,10 +165,9 @@ def segment(
     from grounded_sam.export.safe_io import atomic_write_text, safe_output_path
     from gsam_runtime.images import load_image
 
-    out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     progress, task = _progress(len(files), "segment")
-    with progress:
+    with output_folder(out), progress:  # the folder goes again when every image failed
         for path in files:
             try:
                 image = load_image(path)
@@ -176,8 +188,8 @@ def segment(
 def label(
     folder: Annotated[str, typer.Argument(help="Folder of images to label (with --backend ray also a pyarrow URI: s3://...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset output folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="coco | yolo | jsonl")] = "coco",
-    extension: Annotated[Optional[str], typer.Option("--extension", help="Extension(s), comma-separated (default: .jpg,.jpeg,.png; with --videos: every video type).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=" | ".join(LABEL_FORMATS), callback=one_of(LABEL_FORMATS))] = "coco",
+    extension: Annotated[Optional[str], typer.Option("--extension", help="Extension(s), comma-separated (default: every image type, as for segment; with --videos: every video type).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Also label images in subfolders.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Relabel the folder, with other settings too (without it, a rerun whose settings differ is refused and changes nothing); images reviewed in the app are kept.")] = False,
@@ -193,9 +205,9 @@ def label(
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
     exemplars: ExemplarsOpt = None,
     videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
-    tracker: Annotated[str, typer.Option("--tracker", help="With --videos: auto | sam2 | sam3 (as for track).")] = "auto",
-    redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).")] = None,
-    memory: Annotated[Optional[str], typer.Option("--memory", help="With --videos, sam2 tracker: memory policy per track (fifo | quality | samurai | distractor, as for track).", show_default="fifo")] = None,
+    tracker: Annotated[str, typer.Option("--tracker", help=f"With --videos: {' | '.join(TRACKERS)} (as for track).", callback=one_of(TRACKERS))] = "auto",
+    redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).", min=1)] = None,
+    memory: Annotated[Optional[str], typer.Option("--memory", help=f"With --videos, sam2 tracker: memory policy per track ({' | '.join(MEMORY_POLICIES)}, as for track).", show_default="fifo", callback=one_of(MEMORY_POLICIES))] = None,
 ) -> None:
     """Auto-label a folder into a COCO / YOLO-seg / JSONL dataset. Rerun the same command to resume.
 
@@ -211,6 +223,9 @@ def label(
     if "://" not in folder and not Path(folder).is_dir():
         what = "is not a folder" if Path(folder).exists() else "not found"
         raise typer.BadParameter(f"{what}: {folder!r}", param_hint="folder")
+    if videos:
+        check_tracker_options(tracker, detector, memory, redetect_every)
+    exts = check_label_folder(folder, extension, recursive, out, videos)
     prompts = read_exemplars(exemplars) if exemplars is not None else None
     ray_opts: dict[str, Any] = {}
     if backend == "ray":  # this process only lists, checks and assembles: its models stay on the CPU
@@ -222,8 +237,6 @@ def label(
     gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
-    text = extension or (None if videos else ".jpg,.jpeg,.png")  # None: every video type
-    exts = tuple(e.strip() for e in text.split(",") if e.strip()) if text else None
     video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every, memory=memory) if videos else {}
     visual: dict[str, Any] = {}
     if prompts is not None:  # image names in the file are paths relative to the folder
@@ -245,11 +258,11 @@ def label(
 def track(
     video: Annotated[Optional[str], typer.Argument(help="Video file or folder of frames.", show_default="the bundled sample clip")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (annotated MP4 + per-frame JSONL + COCO).")] = Path("grounded_sam_track"),
-    redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="sam2 tracker: run the detector every N frames (default 15).")] = None,
-    tracker: Annotated[str, typer.Option("--tracker", help="auto | sam2 | sam3 (auto: sam3's concept tracker for --detector sam3, else detect + SAM 2 memory).")] = "auto",
-    memory: Annotated[Optional[str], typer.Option("--memory", help="sam2 tracker: memory policy per track: fifo (SAM 2's) | quality (memory only from good frames) | samurai (+ motion cue vs look-alikes) | distractor (DAM4SAM-style distractor memory).", show_default="fifo")] = None,
+    redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="sam2 tracker: run the detector every N frames (default 15).", min=1)] = None,
+    tracker: Annotated[str, typer.Option("--tracker", help="auto | sam2 | sam3 (auto: sam3's concept tracker for --detector sam3, else detect + SAM 2 memory).", callback=one_of(TRACKERS))] = "auto",
+    memory: Annotated[Optional[str], typer.Option("--memory", help="sam2 tracker: memory policy per track: fifo (SAM 2's) | quality (memory only from good frames) | samurai (+ motion cue vs look-alikes) | distractor (DAM4SAM-style distractor memory).", show_default="fifo", callback=one_of(MEMORY_POLICIES))] = None,
     sample: SampleOpt = False,
-    prompt: Prompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
+    prompt: SamplePrompt = None, ontology: OntologyFile = None, config: Preset = None, thresholds: ThresholdsOpt = None,
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, image_size: ImageSize = None,
@@ -257,6 +270,7 @@ def track(
     """Track text-prompted objects through a video."""
     from grounded_sam.assets import sample_video
 
+    check_tracker_options(tracker, detector, memory, redetect_every)
     sampled = sample or video is None
     if sampled:
         if video is not None:
@@ -286,7 +300,7 @@ def track(
 def auto(
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders.", show_default="the bundled sample")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for annotated images and JSON.")] = Path("grounded_sam_auto"),
-    segmenter: SegmenterOpt = None, checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
+    segmenter: AutoSegmenterOpt = None, checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
     image_size: ImageSize = None,
     points_per_side: Annotated[int, typer.Option("--points-per-side", help="Prompt points along each side of the image (the grid has this squared).")] = 32,
     pred_iou_thresh: Annotated[float, typer.Option("--pred-iou-thresh", help="Keep masks whose predicted IoU is at least this.")] = 0.8,
@@ -294,7 +308,9 @@ def auto(
     min_mask_region_area: Annotated[int, typer.Option("--min-mask-region-area", help="Remove holes and islands smaller than this many pixels (0: off).")] = 0,
     sample: SampleOpt = False,
 ) -> None:
-    """Automatic masks (no text): annotated images + COCO-RLE JSON per image."""
+    """Automatic masks without text, as annotated images and JSON.
+
+    SAM's point-grid mask generator; COCO-RLE masks in one JSON per image."""
     files = input_files(images, sample)
     segmenter = segmenter or DEFAULT_SEGMENTER
     try:
@@ -304,12 +320,14 @@ def auto(
     except (ModelsUnavailableError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
+    check_torch_device(device)
     from grounded_sam.cli.auto import run_auto
 
-    failed = run_auto(files, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
-                      points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
-                      stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
-                      on_load_error=fail_loading)
+    with output_folder(out):  # the folder goes again when every image failed
+        failed = run_auto(files, out, segmenter=segmenter, checkpoint=checkpoint, device=device, image_size=image_size,
+                          points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+                          stability_score_thresh=stability_score_thresh, min_mask_region_area=min_mask_region_area,
+                          on_load_error=fail_loading)
     _report_failures(failed)
 
 
@@ -329,21 +347,41 @@ def app_command(
     box_threshold: BoxThr = None, text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None,
     image_size: ImageSize = None,
 ) -> None:
-    """Interactive browser app (Gradio; pip install 'grounded-sam[app]'): prompt, click, correct, review."""
+    """Open the browser app: prompt, click, correct, review.
+
+    It needs Gradio: pip install ".[app]" in the project folder."""
+    if review is not None and not review.is_dir():  # answered before Gradio and torch load
+        typer.secho(f"error: --review {review}: no such folder (give an output folder of `grounded-sam label`)",
+                    fg="red", err=True)
+        raise typer.Exit(2)
     try:
         from grounded_sam.app import AppModels, AppOptions, ModelOptions, build_app, launch
+        from grounded_sam.app.review import ReviewError, ReviewFolder
     except ImportError as e:
-        typer.secho(f"error: the app needs Gradio: pip install 'grounded-sam[app]' ({e})", fg="red", err=True)
+        typer.secho(f'error: the app needs Gradio: pip install ".[app]" in the project folder ({e})', fg="red", err=True)
         raise typer.Exit(2) from None
     try:
         options = AppOptions(host=host, port=port, share=share, max_upload_mb=max_upload_mb, review=review)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    try:
+        folder = None if review is None else ReviewFolder(review)
+    except (ReviewError, OSError) as e:
+        typer.secho(f"error: --review {review}: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     models = AppModels(ModelOptions(
         config=config, detector=detector, detector_model_id=detector_model_id, segmenter=segmenter,
         checkpoint=checkpoint, device=device, box_threshold=box_threshold, text_threshold=text_threshold,
         nms_iou=nms_iou, multimask=multimask, image_size=image_size))
-    launch(build_app(models, options), options)
+    status = models.status()  # the fast check: the terminal and the page say it before anyone clicks
+    typer.secho(status.text if status.ok else status.text + "\n(the app starts anyway; Detect answers with this "
+                "message until the models are here)", fg=None if status.ok else "yellow", err=True)
+    demo = build_app(models, options, review=folder)
+    _, local_url, share_url = launch(demo, options, block=False)  # quiet: gradio's advice names launch() arguments
+    reach = (f"public link: {share_url}" if share_url else "no public link could be made" if share
+             else "this machine only; --share for a public link" if host in ("127.0.0.1", "localhost") else host)
+    typer.echo(f"grounded-sam app on {local_url} ({reach}); Ctrl+C stops it")
+    demo.block_thread()
 
 
 def _version() -> str:

@@ -9,23 +9,31 @@ import typer
 
 from detectors import DEFAULT_MODEL_IDS, available_detectors
 from grounded_sam.assets import SAMPLE_PROMPT
-from grounded_sam.cli.checks import check_models_or_exit
+from grounded_sam.cli.checks import check_models_or_exit, read_ontology, yaml_problem
+from grounded_sam.cli.device import DEVICES, check_torch_device, device_option
 from grounded_sam.pipeline.configs import list_pipeline_configs
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from grounded_sam.pipeline.prompts import parse_prompt
 from segmenter.config import load_model_config
 
-__all__ = ["Prompt", "OntologyFile", "Preset", "DetectorOpt", "DetectorId", "SegmenterOpt", "CheckpointOpt", "DeviceOpt",
-           "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt", "ExemplarsOpt", "ImageSize", "ThresholdsOpt",
-           "build_pipeline", "fail_loading"]
+__all__ = ["Prompt", "SamplePrompt", "OntologyFile", "Preset", "DetectorOpt", "DetectorId", "SegmenterOpt",
+           "AutoSegmenterOpt", "CheckpointOpt", "DeviceOpt", "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt",
+           "ExemplarsOpt", "ImageSize", "ThresholdsOpt", "MEMORY_POLICIES", "LABEL_FORMATS", "build_pipeline",
+           "fail_loading"]
+
+# Names the CLI checks before any model loads. Their registries import torch (segmenter.video.policies)
+# or supervision (grounded_sam.labeling), so the CLI keeps copies; tests/test_cli_inputs.py compares them.
+MEMORY_POLICIES = ("fifo", "quality", "samurai", "distractor")
+LABEL_FORMATS = ("coco", "yolo", "jsonl")
 
 _DEFAULT_SEGMENTER_CONFIG = load_model_config(DEFAULT_SEGMENTER)
 _DEFAULT_DETECTOR_ID = DEFAULT_MODEL_IDS[DEFAULT_DETECTOR]
 
 # ---------------------------------------------------------------------------- shared options
-Prompt = Annotated[Optional[str], typer.Option(
-    "--prompt", "-p", help='What to find: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).',
-    show_default=f"none; with --sample: {SAMPLE_PROMPT!r}")]
+_PROMPT_HELP = 'What to find: "a dog:dog, puppy:dog, person" (caption[:class], comma-separated).'
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help=_PROMPT_HELP, show_default="none")]
+SamplePrompt = Annotated[Optional[str], typer.Option(  # for the commands with --sample
+    "--prompt", "-p", help=_PROMPT_HELP, show_default=f"none; with --sample: {SAMPLE_PROMPT!r}")]
 OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="Ontology YAML (plain {caption: class} or the rich form), instead of --prompt.")]
 Preset = Annotated[Optional[str], typer.Option(
     "--config", help=f"Pipeline preset: a YAML path or a bundled name ({', '.join(list_pipeline_configs())}); "
@@ -36,13 +44,18 @@ DetectorOpt = Annotated[Optional[str], typer.Option(
 DetectorId = Annotated[Optional[str], typer.Option(
     "--detector-model-id", help="Hub id of another checkpoint of the --detector family (a local folder goes to --detector).",
     show_default="the family's default, see `grounded-sam models`")]
+_SEGMENTER_HELP = "Segmenter config name (`grounded-sam models`), or a hub id / checkpoint path whose config is inferred."
+_SEGMENTER_DEFAULT = f"{DEFAULT_SEGMENTER} with {_DEFAULT_SEGMENTER_CONFIG.hf_ids[0]}"
 SegmenterOpt = Annotated[Optional[str], typer.Option(
-    "--segmenter", help="Segmenter config name (`grounded-sam models`), or a hub id / checkpoint path whose config is inferred.",
-    show_default=f"{DEFAULT_SEGMENTER} with {_DEFAULT_SEGMENTER_CONFIG.hf_ids[0]}; none for --detector sam3")]
+    "--segmenter", help=_SEGMENTER_HELP, show_default=f"{_SEGMENTER_DEFAULT}; none for --detector sam3")]
+AutoSegmenterOpt = Annotated[Optional[str], typer.Option(  # for `auto`, which has no detector
+    "--segmenter", help=_SEGMENTER_HELP, show_default=_SEGMENTER_DEFAULT)]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "--checkpoint", help="Weights for a --segmenter config name: a .pt/.pth, safetensors file, folder or hub id.",
     show_default="the config's hub id")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda | cuda:N | mps | cpu.", show_default="cuda, else mps, else cpu")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help=f"{DEVICES}; checked against this machine before any model loads.",
+    show_default="cuda, else mps, else cpu", callback=device_option)]
 BoxThr = Annotated[Optional[float], typer.Option(
     "--box-threshold", help="Detector score threshold.", show_default="the detector family's own, see `grounded-sam models`")]
 TextThr = Annotated[Optional[float], typer.Option(
@@ -77,8 +90,8 @@ def _apply_thresholds(ontology: Any, path: Path) -> Any:
         raise typer.BadParameter(f"file not found: {str(path)!r}", param_hint="--thresholds")
     try:
         tuned = CaptionOntology.from_yaml(path)
-    except (ValueError, OSError) as e:
-        raise typer.BadParameter(f"{str(path)!r}: {e}", param_hint="--thresholds") from None
+    except (ValueError, TypeError, OSError) as e:
+        raise typer.BadParameter(f"{str(path)!r}: {yaml_problem(e)}", param_hint="--thresholds") from None
     found = {c: tuned.threshold(c) for c in tuned.classes() if tuned.threshold(c) is not None}
     if not set(found) & set(ontology.classes()):
         raise typer.BadParameter(f"{str(path)!r} has thresholds for {sorted(found)}, none of the classes "
@@ -98,12 +111,16 @@ def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None
 
     kwargs: dict[str, Any] = {}
     if config:
+        import yaml
+
         from grounded_sam.pipeline.presets import load_preset
 
         try:
             kwargs.update(load_preset(config))
-        except (FileNotFoundError, ValueError) as e:
-            raise typer.BadParameter(str(e), param_hint="--config") from None
+        except (FileNotFoundError, ValueError, TypeError, yaml.YAMLError) as e:
+            problem = yaml_problem(e)
+            where = f"{config!r}: " if problem.startswith("invalid YAML") else ""  # the others name the file
+            raise typer.BadParameter(where + problem, param_hint="--config") from None
     if prompt and ontology:
         raise typer.BadParameter("give either --prompt or --ontology, not both")
     if prompt:
@@ -112,9 +129,7 @@ def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--prompt") from None
     elif ontology:
-        if not ontology.is_file():
-            raise typer.BadParameter(f"file not found: {str(ontology)!r}", param_hint="--ontology")
-        kwargs["ontology"] = CaptionOntology.from_yaml(ontology)
+        kwargs["ontology"] = read_ontology(ontology)
     if "ontology" not in kwargs:
         raise typer.BadParameter("say what to find with --prompt \"a dog:dog, person\" or --ontology file.yaml")
     if thresholds is not None:
@@ -123,6 +138,7 @@ def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None
                                                thresholds)
     kwargs.update({key: value for key, value in opts.items() if value is not None})
     check_models_or_exit(kwargs)
+    check_torch_device(kwargs.get("device"))  # torch loads now anyway
     from grounded_sam.api import GroundedSAM
 
     try:

@@ -51,8 +51,10 @@ def eval_command(
                                                  "(predictions of other images are left out, not an error).")] = False,
     iou: Annotated[float, typer.Option("--iou", help="IoU at which the per-class precision / recall / F1 count a match.")] = 0.5,
 ) -> None:
-    """Score labels against ground truth: COCO box / mask AP (pycocotools), SAM 3's cgF1, per-class
-    precision / recall / F1 and class confusions; or compare pipeline presets on it (--compare)."""
+    """Score labels against ground truth, or compare presets on it.
+
+    COCO box / mask AP (pycocotools), SAM 3's cgF1, per-class precision / recall / F1 and class
+    confusions; with --compare, pipeline presets run on the ground truth's images."""
     mapping = parse_class_map(class_map)
     if not 0.0 < iou <= 1.0:
         raise typer.BadParameter(f"must be in (0, 1], got {iou}", param_hint="--iou")
@@ -100,9 +102,11 @@ def tune_command(
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
 ) -> None:
-    """Tune per-class score thresholds (and with --candidates, captions) on ground truth: one pass of
-    the models, then an offline sweep; writes the ontology with them (label / segment / track take
-    it with --ontology, or its thresholds alone with --thresholds)."""
+    """Tune per-class score thresholds on ground truth.
+
+    With --candidates, captions too: one pass of the models, then an offline sweep; writes the
+    ontology with them (label / segment / track take it with --ontology, or its thresholds alone
+    with --thresholds)."""
     from grounded_sam.evaluation.captions import parse_candidates
     from grounded_sam.evaluation.objectives import parse_objective
 

@@ -33,6 +33,7 @@ PredictBatchFn = Callable[[list[np.ndarray]], list[sv.Detections]]
 
 OUTPUT_NAMES = (STORE_DIR, f"{STORE_DIR}/records", "images", "labels", "annotations.json", "annotations.jsonl",
                 "data.yaml")  # what a job may write in its output folder
+SHOWN_OTHERS = 5  # files the summary names of those left out for their extension
 
 
 @dataclass
@@ -51,6 +52,8 @@ class LabelReport:
     retried: dict[str, int] = field(default_factory=dict)  # path -> times re-run after its worker was lost
     unit: str = "images"  # what total / labeled count ("videos" for a video job)
     kept_reviewed: int = 0  # reviewed records an overwrite kept (counted in skipped when still valid)
+    other_files: list[str] = field(default_factory=list)  # files left out for their extension (relative paths)
+    extensions: tuple[str, ...] = ()  # the extensions looked for
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,11 @@ class LabelReport:
         ]
         lines += [f"  failed: {p}: {reason}" for p, reason in self.failed.items()]
         lines += [f"  retried: {p} ({n}x)" for p, n in self.retried.items()]
+        if self.other_files:
+            shown = ", ".join(self.other_files[:SHOWN_OTHERS])
+            more = f" and {len(self.other_files) - SHOWN_OTHERS} more" if len(self.other_files) > SHOWN_OTHERS else ""
+            lines.append(f"  not labeled: {len(self.other_files)} file(s) whose extension is not "
+                         f"{', '.join(self.extensions)} ({shown}{more})")
         return "\n".join(lines)
 
 
@@ -124,7 +132,8 @@ def prepare_job(
         safe_output_path(out, name)
     config = job_fingerprint(names, fingerprint, listing.input_id)
     out.mkdir(parents=True, exist_ok=True)
-    report = LabelReport(output_folder=out, format=options.format, total=len(listing.items))
+    report = LabelReport(output_folder=out, format=options.format, total=len(listing.items),
+                         other_files=list(listing.others), extensions=listing.extensions)
     store = RecordStore.open(out, config, options.overwrite,
                              options.discard_reviewed)
     report.kept_reviewed = store.kept_reviewed

@@ -72,7 +72,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise ImportError('the Ray backend needs Ray: pip install "grounded-sam[ray]"') from e
+        raise ImportError('the Ray backend needs Ray: pip install ".[ray]" in the project folder') from e
     return ray
 
 

@@ -4,7 +4,7 @@ An item knows its POSIX path relative to the input folder (``rel``, the key of i
 reports name it, its size and mtime (a record stays valid while they do not change), how to
 decode it (:func:`gsam_runtime.images.load_image`) and how to copy its bytes into the dataset.
 
-Local folders are listed by :func:`list_local_items` (:func:`~grounded_sam.pipeline.files.list_images`'s
+Local folders are listed by :func:`list_local_items` (:func:`~grounded_sam.pipeline.files.scan_folder`'s
 rules); a URI that pyarrow understands (``s3://``, ``gs://``, ``hdfs://``, ``abfs://`` ...), or a
 path on an explicit ``pyarrow.fs.FileSystem``, by :func:`list_remote_images`, with the same rules.
 """
@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from grounded_sam.export.safe_io import atomic_copy, atomic_open
-from grounded_sam.pipeline.files import list_images, normalise_extensions
+from grounded_sam.pipeline.files import normalise_extensions, scan_folder
 from gsam_runtime.images import load_image, load_image_bytes
 
 __all__ = ["LabelItem", "RemoteItem", "Listing", "list_local_items", "list_remote_images", "is_remote",
@@ -80,10 +80,16 @@ class RemoteItem(LabelItem):
 
 @dataclass(frozen=True)
 class Listing:
-    """The inputs of a job: the input folder as records and reports name it, and its images."""
+    """The inputs of a job: the input folder as records and reports name it, and its images.
+
+    ``others``: the files left out for their extension (relative paths; local folders only), and
+    ``extensions`` the ones looked for, so that the report can say what it did not label.
+    """
 
     input_id: str
     items: list[LabelItem]
+    others: list[str] = field(default_factory=list)
+    extensions: tuple[str, ...] = ()
 
 
 def list_local_items(
@@ -93,8 +99,9 @@ def list_local_items(
     root = Path(input_folder).resolve()
     if output == root:
         raise ValueError(f"output_folder must differ from input_folder ({root})")
-    paths = list_images(root, extension, recursive=recursive, exclude=output)
-    return Listing(str(root), [LabelItem(p, p.relative_to(root).as_posix()) for p in paths])
+    scan = scan_folder(root, extension, recursive=recursive, exclude=output)
+    return Listing(str(root), [LabelItem(p, p.relative_to(root).as_posix()) for p in scan.files],
+                   [p.relative_to(root).as_posix() for p in scan.others], normalise_extensions(extension))
 
 
 def is_remote(folder: Any, filesystem: Any = None) -> bool:
@@ -113,7 +120,7 @@ def list_remote_images(
 ) -> tuple[str, list[RemoteItem], Any]:
     """``(input id, items, filesystem)`` for a URI or a path on ``filesystem``.
 
-    The rules of :func:`~grounded_sam.pipeline.files.list_images`: case-insensitive extensions, hidden
+    The rules of :func:`~grounded_sam.pipeline.files.scan_folder`: case-insensitive extensions, hidden
     files and folders skipped, sorted by the POSIX path relative to ``folder``.
     """
     from pyarrow import fs as pafs

@@ -47,12 +47,12 @@ from grounded_sam.labeling.options import LabelOptions, RayOptions, split_option
 from grounded_sam.labeling.ray_pool import PoolTask, import_ray, init_ray, run_pool
 from grounded_sam.labeling.sources import LabelItem, list_local_items, local_folder
 from grounded_sam.labeling.store import StoredRecord
+from grounded_sam.pipeline.files import VIDEO_EXTENSIONS
 from grounded_sam.tracking.factory import TRACKERS
 
 __all__ = ["VIDEO_EXTENSIONS", "TrackOptions", "VideoResult", "track_video", "label_videos", "label_videos_ray",
            "INDEX_NAME", "VIDEOS_DIR"]
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
 VIDEOS_DIR = "videos"
 INDEX_NAME = "index.json"
 

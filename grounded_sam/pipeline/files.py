@@ -1,15 +1,19 @@
-"""Finding the images of a folder: extensions matched case-insensitively, hidden files skipped, sorted."""
+"""Finding the images (or videos) of a folder: extensions matched case-insensitively, hidden files
+skipped, sorted; :func:`scan_folder` also names the files it left out, so a command can say so."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "normalise_extensions"]
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "FolderScan", "scan_folder", "list_images", "normalise_extensions"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""Extensions :func:`list_images` matches when ``extension=None``."""
+"""Extensions :func:`list_images` matches when ``extension=None``: the one list of every command."""
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
+"""Extensions of the videos a video labeling job picks up by default."""
 
 
 def normalise_extensions(extension: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -28,6 +32,49 @@ def normalise_extensions(extension: str | Sequence[str] | None) -> tuple[str, ..
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class FolderScan:
+    """What :func:`scan_folder` found: the matching files and the other (non-hidden) files it left out."""
+
+    files: list[Path]
+    others: list[Path]
+
+
+def scan_folder(
+    folder: str | os.PathLike,
+    extension: str | Sequence[str] | None = ".jpg",
+    recursive: bool = False,
+    exclude: str | os.PathLike | None = None,
+) -> FolderScan:
+    """The files of ``folder`` whose name ends with ``extension`` (rules of :func:`list_images`), and
+    the other files of the folders it looked in (hidden ones and ``exclude``'s aside), both sorted."""
+    root = Path(folder)
+    if not root.exists():
+        raise FileNotFoundError(f"input folder not found: {str(root)!r}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {str(root)!r}")
+    suffixes = normalise_extensions(extension)
+    skip = os.path.realpath(exclude) if exclude is not None else None
+    found: list[tuple[str, Path]] = []
+    others: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if skip is not None and os.path.realpath(here) == skip:
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        for f in filenames:
+            p = here / f
+            if f.startswith(".") or not p.is_file():
+                continue
+            (found if f.lower().endswith(suffixes) else others).append((p.relative_to(root).as_posix(), p))
+    return FolderScan(_by_rel(found), _by_rel(others))
+
+
+def _by_rel(entries: list[tuple[str, Path]]) -> list[Path]:
+    return [p for _, p in sorted(entries, key=lambda t: t[0])]
+
+
 def list_images(
     folder: str | os.PathLike,
     extension: str | Sequence[str] | None = ".jpg",
@@ -43,25 +90,4 @@ def list_images(
     Sorted by the path relative to ``folder`` (POSIX form), so the order is the same on every
     platform and run.
     """
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"input folder not found: {str(root)!r}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"not a folder: {str(root)!r}")
-    suffixes = normalise_extensions(extension)
-    skip = os.path.realpath(exclude) if exclude is not None else None
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if skip is not None and os.path.realpath(here) == skip:
-            dirnames[:] = []
-            continue
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
-        for f in filenames:
-            if f.startswith(".") or not f.lower().endswith(suffixes):
-                continue
-            p = here / f
-            if p.is_file():
-                found.append((p.relative_to(root).as_posix(), p))
-    found.sort(key=lambda t: t[0])
-    return [p for _, p in found]
+    return scan_folder(folder, extension, recursive, exclude).files
