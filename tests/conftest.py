@@ -16,6 +16,9 @@ if "GROUNDED_SAM_CACHE" not in os.environ:  # weight hashes (grounded_sam.pipeli
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from huggingface_hub import constants  # noqa: E402
+
+import hub_world as _hub_world  # noqa: E402
 
 try:
     import torch  # noqa: E402
@@ -95,3 +98,22 @@ def tiny_models(tmp_path_factory) -> TinyModels:
             save_tiny_sam(root)
             (root / "complete").touch()
     return TinyModels(root / "owl", root / "sam2.1_hiera_tiny.pt")
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def no_connection(monkeypatch) -> str:
+    """Downloads allowed, but the hub is a port where nothing listens (a new one each time: no answer reused)."""
+    endpoint = f"http://127.0.0.1:{_hub_world.closed_port()}"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    return endpoint

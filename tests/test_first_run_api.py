@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,12 +33,6 @@ OWL = "google/owlv2-base-patch16-ensemble"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
-
-
 def _cache_repo(cache: Path, repo_id: str, files: Path | list[Path]) -> None:
     """Put ``files`` (or a folder's files) into ``cache`` as the hub's snapshot of ``repo_id``."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
@@ -49,25 +42,6 @@ def _cache_repo(cache: Path, repo_id: str, files: Path | list[Path]) -> None:
     snapshot.mkdir(parents=True, exist_ok=True)
     for f in sorted(files.iterdir()) if isinstance(files, Path) else files:
         shutil.copy(f, snapshot / f.name)
-
-
-@pytest.fixture
-def empty_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def no_connection(monkeypatch) -> str:
-    """Downloads allowed, but the hub is a port where nothing listens (a new one each time: no answer reused)."""
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    return endpoint
 
 
 def _fails_fast(call, *hub_ids: str) -> MissingModelsError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
+from hub_world import closed_port
 
 import grounded_sam.pipeline.hub as pipeline_hub
 from grounded_sam import api
@@ -29,29 +28,6 @@ FAST_S = 3.0  # the issue's bound (a Detect waited 25.8 s of retries before its 
 CAPTIONS = {"a cat": "cat"}
 DETECTOR, SEGMENTER = "iSEE-Laboratory/llmdet_tiny", "facebook/sam2.1-hiera-tiny"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def empty_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def no_connection(monkeypatch) -> str:
-    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there; a new one each time
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    return endpoint
 
 
 def _counting(monkeypatch, module, name: str) -> list[int]:
@@ -163,7 +139,7 @@ def test_app_start_up_speaks_in_the_clis_words(tmp_path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("error: --review not_a_dataset:") and "is not an output folder" in r.stderr
 
-    port = _free_port()
+    port = closed_port()
     proc = subprocess.Popen([sys.executable, "-m", "grounded_sam.cli", "app", "--port", str(port)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(tmp_path))
     try:
