@@ -200,6 +200,9 @@ class GroundedSAM(Pipeline):
         policy, ``"fifo"`` (SAM 2's, the default), ``"quality"``, ``"samurai"`` or ``"distractor"``
         (:mod:`segmenter.video.policies`). ``kwargs`` go to the tracker.
         """
+        if self.tiling is not None:
+            raise ValueError("tiled detection (tile=...) works on images only for now; track with a pipeline "
+                             "built without tile")
         if memory is not None:
             kwargs["memory"] = memory
         for t, _, det in self.make_tracker(tracker, redetect_every=redetect_every, **kwargs).frames(video):

@@ -18,8 +18,8 @@ from segmenter.config import load_model_config
 
 __all__ = ["Prompt", "SamplePrompt", "OntologyFile", "Preset", "DetectorOpt", "DetectorId", "SegmenterOpt",
            "AutoSegmenterOpt", "CheckpointOpt", "DeviceOpt", "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt",
-           "ExemplarsOpt", "ImageSize", "ThresholdsOpt", "MEMORY_POLICIES", "LABEL_FORMATS", "build_pipeline",
-           "fail_loading"]
+           "ExemplarsOpt", "ImageSize", "ThresholdsOpt", "TileOpt", "TileOverlapOpt", "MEMORY_POLICIES",
+           "LABEL_FORMATS", "build_pipeline", "fail_loading"]
 
 # Names the CLI checks before any model loads. Their registries import torch (segmenter.video.policies)
 # or supervision (grounded_sam.labeling), so the CLI keeps copies; tests/test_cli_inputs.py compares them.
@@ -75,6 +75,41 @@ ExemplarsOpt = Annotated[Optional[Path], typer.Option("--exemplars", help=(
 ImageSize = Annotated[Optional[int], typer.Option(
     "--image-size", help="Segmenter input size in pixels (a multiple of 32 for SAM 2).",
     show_default=str(_DEFAULT_SEGMENTER_CONFIG.image_size))]
+
+
+def _tile_option(value: str | None) -> int | str | None:
+    """``--tile``: a size in pixels or ``auto``, checked before any model loads."""
+    if value is None:
+        return None
+    from grounded_sam.pipeline.tiling import TileOptions
+
+    tile: int | str = int(value) if value.strip().isdigit() else value.strip()
+    try:
+        TileOptions(tile)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return tile
+
+
+def _tile_overlap_option(value: float | None) -> float | None:
+    if value is None:
+        return None
+    from grounded_sam.pipeline.tiling import MIN_TILE, TileOptions
+
+    try:
+        TileOptions(MIN_TILE, value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
+
+
+TileOpt = Annotated[Optional[str], typer.Option(
+    "--tile", help="Detect on overlapping TILE x TILE windows of each image (pixels, >= 32), or 'auto' (the detector's "
+    "input size, for images over twice as large); pieces of an object cut by tile borders are merged. For large images "
+    "with small objects.", show_default="off: the detector sees the whole image", callback=_tile_option)]
+TileOverlapOpt = Annotated[Optional[float], typer.Option(
+    "--tile-overlap", help="With --tile: the fraction of a tile that neighbouring tiles share, in [0, 0.9).",
+    show_default="0.2", callback=_tile_overlap_option)]
 
 
 ThresholdsOpt = Annotated[Optional[Path], typer.Option(
@@ -136,6 +171,8 @@ def build_pipeline(prompt: str | None, ontology: Path | None, config: str | None
         onto = kwargs["ontology"]
         kwargs["ontology"] = _apply_thresholds(onto if isinstance(onto, CaptionOntology) else CaptionOntology(onto),
                                                thresholds)
+    if opts.get("tile_overlap") is not None and opts.get("tile") is None:
+        raise typer.BadParameter("applies to tiled detection; give --tile too", param_hint="--tile-overlap")
     kwargs.update({key: value for key, value in opts.items() if value is not None})
     check_models_or_exit(kwargs)
     check_torch_device(kwargs.get("device"))  # torch loads now anyway

@@ -9,6 +9,9 @@ One image is decoded once, encoded once by the segmenter, and all of its boxes a
 the mask decoder in one batched call. A detector that returns masks itself (``sam3``; see
 ``detectors.returns_masks``) needs no segmenter: its masks are used as they are, unless a
 segmenter is given explicitly, which then re-segments the detector's boxes.
+
+With ``tile`` the detector sees overlapping tiles of each image (:mod:`grounded_sam.pipeline.tiling`);
+the merged boxes are segmented on the whole image as without tiles.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from detectors import (
 from detectors.ontology_ops import empty_detections
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from grounded_sam.pipeline.hub import pipeline_models
+from grounded_sam.pipeline.tiling import DEFAULT_TILE_OVERLAP, TileOptions, detect_tiled
 from ontologies import CaptionOntology
 from gsam_runtime.device import resolve_device
 from gsam_runtime.hub import MissingModelsError, offline_mode
@@ -59,6 +63,10 @@ class Pipeline:
         image_size: segmenter input resolution (default: the config's, 1024).
         min_hole_area, min_island_area, smooth_kernel: optional mask post-processing in pixels.
         detector_options: extra options for :func:`detectors.load_detector`.
+        tile: detect on overlapping ``tile`` x ``tile`` windows of each image (pixels, >= 32), or
+            ``"auto"``: the detector's input side, for images over twice as large; ``None``: off.
+            Pieces of one object cut by tile borders are merged (:mod:`grounded_sam.pipeline.tiling`).
+        tile_overlap: fraction of ``tile`` that neighbouring tiles share, in ``[0, 0.9)``.
 
     Models given by name or hub id are checked before any loads: one that is neither cached nor
     downloadable from here raises :class:`gsam_runtime.hub.MissingModelsError` at once, naming every
@@ -84,6 +92,8 @@ class Pipeline:
         min_island_area: int = 0,
         smooth_kernel: int = 0,
         detector_options: Mapping[str, Any] | None = None,
+        tile: int | str | None = None,
+        tile_overlap: float = DEFAULT_TILE_OVERLAP,
     ) -> None:
         self.ontology = ontology if isinstance(ontology, CaptionOntology) else CaptionOntology(dict(ontology))
         self._spec: dict[str, Any] = dict(  # what spec() hands to Ray workers
@@ -91,7 +101,9 @@ class Pipeline:
             text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, detector_model_id=detector_model_id,
             checkpoint=checkpoint, image_size=image_size, min_hole_area=min_hole_area, min_island_area=min_island_area,
             smooth_kernel=smooth_kernel, detector_options=dict(detector_options) if detector_options else None,
+            tile=tile, tile_overlap=tile_overlap,
         )
+        self.tiling = _tile_options(tile, tile_overlap)  # checked before any model loads
         self.device = resolve_device(device)
         self.multimask = bool(multimask)
         self.min_hole_area, self.min_island_area, self.smooth_kernel = min_hole_area, min_island_area, smooth_kernel
@@ -176,14 +188,20 @@ class Pipeline:
         image: Any,
         exemplars: Mapping[str, Any] | None = None,
         negative_exemplars: Mapping[str, Any] | None = None,
+        *,
+        tile: int | str | None = None,
+        overlap: float | None = None,
     ) -> sv.Detections:
         """Detections with masks for one image (path, PIL image or RGB uint8 array).
 
         ``exemplars`` / ``negative_exemplars``: visual prompts ``{class name: [[x1, y1, x2, y2],
         ...]}`` in the image's pixels: find every instance like (unlike) the given boxes, with the
         class's captions. Only detectors that take visual prompts accept them (``sam3``).
+        ``tile`` / ``overlap``: tiled detection for this call (as the constructor's ``tile`` /
+        ``tile_overlap``, which apply when these are not given).
         """
-        return self.predict_batch([image], exemplars=exemplars, negative_exemplars=negative_exemplars)[0]
+        return self.predict_batch([image], exemplars=exemplars, negative_exemplars=negative_exemplars,
+                                  tile=tile, overlap=overlap)[0]
 
     @torch.inference_mode()
     def predict_batch(
@@ -191,6 +209,9 @@ class Pipeline:
         images: Sequence[Any],
         exemplars: Any = None,
         negative_exemplars: Any = None,
+        *,
+        tile: int | str | None = None,
+        overlap: float | None = None,
     ) -> list[sv.Detections]:
         """:meth:`predict` for several images: one detector batch, one segmenter encoder batch.
 
@@ -203,7 +224,7 @@ class Pipeline:
         arrays = [load_image(im) for im in images]
         if not arrays:
             return []
-        found = self._detect(arrays, exemplars, negative_exemplars)
+        found = self._detect(arrays, exemplars, negative_exemplars, self._tiling_for(tile, overlap))
         if self.predictor is None:  # the detector's own masks
             return [self._finish_detector_masks(img, dets) for img, dets in zip(arrays, found)]
         if any(len(d) for d in found):
@@ -213,7 +234,23 @@ class Pipeline:
             for i, (img, dets) in enumerate(zip(arrays, found))
         ]
 
-    def _detect(self, arrays: list[np.ndarray], exemplars: Any, negative_exemplars: Any) -> list[sv.Detections]:
+    def _tiling_for(self, tile: int | str | None, overlap: float | None) -> TileOptions | None:
+        """The tiling of one call: its ``tile`` / ``overlap`` over the pipeline's own."""
+        if tile is None and overlap is None:
+            return self.tiling
+        base = self.tiling
+        if tile is None and base is None:
+            raise ValueError("overlap applies to tiled detection; give tile=... too (e.g. tile=1024, overlap=0.2)")
+        if overlap is None:
+            overlap = base.overlap if base is not None else DEFAULT_TILE_OVERLAP
+        return _tile_options(base.tile if tile is None and base is not None else tile, overlap)
+
+    def _detect(self, arrays: list[np.ndarray], exemplars: Any, negative_exemplars: Any,
+                tiling: TileOptions | None = None) -> list[sv.Detections]:
+        if tiling is not None:
+            if exemplars is not None or negative_exemplars is not None:
+                raise ValueError("exemplars (visual prompts) do not work with tiled detection yet; leave tile unset")
+            return detect_tiled(self.detector, arrays, self.ontology, tiling)
         if exemplars is None and negative_exemplars is None:
             return self.detector.detect(arrays, self.ontology)
         self.check_exemplars_supported()
@@ -264,9 +301,9 @@ class Pipeline:
         """Every setting that can change a label, as JSON (:mod:`grounded_sam.pipeline.fingerprint`): the
         ontology (per-class thresholds and negatives included), the detector's family, options in
         effect and weights by content, the segmenter's config, weights, input size, mask threshold
-        and ``multimask``, and the mask post-processing. ``text_threshold`` acts through the
-        detector's effective ``box_threshold`` (the higher of the two). A ``label`` rerun into a
-        folder labeled with another fingerprint is refused."""
+        and ``multimask``, the mask post-processing, and the tiling (only when on). ``text_threshold``
+        acts through the detector's effective ``box_threshold`` (the higher of the two). A ``label``
+        rerun into a folder labeled with another fingerprint is refused."""
         from grounded_sam.pipeline.fingerprint import FINGERPRINT_VERSION, detector_fingerprint, segmenter_fingerprint
 
         return {
@@ -276,7 +313,21 @@ class Pipeline:
             "segmenter": None if self.predictor is None else segmenter_fingerprint(self.predictor, self.multimask),
             "postprocess": {"min_hole_area": self.min_hole_area, "min_island_area": self.min_island_area,
                             "smooth_kernel": self.smooth_kernel},
+            # absent when untiled, so that jobs labeled before tiling existed still match
+            **({"tiling": self.tiling.fingerprint()} if self.tiling is not None else {}),
         }
+
+
+def _tile_options(tile: int | str | None, overlap: float) -> TileOptions | None:
+    """Checked tile settings (``tile`` may be a numeric string, as from a preset); ``None``: untiled."""
+    if tile is None:
+        return None
+    if isinstance(tile, str) and tile != "auto":
+        try:
+            tile = int(tile)
+        except ValueError:
+            pass  # TileOptions says what a tile is
+    return TileOptions(tile, overlap)
 
 
 def empty_result(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:

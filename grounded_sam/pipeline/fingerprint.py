@@ -7,7 +7,9 @@ by content (:mod:`grounded_sam.pipeline.weights`): the same weights at another p
 
 Left out on purpose: the device and autocast (the same model on CPU and CUDA labels alike up to
 bf16 rounding), batch sizes and other speed-only options. A new option that can change a label
-(tiling, say) joins the fingerprint in the same change, or a rerun could mix it into a dataset.
+joins the fingerprint in the same change, or a rerun could mix it into a dataset: tiled detection
+(:mod:`grounded_sam.pipeline.tiling`) adds a ``"tiling"`` entry, left out when off so that jobs
+labeled before tiling existed still match.
 """
 
 from __future__ import annotations
