@@ -34,11 +34,12 @@ except ImportError:  # packaging/CLI tests run without torch too
 # The browser and Ray files ("heavy", one group: one worker, ~200 s) go last, when the other worker has
 # little left: a Ray cluster starved of CPU misses its health checks. The numbers only order the work.
 EXPECTED_SECONDS = {
-    "heavy": -1, "test_parity_video": 57, "test_video_predictor": 54, "test_parity_amg": 50, "test_cli": 49,
+    "heavy": -1, "test_onnx_export": 90, "test_parity_video": 57, "test_video_predictor": 54, "test_parity_amg": 50, "test_cli": 49,
     "test_video_memory": 48, "test_compat": 41, "test_notebooks": 33, "test_parity_image_predictor": 32,
     "test_sam3_tracking": 25, "test_inference_mode": 24, "test_parity_sam1": 23, "test_build": 23,
     "test_parity_image_encoder": 22, "test_first_run": 22, "test_parity_heads": 20, "test_parity_memory": 20,
     "test_video_labeling": 19, "test_build_spec": 15, "test_pipeline_sam3": 13, "test_checkpoint": 12,
+    "test_tiling": 30, "test_first_run_app": 20, "test_cli_inputs": 15,
 }
 
 

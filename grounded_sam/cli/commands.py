@@ -21,8 +21,9 @@ from grounded_sam.cli.device import check_torch_device
 from grounded_sam.cli.options import (
     LABEL_FORMATS, MEMORY_POLICIES, AutoSegmenterOpt, BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt,
     ExemplarsOpt, ImageSize, Multimask, NmsIou, OntologyFile, Preset, Prompt, SampleOpt, SamplePrompt, SegmenterOpt,
-    TextThr, ThresholdsOpt, build_pipeline, fail_loading,
+    TextThr, ThresholdsOpt, TileOpt, TileOverlapOpt, build_pipeline, fail_loading,
 )
+from grounded_sam.cli.export import export_command
 from grounded_sam.cli.quality import eval_command, tune_command
 from grounded_sam.pipeline.configs import list_pipeline_configs
 from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
@@ -145,7 +146,7 @@ def segment(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
-    exemplars: ExemplarsOpt = None, sample: SampleOpt = False,
+    exemplars: ExemplarsOpt = None, sample: SampleOpt = False, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None,
 ) -> None:
     """Segment images from text into annotated images and JSON.
 
@@ -157,7 +158,8 @@ def segment(
     prompt = sample_prompt(prompt, ontology, config, sample or not images)
     gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
-                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
+                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size,
+                   tile=tile, tile_overlap=tile_overlap)
     from PIL import Image
 
     from grounded_sam.export.annotate import annotate_image
@@ -203,7 +205,7 @@ def label(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
-    exemplars: ExemplarsOpt = None,
+    exemplars: ExemplarsOpt = None, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None,
     videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
     tracker: Annotated[str, typer.Option("--tracker", help=f"With --videos: {' | '.join(TRACKERS)} (as for track).", callback=one_of(TRACKERS))] = "auto",
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).", min=1)] = None,
@@ -220,6 +222,8 @@ def label(
                                  param_hint="--discard-reviewed")
     if memory is not None and not videos:
         raise typer.BadParameter("applies to video labeling (--videos)", param_hint="--memory")
+    if tile is not None and videos:
+        raise typer.BadParameter("tiled detection applies to images; video labeling does not tile yet", param_hint="--tile")
     if "://" not in folder and not Path(folder).is_dir():
         what = "is not a folder" if Path(folder).exists() else "not found"
         raise typer.BadParameter(f"{what}: {folder!r}", param_hint="folder")
@@ -236,7 +240,8 @@ def label(
                         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=cpus_per_worker)
     gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
-                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size)
+                   text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size,
+                   tile=tile, tile_overlap=tile_overlap)
     video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every, memory=memory) if videos else {}
     visual: dict[str, Any] = {}
     if prompts is not None:  # image names in the file are paths relative to the folder
@@ -333,6 +338,7 @@ def auto(
 
 app.command("eval")(eval_command)
 app.command("tune")(tune_command)
+app.command("export")(export_command)
 
 
 @app.command("app")

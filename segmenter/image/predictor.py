@@ -11,9 +11,10 @@ output types) is the model's own business.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from gsam_runtime.device import autocast
 from segmenter.image.transforms import ImageInput, as_rgb_array, check_boxes, check_mask_input, check_points
 from segmenter.modeling.interface import HW, MaskLogits, Points, SegmentationModel
+
+if TYPE_CHECKING:
+    from segmenter.export.runtime import OnnxImagePredictor
 
 __all__ = ["ImagePredictor", "EmbeddedImages"]
 
@@ -64,6 +68,15 @@ class ImagePredictor:
         from segmenter.build import from_pretrained
 
         return cls(from_pretrained(model_id, device=device, image_size=image_size), **kwargs)
+
+    @staticmethod
+    def from_onnx(folder: str | os.PathLike[str], **kwargs: Any) -> OnnxImagePredictor:
+        """An ONNX Runtime predictor with the same ``set_image`` / ``predict`` for a folder written by
+        ``grounded-sam export --format onnx`` (:class:`segmenter.export.runtime.OnnxImagePredictor`;
+        ``kwargs``: ``mask_threshold``, ``providers``, ``verify``, ``threads``). Needs ``grounded-sam[onnx]``."""
+        from segmenter.export.runtime import OnnxImagePredictor
+
+        return OnnxImagePredictor(folder, **kwargs)
 
     # ------------------------------------------------------------------ state
     @property

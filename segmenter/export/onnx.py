@@ -1,0 +1,295 @@
+"""SAM 2 / SAM 2.1 image parts to ONNX: the image encoder and the prompt encoder + mask decoder.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). It captures the
+graph with symbolic batch / prompt dimensions and fails loudly where Python control flow would
+bake a shape into the graph, where the TorchScript tracer would silently record the traced
+branch; it is also the exporter PyTorch maintains (the TorchScript one is deprecated).
+
+Graphs (see the manifest for names and shapes):
+
+* ``image_encoder.onnx``: ``image`` (B, 3, S, S) normalised -> ``image_embed`` (B, C, h, w)
+  (no-memory embedding added), ``high_res_feats_0`` (B, C/8, 4h, 4w), ``high_res_feats_1``
+  (B, C/4, 2h, 2w); B is dynamic.
+* ``mask_decoder.onnx``: one image's features, ``point_coords`` (P, N, 2) in model-input pixels,
+  ``point_labels`` (P, N) int64 (0/1 clicks, 2/3 box corners, -1 padding), ``mask_input``
+  (P, 1, 4h, 4w) and ``has_mask_input`` (1,) -> multimask and single-mask low-res logits and IoU
+  scores and ``object_score_logits`` (P, 1); P prompt sets and N points are dynamic. Both mask
+  outputs come from one decoder pass (single-mask applies the model's stability fallback).
+
+Only what is in scope today: no memory / video parts, fp32 only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segmenter.export.manifest import (
+    EXPORT_VERSION,
+    ExportError,
+    ExportManifest,
+    GraphSpec,
+    TensorSpec,
+    sha256_file,
+)
+from segmenter.modeling.mask_decoder import stability_scores
+from segmenter.modeling.sam2 import SAM2Model
+
+__all__ = ["ImageEncoderGraph", "MaskDecoderGraph", "OnnxExportOptions", "to_onnx"]
+
+PARTS = ("image",)
+
+
+@dataclass(frozen=True)
+class OnnxExportOptions:
+    """How :func:`to_onnx` exports.
+
+    Attributes:
+        opset: ONNX opset of the graphs.
+        overwrite: replace an existing output folder (refused otherwise).
+        model_name: recorded in the manifest (default: the config's name).
+    """
+
+    opset: int = 18
+    overwrite: bool = False
+    model_name: str | None = None
+
+
+class ImageEncoderGraph(nn.Module):
+    """(B, 3, S, S) normalised images -> image_embed, high_res_feats_0, high_res_feats_1."""
+
+    def __init__(self, model: SAM2Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.model.encode_images(image)
+        return feats.image_embed, feats.high_res_feats[0], feats.high_res_feats[1]
+
+
+class MaskDecoderGraph(nn.Module):
+    """Prompt encoder + mask decoder for P prompt sets against one image's features."""
+
+    def __init__(self, model: SAM2Model) -> None:
+        super().__init__()
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.decoder = model.sam_mask_decoder
+        # the prompt encoder's cached grid PE as a buffer (a cached tensor would be a lifted constant)
+        self.register_buffer("image_pe", model.sam_prompt_encoder.get_dense_pe().clone(), persistent=False)
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,  # (1, C, h, w)
+        high_res_feats_0: torch.Tensor,  # (1, C/8, 4h, 4w)
+        high_res_feats_1: torch.Tensor,  # (1, C/4, 2h, 2w)
+        point_coords: torch.Tensor,  # (P, N, 2) model-input pixels
+        point_labels: torch.Tensor,  # (P, N) int64
+        mask_input: torch.Tensor,  # (P, 1, 4h, 4w)
+        has_mask_input: torch.Tensor,  # (1,) 1.0 = use mask_input, 0.0 = ignore it
+    ) -> tuple[torch.Tensor, ...]:
+        pe = self.prompt_encoder
+        sparse, _ = pe(points=(point_coords, point_labels), boxes=None, masks=None)  # (P, N+1, C)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)  # (1, C, 1, 1)
+        # exact selection: x * 1 + y * 0 == x for finite values
+        dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1.0 - has_mask_input)  # (P, C, h, w)
+        p = sparse.shape[0]
+        masks, iou, _, obj = self.decoder.predict_masks(
+            image_embeddings=image_embed.expand(p, -1, -1, -1),
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=[high_res_feats_0.expand(p, -1, -1, -1), high_res_feats_1.expand(p, -1, -1, -1)],
+        )  # masks (P, 4, 4h, 4w), iou (P, 4), obj (P, 1)
+        multi_masks, multi_iou = masks[:, 1:], iou[:, 1:]
+        single_masks, single_iou = masks[:, :1], iou[:, :1]
+        d = self.decoder
+        if d.dynamic_multimask_via_stability:  # as MaskDecoder.forward(multimask_output=False) in eval
+            best = multi_iou.argmax(dim=-1, keepdim=True)  # (P, 1)
+            best_iou = multi_iou.gather(1, best)  # (P, 1)
+            idx = best[..., None, None].expand(-1, -1, *masks.shape[-2:])  # (P, 1, 4h, 4w)
+            best_masks = multi_masks.gather(1, idx)
+            stable = stability_scores(single_masks, d.dynamic_multimask_stability_delta) >= (
+                d.dynamic_multimask_stability_thresh
+            )  # (P, 1)
+            single_masks = torch.where(stable[..., None, None], single_masks, best_masks)
+            single_iou = torch.where(stable, single_iou, best_iou)
+        return multi_masks, multi_iou, single_masks, single_iou, obj
+
+
+ENCODER_IN = ("image",)
+ENCODER_OUT = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+DECODER_IN = (
+    "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "mask_input", "has_mask_input"
+)
+DECODER_OUT = ("low_res_masks_multi", "iou_predictions_multi", "low_res_masks_single", "iou_predictions_single",
+               "object_score_logits")
+
+
+def to_onnx(
+    model: SAM2Model,
+    out: str | Path,
+    parts: Sequence[str] = PARTS,
+    options: OnnxExportOptions | None = None,
+) -> ExportManifest:
+    """Export ``model``'s ``parts`` (today only ``"image"``) as fp32 ONNX graphs into the new folder ``out``.
+
+    Returns the manifest written as ``out/manifest.json``. The folder must not exist unless
+    ``options.overwrite``; it is written beside and renamed into place, so a failed export leaves
+    no half-written folder.
+    """
+    opts = options or OnnxExportOptions()
+    if not isinstance(model, SAM2Model):
+        raise ExportError(f"ONNX export supports SAM 2 / SAM 2.1 models, got {type(model).__name__}")
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise ExportError(f"unknown export parts {unknown or list(parts)}; available: {list(PARTS)} (video parts: not yet)")
+    out = Path(out)
+    if out.exists() and not opts.overwrite:
+        raise ExportError(f"output folder {str(out)!r} already exists; choose another or pass overwrite (--overwrite)")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise ExportError(f"{str(out)!r} is not an export folder (no manifest.json); overwrite replaces only those")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _export_image_parts(model, tmp, opts)
+        manifest.write(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _export_image_parts(model: SAM2Model, folder: Path, opts: OnnxExportOptions) -> ExportManifest:
+    m = copy.deepcopy(model).float().cpu().eval()
+    s, cfg = m.image_size, m.config
+    e = cfg.embed_size
+    dim = cfg.decoder.transformer_dim
+    c0, c1 = m.sam_mask_decoder.conv_s0.out_channels, m.sam_mask_decoder.conv_s1.out_channels
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    prompts = torch.export.Dim("num_prompts", min=1, max=1024)
+    points = torch.export.Dim("num_points", min=1, max=256)
+    image = torch.randn(2, 3, s, s)
+    enc = ImageEncoderGraph(m).eval()
+    dec = MaskDecoderGraph(m).eval()
+    with torch.no_grad():
+        embed, f0, f1 = enc(image[:1])
+    dec_args = (
+        embed, f0, f1,
+        torch.rand(2, 3, 2) * s, torch.tensor([[2, 3, 1], [2, 3, 0]]),
+        torch.randn(2, 1, 4 * e, 4 * e), torch.ones(1),
+    )
+    dyn = {
+        "image_embed": None, "high_res_feats_0": None, "high_res_feats_1": None,
+        "point_coords": {0: prompts, 1: points}, "point_labels": {0: prompts, 1: points},
+        "mask_input": {0: prompts}, "has_mask_input": None,
+    }
+    # exported with grad mode on: the CPU inference fast paths (token chunking, which picks
+    # its chunks from the batch size) stay off and the graph has no shape-dependent branches
+    with torch.enable_grad():
+        _export(enc, (image,), {"image": {0: batch}}, ENCODER_IN, ENCODER_OUT, folder / "image_encoder.onnx", opts)
+        _export(dec, dec_args, dyn, DECODER_IN, DECODER_OUT, folder / "mask_decoder.onnx", opts)
+    _check_dims(folder / "image_encoder.onnx", {"image": [0]})
+    _check_dims(folder / "mask_decoder.onnx", {"point_coords": [0, 1], "point_labels": [0, 1], "mask_input": [0]})
+
+    f32 = "float32"
+    enc_spec = GraphSpec(
+        file="image_encoder.onnx",
+        sha256=sha256_file(folder / "image_encoder.onnx"),
+        inputs=[TensorSpec("image", ["batch", 3, s, s], f32)],
+        outputs=[
+            TensorSpec("image_embed", ["batch", dim, e, e], f32),
+            TensorSpec("high_res_feats_0", ["batch", c0, 4 * e, 4 * e], f32),
+            TensorSpec("high_res_feats_1", ["batch", c1, 2 * e, 2 * e], f32),
+        ],
+    )
+    dec_spec = GraphSpec(
+        file="mask_decoder.onnx",
+        sha256=sha256_file(folder / "mask_decoder.onnx"),
+        inputs=[
+            TensorSpec("image_embed", [1, dim, e, e], f32),
+            TensorSpec("high_res_feats_0", [1, c0, 4 * e, 4 * e], f32),
+            TensorSpec("high_res_feats_1", [1, c1, 2 * e, 2 * e], f32),
+            TensorSpec("point_coords", ["num_prompts", "num_points", 2], f32),
+            TensorSpec("point_labels", ["num_prompts", "num_points"], "int64"),
+            TensorSpec("mask_input", ["num_prompts", 1, 4 * e, 4 * e], f32),
+            TensorSpec("has_mask_input", [1], f32),
+        ],
+        outputs=[
+            TensorSpec("low_res_masks_multi", ["num_prompts", 3, 4 * e, 4 * e], f32),
+            TensorSpec("iou_predictions_multi", ["num_prompts", 3], f32),
+            TensorSpec("low_res_masks_single", ["num_prompts", 1, 4 * e, 4 * e], f32),
+            TensorSpec("iou_predictions_single", ["num_prompts", 1], f32),
+            TensorSpec("object_score_logits", ["num_prompts", 1], f32),
+        ],
+    )
+    return ExportManifest(
+        model=opts.model_name or cfg.name,
+        image_size=s,
+        opset=opts.opset,
+        config=_jsonable(dataclasses.asdict(cfg)),
+        graphs={"image_encoder": enc_spec, "mask_decoder": dec_spec},
+        exporter=f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+        low_res_clamp=m.output_style.low_res_clamp,
+        export_version=EXPORT_VERSION,
+    )
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    dynamic: dict[str, dict[int, torch.export.Dim] | None],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    path: Path,
+    opts: OnnxExportOptions,
+) -> None:
+    with warnings.catch_warnings():
+        # the exporter's notes on cached grids (plain constants in the graph) and on axis names
+        warnings.filterwarnings("ignore", message=".*(were assigned during export|will not be used, since it shares).*")
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            opset_version=opts.opset,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def _check_dims(path: Path, dynamic: dict[str, list[int]]) -> None:
+    """Refuse a graph whose dynamic input dims came out fixed (the exporter may specialise silently)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    for inp in graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        fixed = [i for i in dynamic.get(inp.name, []) if not dims[i].dim_param]
+        if fixed:
+            raise ExportError(f"{path.name}: input {inp.name!r} dims {fixed} were exported as fixed sizes")
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
