@@ -10,6 +10,7 @@ imports inside the product run one way: pipeline <- tracking <- labeling <- api 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -108,7 +109,8 @@ class GroundedSAM(Pipeline):
             from grounded_sam.labeling import PipelineFactory
 
             cluster = RayOptions(**{"address": ray_address, **ray_changes})
-            worker = PipelineFactory({**self.spec(), "device": "cuda" if cluster.num_gpus_per_worker > 0 else "cpu"})
+            worker = PipelineFactory({**self.spec(), "compact": True,  # compact masks, as the local backend's
+                                      "device": "cuda" if cluster.num_gpus_per_worker > 0 else "cpu"})
             if videos:
                 return label_videos_ray(worker, input_folder, output_folder, self.classes, opts, cluster, track,
                                         fingerprint=fingerprint)
@@ -119,8 +121,10 @@ class GroundedSAM(Pipeline):
                              f"or backend='ray' for {input_folder!r}")
         if videos:
             return label_videos(self, input_folder, output_folder, opts, track, fingerprint=fingerprint)
-        return label_folder(self.predict, Path(input_folder), output_folder, self.classes, opts,
-                            predict_batch_fn=self.predict_batch, fingerprint=fingerprint)
+        # compact masks (crop + RLE) for every image: a large image with many objects never holds
+        # one full-frame mask per object; the files are the same as from dense masks
+        return label_folder(partial(self.predict, compact=True), Path(input_folder), output_folder, self.classes,
+                            opts, predict_batch_fn=partial(self.predict_batch, compact=True), fingerprint=fingerprint)
 
     # ------------------------------------------------------------------ label quality
     def evaluate(

@@ -3,7 +3,7 @@
 Category ids are ``class_id + 1`` (``classes[0]`` is category 1), image and annotation ids
 count from 1 in the order added, every annotation has ``iscrowd: 0`` (holed and multi-part
 masks included: one annotation per instance), ``segmentation`` is compressed RLE or, with
-``polygons=True``, a list of polygons (:func:`~grounded_sam.export.polygons.mask_to_polygons`;
+``polygons=True``, a list of polygons (:func:`~grounded_sam.export.polygons.rle_to_polygons`;
 ``area`` stays the mask's pixel count). Instances whose mask is empty are not written (there
 is nothing to segment); the writer counts them in ``skipped_empty``. Video frames carry
 ``video_id`` and ``frame_index`` on the image and ``video_id`` + ``track_id`` (from
@@ -21,11 +21,10 @@ from typing import Any
 
 import supervision as sv
 
-from grounded_sam.export.polygons import mask_to_polygons
+from grounded_sam.export.polygons import rle_to_polygons
 from grounded_sam.export.records import ImageRecord, Instance, as_instances, class_names, dumps
 from grounded_sam.export.safe_io import TMP_SUFFIX, atomic_open, check_relative_name
 from grounded_sam.export.writer import DatasetWriter
-from gsam_runtime.rle import decode_rle
 
 __all__ = ["CocoWriter", "coco_categories"]
 
@@ -129,7 +128,7 @@ class CocoWriter(DatasetWriter):
             if list(seg["size"]) != [height, width]:
                 raise ValueError(f"{image['file_name']!r}: mask size {seg['size']} != image {[height, width]}")
             if self.polygons:
-                ann["segmentation"] = [p.reshape(-1).round(2).tolist() for p in mask_to_polygons(decode_rle(seg))]
+                ann["segmentation"] = [p.reshape(-1).round(2).tolist() for p in rle_to_polygons(seg)]
             else:
                 ann["segmentation"] = seg
         ann.update(area=inst["area"], bbox=inst["bbox"], iscrowd=0)

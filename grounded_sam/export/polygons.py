@@ -10,6 +10,9 @@
   always the nearest remaining part), consecutive parts are linked at their closest pair of
   vertices, and the outline walks out along each link and back, so every link is a zero-width
   seam that adds no area.
+- :func:`rle_to_polygons` / :func:`rle_to_single_polygon` give the same polygons for an RLE from
+  the crop of its tight box (grown by one pixel inside the frame), shifted into the frame: the
+  full-frame mask is never decoded.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-__all__ = ["mask_to_polygons", "merge_polygons", "mask_to_single_polygon"]
+from gsam_runtime.rle import Rle, decode_rle_crop
+
+__all__ = ["mask_to_polygons", "merge_polygons", "mask_to_single_polygon", "rle_to_polygons", "rle_to_single_polygon"]
 
 
 def _tight_box_polygon(mask: np.ndarray) -> np.ndarray | None:  # (4, 2) on pixel edges
@@ -108,3 +113,22 @@ def mask_to_single_polygon(
     if multipart == "largest" or len(parts) == 1:
         return max(parts, key=lambda p: abs(cv2.contourArea(p.astype(np.float32))))
     return merge_polygons(parts)
+
+
+def rle_to_polygons(rle: Rle, min_area: float = 0.0) -> list[np.ndarray]:
+    """:func:`mask_to_polygons` of an RLE's mask, traced on its crop (module docs)."""
+    crop, x, y = decode_rle_crop(rle, pad=1)  # the pad keeps contours off the crop's edges inside the frame
+    if crop.size == 0:
+        return []
+    return [p + (x, y) for p in mask_to_polygons(crop, min_area=min_area)]
+
+
+def rle_to_single_polygon(
+    rle: Rle, multipart: Literal["merge", "largest"] = "merge", min_area: float = 0.0
+) -> np.ndarray | None:
+    """:func:`mask_to_single_polygon` of an RLE's mask, traced on its crop (module docs)."""
+    crop, x, y = decode_rle_crop(rle, pad=1)
+    if crop.size == 0:
+        return mask_to_single_polygon(crop, multipart=multipart, min_area=min_area)  # checks multipart
+    poly = mask_to_single_polygon(crop, multipart=multipart, min_area=min_area)
+    return None if poly is None else poly + (x, y)

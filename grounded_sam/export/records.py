@@ -3,7 +3,8 @@
 Every dataset format is written from one intermediate, the **instance** (one per detection):
 ``{"class_id", "class_name", "score", "mask_score", "caption", "track_id", "xyxy", "bbox",
 "area", "segmentation"}`` (keys whose value is unknown are left out). ``segmentation`` is the
-mask as compressed COCO RLE (:func:`gsam_runtime.rle.encode_masks`, ``counts`` a ``str``), ``bbox``
+mask as compressed COCO RLE (:func:`gsam_runtime.rle.encode_masks`, ``counts`` a ``str``; an
+``sv.CompactMask`` is encoded crop by crop, never densified), ``bbox``
 the mask's tight ``[x, y, w, h]`` (exclusive width: columns 10..39 give ``w = 30``;
 supervision's exporter is one pixel short), ``area`` the mask's pixel count, ``xyxy`` the
 detector's box and ``score`` the detector confidence. Detections without masks give box-only
@@ -114,7 +115,8 @@ def detections_to_instances(
             raise ValueError(
                 f"mask size {tuple(detections.mask.shape[1:])} (H, W) does not match the image {tuple(image_size)}"
             )
-        rles = encode_masks(detections.mask.astype(bool, copy=False))
+        mask = detections.mask
+        rles = encode_masks(mask if isinstance(mask, sv.CompactMask) else mask.astype(bool, copy=False))
     names, captions, mask_scores = (_column(detections, k) for k in ("class_name", "caption", "mask_score"))
     out: list[Instance] = []
     for i in range(n):

@@ -22,11 +22,10 @@ import numpy as np
 import supervision as sv
 import yaml
 
-from grounded_sam.export.polygons import mask_to_single_polygon
+from grounded_sam.export.polygons import rle_to_single_polygon
 from grounded_sam.export.records import ImageRecord, Instance, as_instances, class_names
 from grounded_sam.export.safe_io import atomic_open, atomic_write_text, safe_output_path
 from grounded_sam.export.writer import DatasetWriter
-from gsam_runtime.rle import decode_rle
 
 __all__ = ["YoloWriter", "yolo_lines", "yolo_label_name", "write_data_yaml"]
 
@@ -53,7 +52,7 @@ def yolo_lines(
         else:
             if int(inst.get("area", 1)) == 0:
                 continue
-            poly = mask_to_single_polygon(decode_rle(seg), multipart=multipart, min_area=min_area)
+            poly = rle_to_single_polygon(seg, multipart=multipart, min_area=min_area)
             if poly is None:
                 continue
             xy = (poly / scale).reshape(-1)

@@ -12,6 +12,9 @@ segmenter is given explicitly, which then re-segments the detector's boxes.
 
 With ``tile`` the detector sees overlapping tiles of each image (:mod:`grounded_sam.pipeline.tiling`);
 the merged boxes are segmented on the whole image as without tiles.
+
+With ``compact`` the masks are an ``sv.CompactMask`` (crop + RLE, :mod:`grounded_sam.pipeline.masks`),
+made one mask at a time so that at most one full-frame mask is alive.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from detectors import (
 from detectors.ontology_ops import empty_detections
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from grounded_sam.pipeline.hub import pipeline_models
+from grounded_sam.pipeline.masks import CompactMaskBuilder, check_compact, empty_compact, use_compact
 from grounded_sam.pipeline.tiling import DEFAULT_TILE_OVERLAP, TileOptions, detect_tiled
 from ontologies import CaptionOntology
 from gsam_runtime.device import resolve_device
@@ -67,6 +71,9 @@ class Pipeline:
             ``"auto"``: the detector's input side, for images over twice as large; ``None``: off.
             Pieces of one object cut by tile borders are merged (:mod:`grounded_sam.pipeline.tiling`).
         tile_overlap: fraction of ``tile`` that neighbouring tiles share, in ``[0, 0.9)``.
+        compact: masks as ``sv.CompactMask`` (crop + RLE) instead of a dense ``(N, H, W)`` array:
+            ``True``, ``False`` (default) or ``"auto"`` (images over 16 MP); see
+            :mod:`grounded_sam.pipeline.masks`. Equal to the dense masks pixel for pixel.
 
     Models given by name or hub id are checked before any loads: one that is neither cached nor
     downloadable from here raises :class:`gsam_runtime.hub.MissingModelsError` at once, naming every
@@ -94,6 +101,7 @@ class Pipeline:
         detector_options: Mapping[str, Any] | None = None,
         tile: int | str | None = None,
         tile_overlap: float = DEFAULT_TILE_OVERLAP,
+        compact: bool | str = False,
     ) -> None:
         self.ontology = ontology if isinstance(ontology, CaptionOntology) else CaptionOntology(dict(ontology))
         self._spec: dict[str, Any] = dict(  # what spec() hands to Ray workers
@@ -101,8 +109,9 @@ class Pipeline:
             text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, detector_model_id=detector_model_id,
             checkpoint=checkpoint, image_size=image_size, min_hole_area=min_hole_area, min_island_area=min_island_area,
             smooth_kernel=smooth_kernel, detector_options=dict(detector_options) if detector_options else None,
-            tile=tile, tile_overlap=tile_overlap,
+            tile=tile, tile_overlap=tile_overlap, compact=compact,
         )
+        self.compact = check_compact(compact)
         self.tiling = _tile_options(tile, tile_overlap)  # checked before any model loads
         self.device = resolve_device(device)
         self.multimask = bool(multimask)
@@ -191,6 +200,7 @@ class Pipeline:
         *,
         tile: int | str | None = None,
         overlap: float | None = None,
+        compact: bool | str | None = None,
     ) -> sv.Detections:
         """Detections with masks for one image (path, PIL image or RGB uint8 array).
 
@@ -198,10 +208,11 @@ class Pipeline:
         ...]}`` in the image's pixels: find every instance like (unlike) the given boxes, with the
         class's captions. Only detectors that take visual prompts accept them (``sam3``).
         ``tile`` / ``overlap``: tiled detection for this call (as the constructor's ``tile`` /
-        ``tile_overlap``, which apply when these are not given).
+        ``tile_overlap``, which apply when these are not given). ``compact``: this call's (as the
+        constructor's, which applies when ``None``).
         """
         return self.predict_batch([image], exemplars=exemplars, negative_exemplars=negative_exemplars,
-                                  tile=tile, overlap=overlap)[0]
+                                  tile=tile, overlap=overlap, compact=compact)[0]
 
     @torch.inference_mode()
     def predict_batch(
@@ -212,6 +223,7 @@ class Pipeline:
         *,
         tile: int | str | None = None,
         overlap: float | None = None,
+        compact: bool | str | None = None,
     ) -> list[sv.Detections]:
         """:meth:`predict` for several images: one detector batch, one segmenter encoder batch.
 
@@ -224,14 +236,16 @@ class Pipeline:
         arrays = [load_image(im) for im in images]
         if not arrays:
             return []
+        compact = self.compact if compact is None else check_compact(compact)
         found = self._detect(arrays, exemplars, negative_exemplars, self._tiling_for(tile, overlap))
+        small = [not use_compact(compact, img.shape[:2]) for img in arrays]  # dense masks for these
         if self.predictor is None:  # the detector's own masks
-            return [self._finish_detector_masks(img, dets) for img, dets in zip(arrays, found)]
+            return [self._finish_detector_masks(img, dets, dense) for img, dets, dense in zip(arrays, found, small)]
         if any(len(d) for d in found):
             self.predictor.set_image_batch(arrays)
         return [
-            self._segment(i, img, dets) if len(dets) else empty_result(img.shape[:2])
-            for i, (img, dets) in enumerate(zip(arrays, found))
+            self._segment(i, img, dets, dense) if len(dets) else _empty(img.shape[:2], dense)
+            for i, (img, dets, dense) in enumerate(zip(arrays, found, small))
         ]
 
     def _tiling_for(self, tile: int | str | None, overlap: float | None) -> TileOptions | None:
@@ -264,14 +278,16 @@ class Pipeline:
                 f"{describe_detector(self.detector)} takes text only"
             )
 
-    def _finish_detector_masks(self, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
+    def _finish_detector_masks(self, image: np.ndarray, dets: sv.Detections, dense: bool = True) -> sv.Detections:
         """A masks-returning detector's result with the pipeline's keys: ``mask_score`` is the
         detector's own score (SAM 3 scores the mask), post-processing as for SAM masks."""
         if not len(dets):
-            return empty_result(image.shape[:2])
-        return self._with_masks(dets, dets.mask.astype(bool, copy=False), np.asarray(dets.confidence, dtype=np.float32))
+            return _empty(image.shape[:2], dense)
+        masks = self._postprocess(np.asarray(dets.mask).astype(bool, copy=False))
+        return self._with_masks(dets, masks if dense else CompactMaskBuilder.from_dense(masks),
+                                np.asarray(dets.confidence, dtype=np.float32))
 
-    def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections) -> sv.Detections:
+    def _segment(self, img_idx: int, image: np.ndarray, dets: sv.Detections, dense: bool = True) -> sv.Detections:
         # a box found by several captions or classes (OWL scores one box per patch against every
         # caption) is segmented once: each box is its own prompt, so its mask is the same
         unique, inverse = np.unique(np.asarray(dets.xyxy, np.float32), axis=0, return_inverse=True)  # (U, 4), (N,)
@@ -282,17 +298,29 @@ class Pipeline:
         best = scores.argmax(-1)  # the best of 3 with multimask, else the only one
         rows = torch.arange(len(best), device=best.device)
         low, scores = low[rows, best][:, None], scores[rows, best]  # chosen before any full-size work
-        masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (U, H, W)
         inverse = inverse.reshape(-1)
-        return self._with_masks(dets, masks.cpu().numpy().astype(bool, copy=False)[inverse],
-                                scores.float().cpu().numpy()[inverse])
+        mask_score = scores.float().cpu().numpy()[inverse]
+        if dense:
+            masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (U, H, W)
+            return self._with_masks(dets, self._postprocess(masks.cpu().numpy().astype(bool, copy=False))[inverse],
+                                    mask_score)
+        builder = CompactMaskBuilder(image.shape[:2])  # one full-frame mask at a time
+        for u in range(len(low)):
+            mask = self.predictor.upscale_logits(low[u : u + 1], img_idx)[:, 0] > self.predictor.mask_threshold
+            builder.add(self._postprocess(mask.cpu().numpy().astype(bool, copy=False))[0])
+        return self._with_masks(dets, builder.build()[inverse], mask_score)
 
-    def _with_masks(self, dets: sv.Detections, masks: np.ndarray, mask_score: np.ndarray) -> sv.Detections:
-        """``dets`` with its (N, H, W) bool ``masks`` post-processed and ``data["mask_score"]``."""
+    def _postprocess(self, masks: np.ndarray) -> np.ndarray:
+        """(N, H, W) bool masks after the pipeline's optional post-processing."""
         if self.min_hole_area or self.min_island_area or self.smooth_kernel:
             from segmenter.postprocess import postprocess_masks
 
             masks = postprocess_masks(masks, self.min_hole_area, self.min_island_area, self.smooth_kernel)
+        return masks
+
+    def _with_masks(self, dets: sv.Detections, masks: np.ndarray | sv.CompactMask,
+                    mask_score: np.ndarray) -> sv.Detections:
+        """``dets`` with its (N, H, W) bool (or compact) ``masks`` and ``data["mask_score"]``."""
         return sv.Detections(xyxy=dets.xyxy.astype(np.float32), mask=masks, confidence=dets.confidence,
                              class_id=dets.class_id, data={**dets.data, "mask_score": mask_score})
 
@@ -335,6 +363,14 @@ def empty_result(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
     pipeline sets (the detector's and ``mask_score``), so that merging works; ``tracked`` adds
     an empty ``tracker_id``."""
     return empty_detections(hw, tracked=tracked, extra_data={"mask_score": np.float32})
+
+
+def _empty(hw: tuple[int, int], dense: bool) -> sv.Detections:
+    """:func:`empty_result`, its masks compact unless ``dense``."""
+    result = empty_result(hw)
+    if not dense:
+        result.mask = empty_compact(hw)
+    return result
 
 
 def describe_detector(detector: Any) -> str:
