@@ -212,9 +212,10 @@ GS_LAYERS = {  # grounded_sam's folders: each imports only the folders below it 
     "grounded_sam.compat": {"grounded_sam", "grounded_sam.export"},
     "grounded_sam.app": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
                          "grounded_sam.labeling", "grounded_sam.evaluation", "grounded_sam.assets"},
+    "grounded_sam.serve": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export"},  # Label Studio's ML backend
     "grounded_sam.cli": {"grounded_sam", "grounded_sam.pipeline", "grounded_sam.export", "grounded_sam.tracking",
                          "grounded_sam.labeling", "grounded_sam.evaluation", "grounded_sam.assets",
-                         "grounded_sam.app"},  # imported by nobody
+                         "grounded_sam.app", "grounded_sam.serve"},  # imported by nobody
 }
 
 

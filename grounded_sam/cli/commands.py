@@ -25,6 +25,7 @@ from grounded_sam.cli.options import (
 )
 from grounded_sam.cli.export import export_command
 from grounded_sam.cli.quality import eval_command, tune_command
+from grounded_sam.cli.serve import serve_app
 from grounded_sam.pipeline.configs import list_pipeline_configs
 from grounded_sam.pipeline.defaults import DEFAULT_SEGMENTER
 from grounded_sam.tracking.factory import TRACKERS
@@ -339,6 +340,7 @@ def auto(
 app.command("eval")(eval_command)
 app.command("tune")(tune_command)
 app.command("export")(export_command)
+app.add_typer(serve_app)
 
 
 @app.command("app")
