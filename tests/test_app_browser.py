@@ -210,8 +210,10 @@ def test_image_detect_click_export(page, labeled, tmp_path, screens) -> None:
     covering = [i for i in range(len(expected)) if expected.mask[i, py, px]]
     want = min(covering, key=lambda i: areas[i]) if covering else None
     _click_pixel(page, "#image-overlay", px, py, (H, W))
-    state = _wait_state(page, "image-objects", lambda s: "selected" in page.inner_text("#image-status")
-                        or "nothing" in page.inner_text("#image-status"))
+    # the objects JSON and the status line update one after the other: wait until both say the same
+    state = _wait_state(page, "image-objects", lambda s: (
+        f"selected #{s['selected']} " in page.inner_text("#image-status") if s["selected"] is not None
+        else "nothing here" in page.inner_text("#image-status")))
     assert state["selected"] == want
     _wait_status(page, "image", "^nothing here" if want is None else rf"^selected #{want} ")
     if want is None:  # nothing there: a + click starts a new object
