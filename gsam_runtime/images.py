@@ -17,6 +17,11 @@ orientation a viewer shows (EXIF orientation applied). What it does with the awk
 - multi-frame files (GIF, multi-page TIFF): the first frame.
 - corrupt, truncated, zero-byte or unrecognised files raise :class:`ImageLoadError` (a
   ``ValueError``) naming the file and the reason; a missing file raises ``FileNotFoundError``.
+- **huge files**: a file with more pixels than the limit (:func:`max_pixels`: by default what
+  PIL refuses outright, 2 x ``Image.MAX_IMAGE_PIXELS`` = 178,956,970, a guard against
+  decompression bombs) raises :class:`ImageLoadError` naming the flag that raises it
+  (``--max-pixels`` / :func:`set_max_pixels` / ``GSAM_MAX_PIXELS``), before any pixel is decoded.
+  Within the limit the file is decoded once, without PIL's warning.
 
 Only embedded ICC profiles of CMYK images are applied; RGB images keep their stored values
 (the convention of OpenCV, PIL and the detectors' processors).
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -35,11 +42,43 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["ImageLoadError", "ImageTypeError", "ImageSource", "load_image", "load_image_bytes"]
+__all__ = [
+    "ImageLoadError", "ImageTypeError", "ImageSource", "load_image", "load_image_bytes", "max_pixels", "set_max_pixels",
+]
 
 ImageSource = Union[str, os.PathLike, np.ndarray, "PILImage.Image"]
 
 WHITE = (255, 255, 255)
+
+MAX_PIXELS_ENV = "GSAM_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 2 * 89_478_485  # what PIL refuses with DecompressionBombError (2 x its MAX_IMAGE_PIXELS)
+
+
+def max_pixels() -> int | None:
+    """The largest image file (width x height) that :func:`load_image` decodes; ``None``: no limit.
+
+    ``GSAM_MAX_PIXELS`` (set by :func:`set_max_pixels` and the CLI's ``--max-pixels``; ``0`` means
+    no limit), else :data:`DEFAULT_MAX_PIXELS`. Read at each load, so worker processes started
+    afterwards (labeling pools, local Ray) inherit it.
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ImageLoadError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels (0 = no limit)") from None
+    return None if value <= 0 else value
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Raise (or lower) the pixel limit of image files for this process and the ones it starts.
+
+    ``None`` or ``0``: no limit. Arrays and PIL images passed in are never limited (already decoded).
+    """
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise ValueError(f"max_pixels must be a non-negative int or None, got {limit!r}")
+    os.environ[MAX_PIXELS_ENV] = str(limit or 0)
 
 
 class ImageLoadError(ValueError):
@@ -99,18 +138,48 @@ def _decode(source: Any, name: str, background: tuple[int, int, int] | None) -> 
     """Open a path or file object with PIL; every decoding failure becomes an ImageLoadError."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_pixels()
     try:
-        with Image.open(source) as im:
-            im.load()
-            return _from_pil(im, name, background)
+        with warnings.catch_warnings():
+            # PIL's own guard (a warning above MAX_IMAGE_PIXELS, an error above twice that) reads a
+            # global at open time; ours below names the flag, so PIL's is widened to ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            _widen_pil_guard(Image, limit)
+            with Image.open(source) as im:
+                pixels = im.width * im.height
+                if limit is not None and pixels > limit:
+                    raise ImageLoadError(_too_many_pixels(name, pixels, limit, f"{im.width} x {im.height} = "))
+                im.load()
+                return _from_pil(im, name, background)
     except ImageLoadError:
         raise
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"cannot load image {name!r}: not a recognised image format") from e
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"cannot load image {name!r}: too many pixels ({e})") from e
+    except Image.DecompressionBombError as e:  # PIL's guard fired first (pixels over 2 x its setting >= limit)
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(found.group(1)) if found else 0
+        raise ImageLoadError(_too_many_pixels(name, pixels, limit or pixels, "")) from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageLoadError(f"cannot load image {name!r}: corrupt or unsupported file ({e})") from e
+
+
+def _too_many_pixels(name: str, pixels: int, limit: int, size: str) -> str:
+    return (
+        f"cannot load image {name!r}: {size}{pixels:,} pixels is over the limit of {limit:,} (a guard against "
+        f"decompression bombs); if the file is trusted, raise it with --max-pixels {pixels} (Python: "
+        f"gsam_runtime.images.set_max_pixels({pixels}), or {MAX_PIXELS_ENV}={pixels}; 0 = no limit)"
+    )
+
+
+def _widen_pil_guard(image_module: Any, limit: int | None) -> None:
+    """Make PIL's decompression-bomb check no stricter than ``limit`` (it errors above 2x its setting)."""
+    current = image_module.MAX_IMAGE_PIXELS
+    if current is None:
+        return
+    if limit is None:
+        image_module.MAX_IMAGE_PIXELS = None
+    elif 2 * current < limit:
+        image_module.MAX_IMAGE_PIXELS = (limit + 1) // 2
 
 
 def _from_pil(im: PILImage.Image, name: str, background: tuple[int, int, int] | None) -> np.ndarray:

@@ -148,3 +148,19 @@ def test_label_rerun_with_other_settings_is_refused(models, tmp_path) -> None:
     r = _run("label", str(imgs), "--out", str(out), "--prompt", "a cat:cat", "--overwrite", *changed)
     assert r.returncode == 0, r.stderr
     assert "2 labeled, 0 already done" in r.stdout
+
+
+@pytest.mark.slow
+def test_max_pixels_refuses_a_large_file_and_raises_the_limit(models, tmp_path) -> None:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(imgs / "big.png")
+    args = ["segment", str(imgs / "big.png"), "--prompt", "a cat:cat", *_model_args(models)]
+    r = _run(*args, "--out", str(tmp_path / "a"), "--max-pixels", "1000")
+    assert r.returncode == 1 and "big.png" in r.stderr, r.stderr
+    assert "4,800 pixels is over the limit of 1,000" in r.stderr and "--max-pixels 4800" in r.stderr
+    r = _run(*args, "--out", str(tmp_path / "b"), "--max-pixels", "4800")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "b" / "big.json").read_text())["width"] == 80
+    r = _run(*args, "--out", str(tmp_path / "c"), "--max-pixels", "-1")
+    assert r.returncode == 2 and "negative" in r.stderr

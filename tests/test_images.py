@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from grounded_sam.pipeline.files import list_images
-from gsam_runtime.images import ImageLoadError, load_image
+from gsam_runtime.images import ImageLoadError, load_image, load_image_bytes
 
 
 def _rgb(h: int = 12, w: int = 16) -> np.ndarray:
@@ -200,3 +200,53 @@ def test_list_images(tmp_path):
         list_images(tmp_path / "a.jpg")
     with pytest.raises(ValueError, match="extension"):
         list_images(tmp_path, ())
+
+
+def test_pixel_limit_names_the_flag_and_can_be_raised(tmp_path, monkeypatch):
+    from gsam_runtime.images import MAX_PIXELS_ENV, max_pixels, set_max_pixels
+
+    path = tmp_path / "big.png"
+    Image.fromarray(_rgb(30, 40)).save(path)  # 1,200 pixels
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    with pytest.raises(ImageLoadError, match=r"40 x 30 = 1,200 pixels is over the limit of 1,000.*--max-pixels 1200"):
+        load_image(path)
+    with pytest.raises(ImageLoadError, match="over the limit"):
+        load_image_bytes(path.read_bytes(), name="big.png")
+    assert load_image(_rgb(30, 40)).shape == (30, 40, 3)  # arrays are already decoded: never limited
+    set_max_pixels(1200)
+    assert max_pixels() == 1200
+    np.testing.assert_array_equal(load_image(path), _rgb(30, 40))
+    set_max_pixels(None)
+    assert max_pixels() is None and load_image(path).shape == (30, 40, 3)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(ImageLoadError, match="GSAM_MAX_PIXELS='lots' is not a number"):
+        load_image(path)
+    with pytest.raises(ValueError, match="non-negative"):
+        set_max_pixels(-1)
+
+
+def test_our_limit_overrides_pils_narrower_guard(tmp_path, monkeypatch):
+    """PIL refuses files over 2 x Image.MAX_IMAGE_PIXELS at open; a file within our limit still loads,
+    without PIL's warning, and one over both gets our message (not PIL's) naming the flag."""
+    import warnings
+
+    from gsam_runtime.images import MAX_PIXELS_ENV
+
+    path = tmp_path / "big.png"
+    Image.fromarray(_rgb(30, 40)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL alone: error above 200 pixels
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "5000")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_image(path), _rgb(30, 40))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.delenv(MAX_PIXELS_ENV)  # the default, 2 x PIL's default, is larger than the patched guard
+    assert load_image(path).shape == (30, 40, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "150")  # PIL (200) would let a 13x13 file through; ours not
+    small = tmp_path / "small.png"
+    Image.fromarray(_rgb(13, 13)).save(small)
+    with pytest.raises(ImageLoadError, match="--max-pixels 169"):
+        load_image(small)

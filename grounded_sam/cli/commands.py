@@ -20,7 +20,7 @@ from grounded_sam.cli.checks import (
 from grounded_sam.cli.device import check_torch_device
 from grounded_sam.cli.options import (
     LABEL_FORMATS, MEMORY_POLICIES, AutoSegmenterOpt, BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt,
-    ExemplarsOpt, ImageSize, Multimask, NmsIou, OntologyFile, Preset, Prompt, SampleOpt, SamplePrompt, SegmenterOpt,
+    ExemplarsOpt, ImageSize, MaxPixelsOpt, Multimask, NmsIou, OntologyFile, Preset, Prompt, SampleOpt, SamplePrompt, SegmenterOpt,
     TextThr, ThresholdsOpt, TileOpt, TileOverlapOpt, build_pipeline, fail_loading,
 )
 from grounded_sam.cli.export import export_command
@@ -148,6 +148,7 @@ def segment(
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
     exemplars: ExemplarsOpt = None, sample: SampleOpt = False, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Segment images from text into annotated images and JSON.
 
@@ -206,7 +207,7 @@ def label(
     detector: DetectorOpt = None, detector_model_id: DetectorId = None, segmenter: SegmenterOpt = None,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
-    exemplars: ExemplarsOpt = None, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None,
+    exemplars: ExemplarsOpt = None, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None, max_pixels: MaxPixelsOpt = None,
     videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
     tracker: Annotated[str, typer.Option("--tracker", help=f"With --videos: {' | '.join(TRACKERS)} (as for track).", callback=one_of(TRACKERS))] = "auto",
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).", min=1)] = None,
@@ -312,7 +313,7 @@ def auto(
     pred_iou_thresh: Annotated[float, typer.Option("--pred-iou-thresh", help="Keep masks whose predicted IoU is at least this.")] = 0.8,
     stability_score_thresh: Annotated[float, typer.Option("--stability-score-thresh", help="Keep masks whose stability score is at least this.")] = 0.95,
     min_mask_region_area: Annotated[int, typer.Option("--min-mask-region-area", help="Remove holes and islands smaller than this many pixels (0: off).")] = 0,
-    sample: SampleOpt = False,
+    sample: SampleOpt = False, max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Automatic masks without text, as annotated images and JSON.
 
@@ -353,7 +354,7 @@ def app_command(
     config: Preset = None, detector: DetectorOpt = None, detector_model_id: DetectorId = None,
     segmenter: SegmenterOpt = None, checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
     box_threshold: BoxThr = None, text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None,
-    image_size: ImageSize = None,
+    image_size: ImageSize = None, max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Open the browser app: prompt, click, correct, review.
 

@@ -112,6 +112,24 @@ TileOverlapOpt = Annotated[Optional[float], typer.Option(
     show_default="0.2", callback=_tile_overlap_option)]
 
 
+def _max_pixels_option(value: int | None) -> int | None:
+    """``--max-pixels``: the image-file pixel limit of this process and the workers it starts."""
+    if value is None:
+        return None
+    if value < 0:
+        raise typer.BadParameter(f"{value} is negative; give a number of pixels (0 = no limit)")
+    from gsam_runtime.images import set_max_pixels
+
+    set_max_pixels(value)
+    return value
+
+
+MaxPixelsOpt = Annotated[Optional[int], typer.Option(
+    "--max-pixels", help="Largest image file to decode, in pixels (width x height; 0 = no limit). The limit guards "
+    "against decompression bombs; raise it for trusted large images (aerial, microscopy).",
+    show_default="178956970, as PIL", callback=_max_pixels_option)]
+
+
 ThresholdsOpt = Annotated[Optional[Path], typer.Option(
     "--thresholds", help="Per-class score thresholds from `grounded-sam tune` (its YAML), applied to the classes of "
     "--prompt / --ontology / --config.")]

@@ -29,6 +29,7 @@ so an input is never labeled twice even when a task ran twice.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grounded_sam.labeling.options import RayOptions
+from gsam_runtime.images import MAX_PIXELS_ENV
 
 __all__ = ["PoolTask", "PoolWorker", "RayWorkerError", "run_pool", "import_ray", "init_ray"]
 
@@ -79,8 +81,6 @@ def import_ray() -> Any:
 def init_ray(ray: Any, address: str | None) -> None:
     """``ray.init`` unless Ray is initialised already; a loopback cluster (or a new local Ray) is
     joined on 127.0.0.1, since Ray would otherwise advertise the machine's interface address."""
-    import os
-
     if ray.is_initialized():
         return
     target = address if address is not None else os.environ.get("RAY_ADDRESS")
@@ -118,6 +118,8 @@ def run_pool(
                             "max_restarts": cluster.max_restarts, "max_task_retries": 0}
     if cluster.num_gpus_per_worker:
         opts["num_gpus"] = cluster.num_gpus_per_worker
+    if os.environ.get(MAX_PIXELS_ENV):  # --max-pixels reaches workers on other machines too
+        opts["runtime_env"] = {"env_vars": {MAX_PIXELS_ENV: os.environ[MAX_PIXELS_ENV]}}
     remote = ray.remote(PoolWorker).options(**opts)
     actors = [_Actor(remote.remote(factory)) for _ in range(min(cluster.num_workers, len(tasks)))]
     pings = {a.handle.ready.remote(): a for a in actors}

@@ -26,11 +26,21 @@ def resize_to_square(images: Sequence[np.ndarray], image_size: int, device: torc
     std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
     out = torch.empty(len(images), 3, image_size, image_size, device=device)
     for i, img in enumerate(images):
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)  # (3, H, W)
-        x = x.float().div(255)
-        x = F.interpolate(x[None], (image_size, image_size), mode="bilinear", align_corners=False, antialias=True)[0]
-        out[i] = (x - mean) / std
+        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)  # (3, H, W) uint8
+        # a channel at a time for huge images: the float copy of a 16k x 16k image is 3 GB, of one channel 1 GB
+        # (channels are resized independently, so the result is the same)
+        groups = [x] if x[0].numel() <= LARGE_IMAGE_PIXELS else list(x.split(1))
+        out[i] = torch.cat([_resize_unit(c, image_size) for c in groups])
+        out[i] = (out[i] - mean) / std
     return out
+
+
+LARGE_IMAGE_PIXELS = 4096 * 4096
+
+
+def _resize_unit(x: torch.Tensor, image_size: int) -> torch.Tensor:  # (C, H, W) uint8 -> (C, S, S) in [0, 1]
+    x = x.float().div(255)
+    return F.interpolate(x[None], (image_size, image_size), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 def coords_to_square(
