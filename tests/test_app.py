@@ -354,3 +354,39 @@ def test_review_reads_and_writes_only_inside_its_folder(labeled, tmp_path) -> No
         ReviewFolder(none_out)
     data = json.loads((out / "annotations.json").read_text())
     assert all("reviewed" not in im for im in data["images"])
+
+
+def test_the_image_view_detects_in_tiles_and_video_does_not(tiny_models) -> None:
+    """``grounded-sam app --tile``: Detect tiles the image as GroundedSAM(tile=...) does; the video view's
+    pipeline has no tiling; a click after a tiled Detect embeds the whole image (the pipeline may hold a
+    window's embedding) and gives ImagePredictor's mask."""
+    owl, sam = tiny_models
+    opts = dict(detector=str(owl), segmenter="sam2.1_hiera_tiny", checkpoint=str(sam), image_size=SAM_IMAGE_SIZE,
+                device="cpu", box_threshold=0.05)
+    models = AppModels(ModelOptions(**opts, tile=64, tile_overlap=0.25))
+    captions = {"a red shape": "red", "a green shape": "green"}
+    image = shapes_image(150, 200)
+    pipe, det = models.predict(captions, "k", image)
+    assert pipe.tiling is not None and pipe.tiling.tile == 64
+    ref = GroundedSAM(captions, **opts, tile=64, tile_overlap=0.25).predict(image)
+    assert len(det) > 0
+    np.testing.assert_array_equal(det.xyxy, ref.xyxy)
+    np.testing.assert_array_equal(det.confidence, ref.confidence)
+    assert models.pipeline(captions).tiling is None  # the video view's
+    assert models.pipeline(captions, tiled=True) is pipe
+    s = ImageSession.from_detections(image, det, pipe.classes)
+    apply_click(models, s, SELECT, *[int(v) + 1 for v in det.xyxy[0][:2]])
+    predictor = models.click_predictor()
+    calls = []
+    encode = predictor.model.encode_images
+    predictor.model.encode_images = lambda x: calls.append(1) or encode(x)
+    try:
+        s2 = ImageSession(image, pipe.classes)
+        apply_click(models, s2, FOREGROUND, 100, 75)
+    finally:
+        predictor.model.encode_images = encode
+    assert len(calls) == 1
+    obj = s2.objects[-1]
+    predictor.set_image(image)
+    masks, _, _ = predictor.predict(np.array(obj.points), np.array(obj.labels), obj.box, multimask_output=False)
+    np.testing.assert_array_equal(obj.mask, masks[0] > 0.5)

@@ -46,6 +46,8 @@ class ModelOptions:
     nms_iou: float | None = None
     multimask: bool | None = None
     image_size: int | None = None
+    tile: int | str | None = None  # tiled detection of the image view (video does not tile)
+    tile_overlap: float | None = None
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """``GroundedSAM`` keyword arguments: the preset's, then every option that is set."""
@@ -84,7 +86,7 @@ class AppModels:
         self.options = options or ModelOptions()
         self.lock = threading.RLock()
         self._base: Any = None  # the first GroundedSAM built: owns the detector and the segmenter
-        self._pipelines: dict[tuple[tuple[str, str], ...], Any] = {}
+        self._pipelines: dict[tuple[tuple[tuple[str, str], ...], bool], Any] = {}  # (captions, tiled) -> pipeline
         self._click: Any = None  # an ImagePredictor for clicks when the pipeline has no segmenter
         self._embedded: tuple[int, str] | None = None  # (id(predictor), image key) held by the predictor
         self._video: Any = None  # the VideoPredictor of corrections
@@ -152,12 +154,13 @@ class AppModels:
         return ModelStatus(True, f"models: {names}; they are downloaded on the first Detect")
 
     # ------------------------------------------------------------------ loading
-    def pipeline(self, captions: Mapping[str, str]) -> Any:
-        """A ``GroundedSAM`` for ``captions`` (the models load on the first call)."""
+    def pipeline(self, captions: Mapping[str, str], tiled: bool = False) -> Any:
+        """A ``GroundedSAM`` for ``captions`` (the models load on the first call); ``tiled``: with the
+        ``tile`` options (the image view), else without (video)."""
         from grounded_sam.api import GroundedSAM
         from ontologies import CaptionOntology
 
-        key = tuple(captions.items())
+        key = (tuple(captions.items()), tiled)
         with self.lock:
             if key in self._pipelines:
                 return self._pipelines[key]
@@ -166,6 +169,8 @@ class AppModels:
             except ValueError as e:
                 raise AppError(f"captions: {e}") from None
             kwargs = self.options.pipeline_kwargs()
+            if not tiled:
+                kwargs.pop("tile", None), kwargs.pop("tile_overlap", None)
             if self._base is None and (problem := self.model_problem()) is not None:
                 raise AppError(problem)
             try:
@@ -175,8 +180,8 @@ class AppModels:
                         kwargs = {k: v for k, v in kwargs.items() if v is not None}
                     pipe = self._base = GroundedSAM(ontology, **kwargs)
                 else:
-                    keep = {k: kwargs[k] for k in ("device", "box_threshold", "text_threshold", "nms_iou", "multimask")
-                            if k in kwargs}
+                    keep = {k: kwargs[k] for k in ("device", "box_threshold", "text_threshold", "nms_iou", "multimask",
+                                                   "tile", "tile_overlap") if k in kwargs}
                     pipe = GroundedSAM(ontology, detector=self._base.detector, segmenter=self._base.predictor, **keep)
             except Exception as e:  # noqa: BLE001 - shown in the page, as the CLI shows it
                 if self._base is not None:
@@ -184,7 +189,8 @@ class AppModels:
 
                     raise AppError(loading_error_message(e)) from None
                 raise self._remember(False, e) from None  # not retried until the models change
-            self._pipelines = {key: pipe}  # one ontology at a time; models are shared
+            # one ontology at a time (tiled for images, untiled for video); models are shared
+            self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] == key[0]} | {key: pipe}
             return pipe
 
     def click_predictor(self) -> Any:
@@ -209,14 +215,16 @@ class AppModels:
     def predict(self, captions: Mapping[str, str], key: str, image: np.ndarray,
                 exemplars: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
         """``(pipeline, sv.Detections)`` for one image; ``exemplars``: ``{class: boxes}`` (``sam3``)."""
-        pipe = self.pipeline(captions)
+        pipe = self.pipeline(captions, tiled=True)
         with self.lock:
             self._embedded = None
             try:
                 det = pipe.predict(image, exemplars=exemplars or None)
             except ValueError as e:
                 raise AppError(str(e)) from None
-            if len(det) and pipe.predictor is not None:  # the pipeline embedded this image (a batch of one)
+            # the pipeline embedded this image (a batch of one); when tiled it may have embedded
+            # windows of it instead (grounded_sam.pipeline.windows): the first click embeds the image
+            if len(det) and pipe.predictor is not None and pipe.tiling is None:
                 self.note_embedded(pipe.predictor, key)
         return pipe, det
 

@@ -354,11 +354,14 @@ def app_command(
     config: Preset = None, detector: DetectorOpt = None, detector_model_id: DetectorId = None,
     segmenter: SegmenterOpt = None, checkpoint: CheckpointOpt = None, device: DeviceOpt = None,
     box_threshold: BoxThr = None, text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None,
-    image_size: ImageSize = None, max_pixels: MaxPixelsOpt = None,
+    image_size: ImageSize = None, max_pixels: MaxPixelsOpt = None, tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = None,
 ) -> None:
     """Open the browser app: prompt, click, correct, review.
 
     It needs Gradio: pip install ".[app]" in the project folder."""
+    if tile_overlap is not None and tile is None:
+        raise typer.BadParameter("applies to tiled detection; give --tile too", param_hint="--tile-overlap")
     if review is not None and not review.is_dir():  # answered before Gradio and torch load
         typer.secho(f"error: --review {review}: no such folder (give an output folder of `grounded-sam label`)",
                     fg="red", err=True)
@@ -381,7 +384,7 @@ def app_command(
     models = AppModels(ModelOptions(
         config=config, detector=detector, detector_model_id=detector_model_id, segmenter=segmenter,
         checkpoint=checkpoint, device=device, box_threshold=box_threshold, text_threshold=text_threshold,
-        nms_iou=nms_iou, multimask=multimask, image_size=image_size))
+        nms_iou=nms_iou, multimask=multimask, image_size=image_size, tile=tile, tile_overlap=tile_overlap))
     status = models.status()  # the fast check: the terminal and the page say it before anyone clicks
     typer.secho(status.text if status.ok else status.text + "\n(the app starts anyway; Detect answers with this "
                 "message until the models are here)", fg=None if status.ok else "yellow", err=True)
