@@ -110,7 +110,8 @@ def test_relative_links_resolve() -> None:
 def test_the_shared_package_is_gsam_runtime() -> None:
     assert (ROOT / "gsam_runtime").is_dir() and not (ROOT / "runtime").exists()
     for path, text in DOCS.items():
-        assert not re.search(r"(?<![\w])runtime\b", text), path  # gsam_runtime only
+        # gsam_runtime only (segmenter/export/runtime.py, the ONNX Runtime predictor's module, is a file name)
+        assert not re.search(r"(?<![\w])runtime\b(?!\.py)", text), path
 
 
 # message fragments the guide quotes, each from one string literal of the code that prints it
