@@ -1,10 +1,10 @@
-"""Issue 30, first increment: the Label Studio ML backend protocol (``grounded-sam serve label-studio``)
-in-process (Starlette's TestClient) and on a real uvicorn bound to 127.0.0.1, with the tiny models.
+"""Issue 30: the Label Studio ML backend protocol (``grounded-sam serve label-studio``) in-process
+(Starlette's TestClient) and on a real uvicorn bound to 127.0.0.1, with the tiny models.
 
-Label Studio itself (its own virtual environment, ``tests/install_label_studio.sh``) comes in a
-later increment; until then the brush RLE is checked against a transcription of the SDK's decoder
+The brush RLE is checked here against a transcription of the SDK's decoder
 (``label_studio_sdk.converter.brush.decode_rle``, label-studio-sdk 2.1.2), which cannot be
-installed beside our numpy.
+installed beside our numpy; tests/test_label_studio_real.py runs the SDK itself, and a real Label
+Studio, from their own virtual environment.
 """
 
 from __future__ import annotations
@@ -270,11 +270,12 @@ def test_keypoint_gives_the_image_predictors_mask_and_embeds_once(pipeline, imag
                                       point_labels=np.array([1, 0]), multimask_output=False)
     assert np.array_equal(decode_mask(second), masks[0] > 0)
 
-    # pre-annotating another image in between re-embeds task 7 on its next click
+    # pre-annotating another image in between leaves task 7's embedding alone (the pipeline's own
+    # predictor embeds that image; the clicks' embeddings are kept apart)
     client.post("/predict", json={"project": "s", "label_config": SMART, "tasks": [_task(images / "im1.png", 9)]})
     encoded.clear()
     again = smart(7, "im0.png", [_click(30, 20, 80, 60)])
-    assert len(encoded) == 1 and np.array_equal(decode_mask(again), decode_mask(first))
+    assert encoded == [] and np.array_equal(decode_mask(again), decode_mask(first))
 
     encoded.clear()
     rect = {"type": "rectanglelabels", "from_name": "rect", "to_name": "image",
@@ -284,6 +285,97 @@ def test_keypoint_gives_the_image_predictors_mask_and_embeds_once(pipeline, imag
     predictor.set_image(np.array(Image.open(images / "im1.png")))
     masks, _, _ = predictor.predict(box=np.array([7.0, 10.0, 42.0, 30.0]), multimask_output=False)
     assert np.array_equal(decode_mask(boxed), masks[0] > 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache_tasks", [2, 1])
+def test_clicks_alternating_between_tasks_encode_each_image_once(pipeline, images, monkeypatch, cache_tasks) -> None:
+    backend = LabelStudioBackend(pipeline, BackendOptions(model_version="v", local_roots=(images,),
+                                                          pipeline_captions=False, cache_tasks=cache_tasks))
+    model = pipeline.predictor.model
+    encoded = []
+    original = model.encode_images
+    monkeypatch.setattr(model, "encode_images", lambda *a, **k: encoded.append(1) or original(*a, **k))
+    fetched = []
+    load = backend.load_image
+    monkeypatch.setattr(backend, "load_image", lambda *a: fetched.append(1) or load(*a))
+    sizes = {"im0.png": (80, 60), "im1.png": (70, 50)}
+    masks: dict[tuple, np.ndarray] = {}
+    for round_ in range(3):
+        for task_id, name in ((1, "im0.png"), (2, "im1.png")):
+            w, h = sizes[name]
+            x, y = (w / 3 + 5 * round_, h / 2)
+            payload = {"project": "lru", "label_config": SMART, "tasks": [_task(images / name, task_id)],
+                       "params": {"context": {"result": [_click(x, y, w, h)]}}}
+            result = backend.predict(payload)["results"][0]
+            assert "error" not in result, result
+            mask = decode_mask(result["result"][0])
+            assert mask.shape == (h, w)
+            masks[(task_id, round_)] = mask
+    if cache_tasks >= 2:
+        assert len(encoded) == len(fetched) == 2  # each task's image downloaded and encoded once
+    else:
+        assert len(encoded) == len(fetched) == 6  # room for one task: every switch encodes again
+    assert len(backend.embeddings) == min(cache_tasks, 2)
+    # each answer is the mask the image predictor gives on that image
+    predictor = pipeline.predictor
+    for (task_id, round_), mask in masks.items():
+        name = "im0.png" if task_id == 1 else "im1.png"
+        w, h = sizes[name]
+        predictor.set_image(np.array(Image.open(images / name)))
+        got, iou, _ = predictor.predict(point_coords=np.array([[w / 3 + 5 * round_, h / 2]]), point_labels=np.array([1]),
+                                        multimask_output=True)
+        assert np.array_equal(mask, got[int(np.argmax(iou))] > 0)
+
+
+@pytest.mark.slow
+def test_a_textarea_caption_runs_the_detector_for_it(pipeline, images) -> None:
+    config = _config("BrushLabels", extra='<TextArea name="caption" toName="image" smart="true"/>')
+    backend = LabelStudioBackend(pipeline, BackendOptions(local_roots=(images,), pipeline_captions=False))
+    image = np.array(Image.open(images / "im0.png"))
+    for caption, label in (("a dog", "Dog"), ("DOG", "Dog"), ("a striped animal", "Cat")):  # hint, value, neither
+        text = {"type": "textarea", "from_name": "caption", "to_name": "image", "value": {"text": [caption]}}
+        payload = {"project": "t", "label_config": config, "tasks": [_task(images / "im0.png")],
+                   "params": {"context": {"result": [text]}}}
+        results = backend.predict(payload)["results"][0]
+        assert "error" not in results, results
+        expected = _with_ontology(pipeline, {caption: label}).predict(image)
+        assert len(results["result"]) == len(expected) > 0
+        for result, mask, score in zip(results["result"], expected.mask, expected.confidence):
+            assert result["type"] == "brushlabels" and result["value"]["brushlabels"] == [label]
+            assert result["score"] == pytest.approx(float(score))
+            assert np.array_equal(decode_mask(result), mask)
+    empty = {"type": "textarea", "from_name": "caption", "to_name": "image", "value": {"text": ["  "]}}
+    payload = {"project": "t", "label_config": config, "tasks": [_task(images / "im0.png")],
+               "params": {"context": {"result": [empty]}}}
+    assert "no keypoint, rectangle or text" in backend.predict(payload)["results"][0]["error"]
+
+
+def test_a_predictor_that_holds_one_image_is_shared_by_the_cache() -> None:
+    """Not a PyTorch ImagePredictor (an exported ONNX segmenter holds one image): its entries evict
+    one another, and forget() drops them when the pipeline sets another image on it."""
+    from grounded_sam.serve import EmbeddingCache
+
+    class OneImage:
+        def __init__(self) -> None:
+            self.images: list[np.ndarray] = []
+
+        def set_image(self, image: np.ndarray) -> None:
+            self.images.append(image)
+
+    shared = OneImage()
+    cache = EmbeddingCache(4)
+    a, b = np.zeros((5, 7, 3), np.uint8), np.ones((6, 8, 3), np.uint8)
+    assert cache.embed("a", shared, a) == (shared, (5, 7))
+    assert cache.embed("b", shared, b) == (shared, (6, 8))
+    assert cache.get("a") is None and cache.get("b") == (shared, (6, 8)) and len(shared.images) == 2
+    cache.forget(shared)
+    assert cache.get("b") is None and len(cache) == 0
+
+
+def test_cache_tasks_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cache_tasks must be at least 1"):
+        BackendOptions(cache_tasks=0)
 
 
 # ---------------------------------------------------------------------------- a real server
@@ -332,9 +424,20 @@ def test_cli_serves_on_loopback_by_default(pipeline, images, monkeypatch) -> Non
     built, served = [], {}
     monkeypatch.setattr("grounded_sam.cli.serve.build_pipeline", lambda *a, **k: built.append((a, k)) or pipeline)
     monkeypatch.setattr(uvicorn, "run", lambda app, **k: served.update(k, app=app))
-    answer = runner.invoke(app, ["serve", "label-studio", "--local-root", str(images)])
+    import grounded_sam.serve
+
+    backends = []
+
+    class Recorded(LabelStudioBackend):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            backends.append(self)
+
+    monkeypatch.setattr(grounded_sam.serve, "LabelStudioBackend", Recorded)
+    answer = runner.invoke(app, ["serve", "label-studio", "--local-root", str(images), "--cache-tasks", "3"])
     assert answer.exit_code == 0, answer.output
     assert (served["host"], served["port"]) == ("127.0.0.1", 9090)
+    assert backends[0].options.cache_tasks == backends[0].embeddings.size == 3
     assert built[0][0][0] == "object"  # no --prompt: a placeholder; captions come from the labels' hints
     client = TestClient(served["app"])
     schema = _config("BrushLabels", '<Label value="Cat"/>')
@@ -361,3 +464,80 @@ def test_a_redirect_off_the_label_studio_host_is_refused(pipeline, images, image
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------- cloud URIs
+@pytest.mark.slow
+def test_s3_uris_are_resolved_through_label_studio(pipeline, images) -> None:
+    """A stand-in Label Studio answers /tasks/<id>/resolve/: it streams one file itself, redirects to
+    a "presigned" URL on another origin for another, and has no storage for a third."""
+    seen: dict[str, str | None] = {}
+
+    class Bucket(http.server.BaseHTTPRequestHandler):  # the presigned URL's server
+        def do_GET(self) -> None:
+            seen["bucket"] = self.headers.get("Authorization")
+            data = (images / "im1.png").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Resolver(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            uri = base64.urlsafe_b64decode(query.removeprefix("fileuri=")).decode()
+            seen[uri] = path
+            if self.headers.get("Authorization") != "Token ls-token":
+                self.send_response(401)
+            elif uri == "s3://bucket/proxied.png":
+                data = (images / "im0.png").read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            elif uri == "s3://bucket/presigned.png":
+                self.send_response(303)
+                self.send_header("Location", f"{bucket_url}/signed/im1.png?X-Amz-Signature=abc")
+            else:
+                self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (Bucket, Resolver)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    bucket_url, host = (f"http://127.0.0.1:{s.server_address[1]}" for s in servers)
+    try:
+        backend = LabelStudioBackend(pipeline, BackendOptions(hostname=host, access_token="ls-token",
+                                                              pipeline_captions=False))
+        tasks = [_task("s3://bucket/proxied.png", 11), _task("s3://bucket/presigned.png", 12),
+                 _task("s3://bucket/nowhere.png", 13)]
+        results = backend.predict({"project": "c", "label_config": BRUSH, "tasks": tasks})["results"]
+        assert seen["s3://bucket/proxied.png"] == "/tasks/11/resolve/"
+        assert "error" not in results[0] and "error" not in results[1], results
+        for result, name in zip(results[:2], ("im0.png", "im1.png")):
+            expected = _with_ontology(pipeline, ONTOLOGY).predict(np.array(Image.open(images / name)))
+            assert len(result["result"]) == len(expected) > 0
+            assert all(np.array_equal(decode_mask(r), m) for r, m in zip(result["result"], expected.mask))
+        assert seen["bucket"] is None  # the presigned URL got no token
+        assert "HTTP 404" in results[2]["error"] and "cloud storage" in results[2]["error"]
+
+        wrong = LabelStudioBackend(pipeline, BackendOptions(hostname=host, access_token="wrong",
+                                                            pipeline_captions=False))
+        result = wrong.predict({"project": "c", "label_config": BRUSH, "tasks": tasks[:1]})["results"][0]
+        assert "refused the access token (HTTP 401)" in result["error"]
+        closed = LabelStudioBackend(pipeline, BackendOptions(hostname=f"http://127.0.0.1:{_free_port()}",
+                                                             pipeline_captions=False))
+        result = closed.predict({"project": "c", "label_config": BRUSH, "tasks": tasks[:1]})["results"][0]
+        assert "is not reachable" in result["error"]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

@@ -3,12 +3,13 @@
 Needs the ``[label-studio]`` extra (Starlette, uvicorn). :func:`build_server` gives the ASGI app.
 """
 
-from grounded_sam.serve.backend import BackendOptions, ImageRefused, LabelStudioBackend
+from grounded_sam.serve.backend import BackendOptions, EmbeddingCache, LabelStudioBackend
+from grounded_sam.serve.images import ImageRefused
 from grounded_sam.serve.label_config import LabelConfig, LabelConfigError, parse_label_config
 from grounded_sam.serve.results import brush_rle
 
-__all__ = ["BackendOptions", "ImageRefused", "LabelStudioBackend", "LabelConfig", "LabelConfigError",
-           "parse_label_config", "brush_rle", "build_server"]
+__all__ = ["BackendOptions", "EmbeddingCache", "ImageRefused", "LabelStudioBackend", "LabelConfig",
+           "LabelConfigError", "parse_label_config", "brush_rle", "build_server"]
 
 
 def build_server(*args, **kwargs):  # imports Starlette only when a server is built

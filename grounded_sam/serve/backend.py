@@ -8,11 +8,19 @@ the smart tools.
   rectangle (:mod:`grounded_sam.serve.results`).
 - **Smart tools** (``/predict`` with ``context``): the keypoints (positive and negative) or the
   rectangle the annotator drew become SAM prompts on the task's image; the mask goes to the
-  brush control on the same image with the prompt's label. The last task's image embedding
-  stays set in the predictor, so further clicks on that task run the mask decoder only.
+  brush control on the same image with the prompt's label. The image embeddings of the last
+  ``cache_tasks`` tasks clicked on are kept (:class:`EmbeddingCache`, least recently used
+  first out), so a click on any of them runs the mask decoder only: no download, no encoder.
+  A caption typed into a ``TextArea`` (and no click) runs the detector for that caption instead
+  (SAM 3 segments it by itself); its objects go to the same control.
+- **Video** (a ``<Video>`` with a ``VideoRectangle`` and ``<Labels>``): pre-annotation tracks the
+  labels' captions through the whole video with the pipeline's tracker and answers one
+  ``videorectangle`` region per track (:mod:`grounded_sam.serve.video`). The video is fetched like
+  an image (up to ``max_video_mb``).
 - **Images**: an ``http(s)`` URL on the Label Studio host given at ``/setup`` (relative URLs
-  such as ``/data/upload/...`` are joined to it; the project's access token is sent), or a local
-  path under one of ``local_roots``. Anything else is refused. A task whose image fails gets an
+  such as ``/data/upload/...`` are joined to it; the project's access token is sent), a cloud
+  URI (``s3://...``) resolved through that host, or a local path under one of ``local_roots``
+  (:mod:`grounded_sam.serve.images`). Anything else is refused. A task whose image fails gets an
   empty prediction with an ``error`` field; the other tasks go on.
 """
 
@@ -22,32 +30,33 @@ import copy
 import logging
 import threading
 import urllib.parse
-import urllib.request
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from grounded_sam.serve.images import AccessTokens, ImageRefused, ImageSource, fetch_file, read_image
 from grounded_sam.serve.label_config import LabelConfig, LabelConfigError, parse_label_config
 from grounded_sam.serve.results import brush_result, polygon_result, rectangle_result
+from grounded_sam.serve.video import VideoControl, parse_video_controls, predict_video, video_ontology
 
-__all__ = ["BackendOptions", "LabelStudioBackend", "ImageRefused", "LabelConfigError"]
+__all__ = ["BackendOptions", "LabelStudioBackend", "ImageRefused", "LabelConfigError", "EmbeddingCache"]
 
 log = logging.getLogger(__name__)
-
-
-class ImageRefused(ValueError):
-    """A task's image is not one this server may read."""
 
 
 @dataclass(frozen=True)
 class BackendOptions:
     """``local_roots``: folders whose files tasks may name by path. ``hostname``: the Label Studio
-    URL to fetch images from before any ``/setup`` names one. ``max_image_mb``: refuse larger
+    URL to fetch images from before any ``/setup`` names one. ``access_token``: sent to it instead
+    of the token Label Studio gives at ``/setup`` (a legacy token, which Label Studio 1.23 takes only
+    where legacy tokens are on); a personal access token works too. ``max_image_mb``: refuse larger
     downloads. ``timeout_s``: per image download. ``pipeline_captions``: captions for labels
-    without a ``hint`` come from the pipeline's ontology."""
+    without a ``hint`` come from the pipeline's ontology. ``cache_tasks``: how many tasks' image
+    embeddings the smart tools keep (SAM 2 at 1024 px: ~16 MB each)."""
 
     model_version: str = "grounded-sam"
     local_roots: tuple[Path, ...] = ()
@@ -56,6 +65,57 @@ class BackendOptions:
     max_image_mb: float = 64.0
     timeout_s: float = 30.0
     pipeline_captions: bool = True  # False: the pipeline's ontology is a placeholder, hints only
+    cache_tasks: int = 8
+    max_video_mb: float = 1024.0
+    track_options: Mapping[str, Any] | None = None  # GroundedSAM.track's: tracker, redetect_every, memory
+
+    def __post_init__(self) -> None:
+        if self.cache_tasks < 1:
+            raise ValueError(f"cache_tasks must be at least 1, got {self.cache_tasks}")
+
+
+class EmbeddingCache:
+    """The image embeddings of the last ``size`` tasks, least recently used first out.
+
+    An entry is a predictor holding one image's embedding and that image's ``(height, width)``,
+    so a hit needs neither the image nor the encoder. For a PyTorch :class:`segmenter.ImagePredictor`
+    each entry gets a predictor of its own on the shared model; any other predictor (an exported
+    ONNX segmenter holds one image) is used as it is, so its entries evict one another and
+    :meth:`forget` drops them when the pipeline sets another image on it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, tuple[Any, tuple[int, int]]] = OrderedDict()
+
+    def forget(self, predictor: Any) -> None:
+        """Drop the entries that ``predictor`` holds (it is about to hold another image)."""
+        for key in [k for k, (p, _) in self._entries.items() if p is predictor]:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> tuple[Any, tuple[int, int]] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def embed(self, key: Hashable, predictor: Any, image: np.ndarray) -> tuple[Any, tuple[int, int]]:
+        """Embed ``image`` for ``key`` (in a predictor of its own on ``predictor``'s model where it can)."""
+        from segmenter import ImagePredictor
+
+        if isinstance(predictor, ImagePredictor):
+            own = ImagePredictor(predictor.model, mask_threshold=predictor.mask_threshold)
+        else:
+            own = predictor
+            self.forget(predictor)
+        own.set_image(image)
+        self._entries[key] = (own, (int(image.shape[0]), int(image.shape[1])))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return self._entries[key]
 
 
 @dataclass
@@ -65,6 +125,8 @@ class _Project:
     pipeline: Any
     hostname: str | None
     access_token: str | None
+    videos: tuple[VideoControl, ...] = ()
+    video_pipeline: Any = None
 
 
 class LabelStudioBackend:
@@ -76,8 +138,9 @@ class LabelStudioBackend:
         self.pipeline = pipeline
         self.options = options or BackendOptions()
         self._projects: dict[str, _Project] = {}
-        self._lock = threading.Lock()  # one model call at a time; guards the embedded task
-        self._embedded: tuple[Any, ...] | None = None  # (project, task id, image source) now set in the predictor
+        self._lock = threading.Lock()  # one model call at a time; guards the embeddings
+        self.embeddings = EmbeddingCache(self.options.cache_tasks)  # (project, task id, image source) -> embedding
+        self._tokens = AccessTokens()  # personal access tokens -> access tokens
 
     # ------------------------------------------------------------------ protocol
     def setup(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,13 +183,26 @@ class LabelStudioBackend:
         captions: dict[str, list[str]] = {}
         for caption, cls in (self.pipeline.ontology.items() if self.options.pipeline_captions else ()):
             captions.setdefault(cls, []).append(caption)
-        config = parse_label_config(schema, captions)
+        videos, problems = parse_video_controls(schema, captions)
+        if problems:
+            raise LabelConfigError(problems)
+        try:
+            config = parse_label_config(schema, captions)
+        except LabelConfigError as e:
+            if not videos or any("<Image>" not in p and "BrushLabels" not in p for p in e.problems):
+                raise
+            config = LabelConfig({}, ())  # a video project: no image controls
         from ontologies import CaptionOntology
 
         pipeline = copy.copy(self.pipeline)  # the models are shared; only the ontology is the project's
-        pipeline.ontology = CaptionOntology(config.ontology())
+        pipeline.ontology = CaptionOntology(config.ontology()) if config.images else self.pipeline.ontology
+        video_pipeline = None
+        if videos:
+            video_pipeline = copy.copy(self.pipeline)
+            video_pipeline.ontology = CaptionOntology(video_ontology(videos))
         project = _Project(schema, config, pipeline, hostname or (known.hostname if known else None) or self.options.hostname,
-                           token or (known.access_token if known else None) or self.options.access_token)
+                           self.options.access_token or token or (known.access_token if known else None),
+                           tuple(videos), video_pipeline)
         self._projects[key] = project
         return project
 
@@ -136,42 +212,81 @@ class LabelStudioBackend:
         controls = project.config.drawing()
         for to_name in dict.fromkeys(c.to_name for c in controls):
             image = self.load_image(project, task, to_name)
+            out += self._detect(project.pipeline, image, [c for c in controls if c.to_name == to_name])
+        for data_key in dict.fromkeys(v.data_key for v in project.videos):
+            out += self._track(project, task, data_key, [v for v in project.videos if v.data_key == data_key])
+        return out
+
+    def _track(self, project: _Project, task: Mapping[str, Any], data_key: str,
+               controls: list[VideoControl]) -> list[dict[str, Any]]:
+        """The tracks of the task's video ``data[data_key]`` as ``videorectangle`` regions."""
+        import tempfile
+
+        value = (task.get("data") or {}).get(data_key)
+        if not isinstance(value, str) or not value:
+            raise ImageRefused(f"task {task.get('id')}: no video under data[{data_key!r}]")
+        source = ImageSource(project.hostname, project.access_token, self.options.local_roots,
+                             self.options.max_video_mb, self.options.timeout_s, self._tokens)
+        data = fetch_file(value, task.get("id"), source)
+        options = dict(self.options.track_options or {})
+        with tempfile.TemporaryDirectory(prefix="gsam-ls-video-") as tmp:
+            if not isinstance(data, Path):  # the decoder reads files: the download goes to a temporary one
+                suffix = Path(urllib.parse.urlparse(value).path).suffix or ".mp4"
+                path = Path(tmp) / f"video{suffix}"
+                path.write_bytes(data)
+                data = path
             with self._lock:
-                self._embedded = None  # the pipeline sets its own image in the shared predictor
-                dets = project.pipeline.predict(image)
-            classes = project.pipeline.classes
-            hw = image.shape[:2]
-            for i in range(len(dets)):
-                label = classes[int(dets.class_id[i])]
-                score = float(dets.confidence[i]) if dets.confidence is not None else None
-                for control in controls:
-                    if control.to_name != to_name or label not in control.labels:
-                        continue
-                    if control.type == "rectanglelabels":
-                        out.append(rectangle_result(dets.xyxy[i], hw, label, control.name, to_name, score))
-                    elif control.type == "polygonlabels":
-                        result = polygon_result(dets.mask[i], label, control.name, to_name, score)
-                        if result is not None:
-                            out.append(result)
-                    else:
-                        out.append(brush_result(dets.mask[i], label, control.name, to_name, score))
+                self.embeddings.forget(project.video_pipeline.predictor)
+                return predict_video(project.video_pipeline, str(data), controls, **options)
+
+    def _detect(self, pipeline: Any, image: np.ndarray, controls: list[Any]) -> list[dict[str, Any]]:
+        """``pipeline``'s detections on ``image``, written into each of ``controls`` that holds their class."""
+        with self._lock:
+            self.embeddings.forget(pipeline.predictor)  # when clicks share it (ONNX)
+            dets = pipeline.predict(image)
+        out: list[dict[str, Any]] = []
+        hw = image.shape[:2]
+        for i in range(len(dets)):
+            label = pipeline.classes[int(dets.class_id[i])]
+            score = float(dets.confidence[i]) if dets.confidence is not None else None
+            for control in controls:
+                if label not in control.labels:
+                    continue
+                if control.type == "rectanglelabels":
+                    out.append(rectangle_result(dets.xyxy[i], hw, label, control.name, control.to_name, score))
+                elif control.type == "polygonlabels":
+                    result = polygon_result(dets.mask[i], label, control.name, control.to_name, score)
+                    if result is not None:
+                        out.append(result)
+                else:
+                    out.append(brush_result(dets.mask[i], label, control.name, control.to_name, score))
         return out
 
     # ------------------------------------------------------------------ smart tools
     def _smart(self, project: _Project, key: Any, task: Mapping[str, Any],
                context: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         prompts = [r for r in context if r.get("type") in ("keypointlabels", "rectanglelabels")]
+        captions = [(r, t.strip()) for r in context if r.get("type") == "textarea"
+                    for t in (r.get("value") or {}).get("text") or () if isinstance(t, str) and t.strip()]
+        if not prompts and captions:
+            return self._caption(project, task, *captions[-1])
         if not prompts:
-            raise ValueError("the context holds no keypoint or rectangle to segment")
+            raise ValueError("the context holds no keypoint, rectangle or text to segment")
         to_name = prompts[0].get("to_name") or next(iter(project.config.images))
-        target = project.config.brush_for(to_name) or next(
-            (c for c in project.config.drawing() if c.to_name == to_name and c.type == "polygonlabels"), None)
-        if target is None:
-            raise ValueError(f"the labeling config has no BrushLabels or PolygonLabels on {to_name!r} for the mask")
+        target = self._mask_control(project, to_name)
         first = prompts[0]["value"]
         label = (first.get(prompts[0]["type"]) or [None])[0] or (target.labels[0] if target.labels else "")
-        image = self.load_image(project, task, to_name)
-        h, w = image.shape[:2]
+        predictor = project.pipeline.predictor
+        if predictor is None:
+            raise ValueError("smart tools need a segmenter; this pipeline's detector segments by itself (give --segmenter)")
+        source = (str(key or ""), task.get("id"), self._image_value(project, task, to_name))
+        with self._lock:
+            entry = self.embeddings.get(source)
+        if entry is None:
+            image = self.load_image(project, task, to_name)  # outside the lock: other clicks go on meanwhile
+            with self._lock:
+                entry = self.embeddings.embed(source, predictor, image)
+        embedded, (h, w) = entry
         points, labels, box = [], [], None
         for r in prompts:
             v = r["value"]
@@ -181,25 +296,46 @@ class LabelStudioBackend:
             else:
                 x, y = v["x"] * w / 100.0, v["y"] * h / 100.0
                 box = np.array([x, y, x + v["width"] * w / 100.0, y + v["height"] * h / 100.0])
-        predictor = project.pipeline.predictor
-        if predictor is None:
-            raise ValueError("smart tools need a segmenter; this pipeline's detector segments by itself (give --segmenter)")
+        multimask = box is None and len(points) == 1  # one click is ambiguous: keep SAM's best guess
         with self._lock:
-            source = (str(key or ""), task.get("id"), self._image_value(project, task, to_name))
-            if self._embedded != source or not predictor.is_image_set:
-                predictor.set_image(image)
-                self._embedded = source
-            multimask = box is None and len(points) == 1  # one click is ambiguous: keep SAM's best guess
-            masks, iou, _ = predictor.predict(
+            low_res, iou = embedded.predict_low_res(
                 point_coords=np.array(points, dtype=np.float32) if points else None,
                 point_labels=np.array(labels, dtype=np.int32) if points else None,
-                box=box, multimask_output=multimask)
-        best = int(np.argmax(iou))
-        mask, score = masks[best] > 0, float(iou[best])
+                boxes=box, multimask_output=multimask)  # (1, C, h, w), (1, C)
+            best = int(iou[0].argmax())
+            logits = embedded.upscale_logits(low_res[:, best:best + 1])  # only the mask kept goes to full size
+            mask = (logits[0, 0] > embedded.mask_threshold).cpu().numpy()
+        score = float(iou[0, best])
         if target.type == "brushlabels":
             return [brush_result(mask, label, target.name, to_name, score)]
         result = polygon_result(mask, label, target.name, to_name, score)
         return [result] if result is not None else []
+
+    def _mask_control(self, project: _Project, to_name: str) -> Any:
+        """Where a smart tool's mask goes: the brush control on ``to_name``, else its polygon control."""
+        target = project.config.brush_for(to_name) or next(
+            (c for c in project.config.drawing() if c.to_name == to_name and c.type == "polygonlabels"), None)
+        if target is None:
+            raise ValueError(f"the labeling config has no BrushLabels or PolygonLabels on {to_name!r} for the mask")
+        return target
+
+    def _caption(self, project: _Project, task: Mapping[str, Any], region: Mapping[str, Any],
+                 caption: str) -> list[dict[str, Any]]:
+        """A caption typed into a ``TextArea``: the detector looks for it (SAM 3 segments it itself);
+        its objects go to the mask control with the label the caption names (a label's value or
+        hint, any case), else that control's first label."""
+        from ontologies import CaptionOntology
+
+        names = list(project.config.images)
+        to_name = region.get("to_name") if region.get("to_name") in names else names[0]
+        target = self._mask_control(project, to_name)
+        wanted = caption.casefold()
+        label = next((label for label in target.labels if wanted == label.casefold()
+                      or wanted in (c.casefold() for c in target.captions.get(label, ()))),
+                     target.labels[0] if target.labels else "")
+        pipeline = copy.copy(project.pipeline)  # the models are shared; the ontology is this caption
+        pipeline.ontology = CaptionOntology({caption: label})
+        return self._detect(pipeline, self.load_image(project, task, to_name), [target])
 
     # ------------------------------------------------------------------ images
     def _image_value(self, project: _Project, task: Mapping[str, Any], to_name: str) -> str:
@@ -210,47 +346,7 @@ class LabelStudioBackend:
         return value
 
     def load_image(self, project: _Project, task: Mapping[str, Any], to_name: str) -> np.ndarray:
-        """The task's image as an RGB array, from an allowed place only (see the module docs)."""
-        from gsam_runtime.images import load_image, load_image_bytes
-
-        value = self._image_value(project, task, to_name)
-        parsed = urllib.parse.urlparse(value)
-        if parsed.scheme in ("http", "https") or value.startswith("/data/"):
-            if not project.hostname:
-                raise ImageRefused(f"{value!r}: no Label Studio host is known to fetch it from (give --label-studio-url)")
-            url = urllib.parse.urljoin(project.hostname.rstrip("/") + "/", value)
-            if _origin(url) != _origin(project.hostname):
-                raise ImageRefused(f"{value!r} is not on the Label Studio host {project.hostname}")
-            request = urllib.request.Request(url)
-            if project.access_token:
-                request.add_header("Authorization", f"Token {project.access_token}")
-            limit = int(self.options.max_image_mb * 2**20)
-            opener = urllib.request.build_opener(_SameOriginRedirects(_origin(project.hostname)))
-            with opener.open(request, timeout=self.options.timeout_s) as response:  # the origin is checked above
-                data = response.read(limit + 1)
-            if len(data) > limit:
-                raise ImageRefused(f"{value!r} is larger than {self.options.max_image_mb} MB")
-            return load_image_bytes(data, name=value)
-        if parsed.scheme not in ("", "file"):
-            raise ImageRefused(f"{value!r}: only http(s) URLs on the Label Studio host or local paths are read")
-        path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else value).resolve()
-        if not any(path.is_relative_to(root.resolve()) for root in self.options.local_roots):
-            raise ImageRefused(f"{value!r} is outside the folders this server may read (--local-root)")
-        return load_image(path)
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parsed = urllib.parse.urlparse(url)
-    return parsed.scheme, parsed.netloc.lower()
-
-
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects on the Label Studio host only (the access token must not leave it)."""
-
-    def __init__(self, origin: tuple[str, str]) -> None:
-        self.origin = origin
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
-        if _origin(newurl) != self.origin:
-            raise ImageRefused(f"{req.full_url!r} redirects off the Label Studio host, to {newurl!r}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        """The task's image as an RGB array, from an allowed place only (:mod:`grounded_sam.serve.images`)."""
+        source = ImageSource(project.hostname, project.access_token, self.options.local_roots,
+                             self.options.max_image_mb, self.options.timeout_s, self._tokens)
+        return read_image(self._image_value(project, task, to_name), task.get("id"), source)

@@ -35,29 +35,42 @@ def brush_rle(mask: np.ndarray) -> list[int]:
         raise ValueError(f"mask must have shape (H, W), got {mask.shape}")
     flat = np.repeat(np.where(mask.ravel() > 0, 255, 0).astype(np.uint8), 4)  # RGBA
     n = flat.size
-    header = f"{n:032b}{_WORD - 1:05b}" + "".join(f"{w - 1:04b}" for w in _WIDTHS)
-    parts = [header]
+    header = np.array([int(b) for b in f"{n:032b}{_WORD - 1:05b}" + "".join(f"{w - 1:04b}" for w in _WIDTHS)],
+                      dtype=np.uint8)
+    bits = [header]
     if n:
         ends = np.append(np.flatnonzero(flat[1:] != flat[:-1]), n - 1)
-        lengths = np.diff(np.append(-1, ends))
-        for length, value in zip(lengths.tolist(), flat[ends].tolist()):
-            parts.append(_run(length, value))
-    bits = "".join(parts)
-    bits += "0" * (8 - len(bits) % 8)  # as the SDK: a whole zero byte when already aligned
-    return np.packbits(np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")).tolist()
+        bits.append(_run_bits(np.diff(np.append(-1, ends)), flat[ends]))
+    stream = np.concatenate(bits)
+    stream = np.append(stream, np.zeros(8 - stream.size % 8, np.uint8))  # as the SDK: a whole zero byte when aligned
+    return np.packbits(stream).tolist()
 
 
-def _run(length: int, value: int) -> str:
-    word = f"{value:08b}"
-    if length == 1:
-        return "0" + "00" + "000" + word  # one literal value
-    out = []
-    while length > 2**16:
-        out.append("1" + "11" + f"{2**16 - 1:016b}" + word)
-        length -= 2**16
-    index = next(i for i, w in enumerate(_WIDTHS) if length <= 2**w)
-    out.append("1" + f"{index:02b}" + f"{length - 1:0{_WIDTHS[index]}b}" + word)
-    return "".join(out)
+def _run_bits(lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The bit stream of runs (``lengths``, ``values``), vectorised. Per record: flag (1 bit),
+    width index (2), length - 1 (3, 4, 8 or 16), value (8). A run of one is a literal record (flag
+    0); a longer run is repeated records of 2**16 while more than 2**16 remain, then one of the rest,
+    all in the width the whole run needs (as the SDK writes them)."""
+    full = np.where(lengths > 1, (lengths - 1) // 2**16, 0)  # records of exactly 2**16 before the last
+    if full.any():
+        per_run = full + 1
+        run_of = np.repeat(np.arange(lengths.size), per_run)  # records in stream order -> their run
+        last = np.zeros(run_of.size, bool)
+        last[np.cumsum(per_run) - 1] = True
+        count = np.where(last, (lengths - full * 2**16)[run_of], 2**16)
+        run_length, values = lengths[run_of], values[run_of]
+    else:
+        count = run_length = lengths
+        last = np.ones(lengths.size, bool)
+    widths = np.array(_WIDTHS, dtype=np.int64)
+    flag = np.where(last & (run_length == 1), 0, 1)
+    index = np.searchsorted(2**widths, np.minimum(run_length, 2**16))  # the narrowest width for the run
+    width = widths[index]
+    code = (((flag << 2 | index) << width | (count - 1)) << _WORD) | values.astype(np.int64)  # <= 27 bits
+    nbits = 3 + width + _WORD
+    aligned = (code << (32 - nbits)).astype(">u4")  # each record's bits at the top of 32, big-endian
+    bits = np.unpackbits(aligned.view(np.uint8)).reshape(-1, 32)
+    return bits[np.arange(32)[None, :] < nbits[:, None]]
 
 
 def _base(from_name: str, to_name: str, kind: str, hw: tuple[int, int], score: float | None) -> dict[str, Any]:
