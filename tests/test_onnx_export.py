@@ -217,5 +217,7 @@ def test_bad_requests(exports, tmp_path) -> None:
     with pytest.raises(ExportError, match="already exists"):
         to_onnx(model, tmp_path)
     with pytest.raises(ExportError, match="unknown export parts"):
+        to_onnx(model, tmp_path / "z", parts=("audio",))
+    with pytest.raises(ExportError, match="image encoder"):
         to_onnx(model, tmp_path / "z", parts=("video",))
     assert not (tmp_path / "z").exists()

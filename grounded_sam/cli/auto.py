@@ -36,12 +36,12 @@ def run_auto(
 
     try:
         predictor = make_predictor(segmenter, checkpoint, _device(device), image_size)
+        generator = AutomaticMaskGenerator(predictor.model, **generator_options)  # an ONNX folder has no model
     except Exception as e:  # noqa: BLE001
         if on_load_error is None:
             raise
         on_load_error(e)
         return {}
-    generator = AutomaticMaskGenerator(predictor.model, **generator_options)
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     for path in images:

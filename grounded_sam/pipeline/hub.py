@@ -175,6 +175,8 @@ def _segmenter_need(segmenter: str, checkpoint: str | Path | None) -> ModelNeed:
                 raise ValueError(f"config {segmenter!r} names no hub checkpoint; pass checkpoint=<path>")
             checkpoint = config.hf_ids[0]
         return _need("segmenter", segmenter, str(checkpoint), _official_file(segmenter, str(checkpoint)))
+    if (Path(segmenter).expanduser() / "manifest.json").is_file():  # a `grounded-sam export` folder
+        return _need("segmenter", "exported ONNX", segmenter)
     name = config_name_for_hub_id(segmenter)
     file = _official_file(name, segmenter) if name else None
     return _need("segmenter", name or "(inferred from the checkpoint)", segmenter, file)

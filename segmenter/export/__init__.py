@@ -1,8 +1,9 @@
-"""Export of the segmenter's models to other runtimes (today: ONNX, image parts).
+"""Export of the segmenter's models to other runtimes (today: ONNX, image and video parts).
 
 ``to_onnx`` (needs torch + onnx + onnxscript) writes the graphs and their ``manifest.json``;
-``OnnxImagePredictor`` (needs numpy + onnxruntime, never torch) runs them. Names load on first
-use, so ``import segmenter.export.runtime`` in a process without torch works.
+``OnnxImagePredictor`` and ``OnnxVideoPredictor`` (need numpy + onnxruntime, never torch) run them.
+Names load on first use, so ``import segmenter.export.runtime`` (or ``.video_runtime``) in a process
+without torch works.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ _LAZY = {
     "to_onnx": "segmenter.export.onnx",
     "OnnxExportOptions": "segmenter.export.onnx",
     "OnnxImagePredictor": "segmenter.export.runtime",
+    "OnnxVideoPredictor": "segmenter.export.video_runtime",
     "ExportManifest": "segmenter.export.manifest",
     "ExportError": "segmenter.export.manifest",
     "EXPORT_VERSION": "segmenter.export.manifest",

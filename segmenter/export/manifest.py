@@ -16,8 +16,10 @@ from typing import Any
 
 __all__ = ["EXPORT_VERSION", "MANIFEST_NAME", "ExportError", "ExportManifest", "GraphSpec", "TensorSpec", "sha256_file"]
 
-EXPORT_VERSION = 1
-"""Bumped whenever graph inputs / outputs or their meaning change; loaders accept only their own."""
+EXPORT_VERSION = 2
+"""Bumped whenever graph inputs / outputs or their meaning change; loaders accept only their own.
+
+2: the image encoder outputs ``vision_features``; video graphs (memory attention / encoder, heads)."""
 
 MANIFEST_NAME = "manifest.json"
 

@@ -13,7 +13,14 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["aa_bilinear_weights", "bilinear_weights", "coords_to_square_np", "resize_masks_np", "resize_to_square_np"]
+__all__ = [
+    "aa_bilinear_weights",
+    "bilinear_weights",
+    "coords_to_square_np",
+    "preprocess_video_frame_np",
+    "resize_masks_np",
+    "resize_to_square_np",
+]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
@@ -73,3 +80,24 @@ def resize_masks_np(low_res: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray
     x0, x1, lx0, lx1 = bilinear_weights(w, orig_hw[1])
     t = low_res[..., x0] * lx0 + low_res[..., x1] * lx1  # (..., h, W)
     return t[..., y0, :] * ly0[:, None] + t[..., y1, :] * ly1[:, None]  # (..., H, W)
+
+
+@lru_cache(maxsize=1)
+def _video_normalisation_table() -> np.ndarray:
+    """(3, 256) float32: each uint8 value as the video loader normalises it (uint8 / 255.0 in
+    float64 stored as float32, then float32 mean subtracted and std divided)."""
+    scaled = (np.arange(256, dtype=np.uint8) / 255.0).astype(np.float32)  # (256,)
+    return ((scaled[None] - IMAGENET_MEAN[:, 0]) / IMAGENET_STD[:, 0]).astype(np.float32)
+
+
+def preprocess_video_frame_np(frame: np.ndarray, image_size: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> (1, 3, S, S) float32 as :func:`segmenter.video.frames.preprocess_video_frame`:
+    PIL bicubic resize of the uint8 image, then the loader's normalisation table."""
+    from PIL import Image
+
+    rgb = np.ascontiguousarray(frame)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise ValueError(f"a video frame must be an (H, W, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
+    resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size), Image.Resampling.BICUBIC))
+    table = _video_normalisation_table()
+    return np.stack([table[c][resized[..., c]] for c in range(3)])[None]  # (1, 3, S, S)

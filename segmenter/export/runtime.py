@@ -89,7 +89,7 @@ class OnnxImagePredictor:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
             raise ValueError(f"image must be an (H, W, 3) uint8 RGB array or PIL image, got {img.dtype} {img.shape}")
         x = resize_to_square_np(img, self.image_size)  # (1, 3, S, S)
-        embed, f0, f1 = self._encoder.run(None, {"image": x})
+        embed, f0, f1 = self._encoder.run(["image_embed", "high_res_feats_0", "high_res_feats_1"], {"image": x})
         self._features = {"image_embed": embed, "high_res_feats_0": f0, "high_res_feats_1": f1}
         self._orig_hw = (int(img.shape[0]), int(img.shape[1]))
 

@@ -7,6 +7,16 @@
 - :mod:`~segmenter.video.frames` / :mod:`~segmenter.video.decoder` — lazy frame sources, video decoding.
 """
 
-from segmenter.video.predictor import VideoPredictor
+from typing import Any
 
 __all__ = ["VideoPredictor"]
+
+
+def __getattr__(name: str) -> Any:
+    # loaded on first use: the torch-free parts (memory_bank) import without torch
+    if name == "VideoPredictor":
+        from segmenter.video.predictor import VideoPredictor
+
+        globals()[name] = VideoPredictor
+        return VideoPredictor
+    raise AttributeError(f"module 'segmenter.video' has no attribute {name!r}")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # arrays of any library: the ONNX Runtime predictor stores numpy arrays here
+    import torch
 
 __all__ = [
     "FrameEntry",
@@ -27,6 +28,8 @@ __all__ = [
     "MemorySelection",
     "RetentionPolicy",
     "select_memory",
+    "usable_frames",
+    "recent_memories",
     "prune",
 ]
 
@@ -236,6 +239,46 @@ def select_memory(
         elif t in obj.tracked and t not in obj.cond:
             missing += 1
     return MemorySelection(memories, pointers, missing)
+
+
+def _behind(frame_idx: int, t: int, reverse: bool) -> int:
+    """How many frames ``t`` lies behind ``frame_idx`` in the tracking direction."""
+    return (t - frame_idx) if reverse else (frame_idx - t)
+
+
+def usable_frames(obj: ObjectMemory, frame_idx: int, reverse: bool, n: int) -> list[int]:
+    """The ``n`` most recent tracked frames behind ``frame_idx`` whose ``stats.usable`` is set,
+    most recent first; the frame right after a prompted one is skipped (SAMURAI's walk)."""
+    prompts = [_behind(frame_idx, c, reverse) for c in obj.cond if _behind(frame_idx, c, reverse) > 0]
+    horizon = min(prompts) - 2 if prompts else None
+    found = [
+        (d, t)
+        for t, e in obj.non_cond.items()
+        if e.stats is not None and e.stats.usable
+        for d in (_behind(frame_idx, t, reverse),)
+        if d >= 1 and (horizon is None or d <= horizon)
+    ]
+    found.sort()
+    return [t for _, t in found[:n]]
+
+
+def recent_memories(
+    obj: ObjectMemory, frame_idx: int, reverse: bool, picks: list[int], n: int
+) -> tuple[list[tuple[int, FrameEntry]], int]:
+    """``picks`` (most recent first) as ``n`` recent memory slots with ``t - 1`` always in the
+    most recent one: ((temporal slot, entry) oldest first, number of released frames)."""
+    prev = frame_idx + (1 if reverse else -1)
+    slots = picks if prev in picks else [prev, *picks[: n - 1]]  # most recent first
+    recent: list[tuple[int, FrameEntry]] = []
+    missing = 0
+    for j, t in enumerate(slots):  # slot j -> temporal encoding j (0 = most recent)
+        entry = obj.non_cond.get(t)
+        if entry is not None and entry.maskmem is not None:
+            recent.append((j, entry))
+        elif entry is not None or (t in obj.tracked and t not in obj.cond):
+            missing += 1
+    recent.reverse()  # oldest first, as SAM 2 orders memory tokens
+    return recent, missing
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ products of the encoders and memory attention go through oneDNN, equal to float3
   Propagating on in either direction, and correcting the last tracked frame or a frame near a
   prompt, are exact; an action that would read released outputs (a correction in the middle of a
   long tracked stretch) warns and uses the memories left. ``keep_outputs=True`` keeps everything;
-* a live stream is tracked one frame at a time (:meth:`VideoPredictor.init_stream`,
-  :meth:`~VideoPredictor.add_frame`, :meth:`~VideoPredictor.track`); :meth:`~VideoPredictor.box_masks`
-  and :meth:`~VideoPredictor.add_new_boxes` prompt many boxes on the current frame in one batch (e.g.
-  a detector's). A stream or an iterator has no known length: object pointers' temporal encodings
-  are normalised as for a video of 16 frames or more (the reference uses the frame count below
-  16), so a stream matches offline tracking of any video of at least 16 frames.
+* a live stream is tracked one frame at a time (``init_stream``, ``add_frame``, ``track``);
+  ``box_masks`` / ``add_new_boxes`` prompt many boxes on the current frame in one batch (e.g. a
+  detector's). A stream has no known length: object pointers' temporal encodings are normalised as
+  for a video of 16 frames or more (the reference uses the frame count below 16).
+
+The same verbs on ONNX Runtime, without torch: :meth:`VideoPredictor.from_onnx`.
 """
 
 from __future__ import annotations
@@ -95,6 +95,14 @@ class VideoPredictor:
 
         return cls(from_pretrained(model_id, device=device, image_size=image_size), **kwargs)
 
+    @staticmethod
+    def from_onnx(folder: str, **kwargs: Any) -> Any:
+        """:class:`segmenter.export.OnnxVideoPredictor` on a folder exported with the video parts
+        (``kwargs``: ``memory`` "fifo" / "quality", ``fill_hole_area``, ``providers``, ``threads``)."""
+        from segmenter.export.video_runtime import OnnxVideoPredictor
+
+        return OnnxVideoPredictor(folder, **kwargs)
+
     @property
     def device(self) -> torch.device:
         return self.model.device
@@ -150,11 +158,8 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def track(self, state: VideoState, frame: np.ndarray | None = None) -> Result:
-        """Track the next frame of a stream (``frame`` is appended first if given).
-
-        The numbers are those of ``propagate_in_video`` over the same frames and prompts.
-        Frames before the first prompt give an empty (0, 1, H, W) result.
-        """
+        """Track the next frame of a stream (``frame`` appended first if given), as ``propagate_in_video``
+        would; frames before the first prompt give an empty (0, 1, H, W) result."""
         if frame is not None:
             self.add_frame(state, frame)
         if not state.is_stream:
@@ -185,10 +190,8 @@ class VideoPredictor:
         box: Any = None,
     ) -> Result:
         """Add clicks (and/or a box) for one object on one frame; returns all objects' masks there.
-
-        ``points`` (N, 2) xy and ``labels`` (N,) 1/0; ``box`` xyxy. In video pixels, or in
-        [0, 1] with ``normalize_coords=False``.
-        """
+        ``points`` (N, 2) xy and ``labels`` (N,) 1/0; ``box`` xyxy: video pixels ([0, 1] with
+        ``normalize_coords=False``)."""
         frame_idx = self._check_frame(state, frame_idx)
         if box is not None and not clear_old_points:
             raise ValueError("a box must come before any point: use clear_old_points=True with a box")
@@ -246,12 +249,9 @@ class VideoPredictor:
     def add_new_boxes(
         self, state: VideoState, obj_ids: Sequence[Hashable], boxes: Any, frame_idx: int | None = None
     ) -> Result:
-        """Start N new objects, one box (N, 4) xyxy in video pixels each, decoded in one batch.
-
-        ``frame_idx`` defaults to a stream's current frame (the one :meth:`track` returned last).
-        Each object gets the mask :meth:`add_new_points_or_box` would give it for its box; the
-        result holds every object's mask on the frame, as there.
-        """
+        """Start N new objects, one box (N, 4) xyxy in video pixels each, decoded in one batch: each gets
+        the mask :meth:`add_new_points_or_box` would give its box. ``frame_idx`` defaults to a stream's
+        current frame (the one :meth:`track` returned last)."""
         t = self._boxes_frame(state, frame_idx)
         corners, labels = box_prompt(boxes, (state.video_height, state.video_width), self.image_size)
         ids = list(obj_ids)
@@ -282,11 +282,8 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def box_masks(self, state: VideoState, boxes: Any, frame_idx: int | None = None) -> torch.Tensor:
-        """Masks of boxes (N, 4) xyxy in video pixels from the frame alone (no memory), in one batch.
-
-        Nothing is added to the session. Returns (N, 1, H, W) logits at video resolution; the
-        frame defaults to a stream's current one, as in :meth:`add_new_boxes`.
-        """
+        """(N, 1, H, W) logits at video resolution of boxes (N, 4) xyxy in video pixels from the frame
+        alone (no memory; nothing is added to the session); ``frame_idx`` as in :meth:`add_new_boxes`."""
         t = self._boxes_frame(state, frame_idx)
         corners, _ = box_prompt(boxes, (state.video_height, state.video_width), self.image_size)
         feats = self._features(state, t)

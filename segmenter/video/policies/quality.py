@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from segmenter.video.memory_bank import FrameEntry, FrameStats, MemorySelection, ObjectMemory, select_memory
+from segmenter.video.memory_bank import recent_memories, usable_frames
 from segmenter.video.policies.base import Candidates, MemoryContext, MemoryPolicy
 from segmenter.video.policies.kalman import KalmanBoxFilter, box_iou_xyxy, mask_boxes, xyah_to_xyxy, xyxy_to_xyah
 
@@ -63,11 +64,6 @@ class SamuraiConfig(QualityConfig):
             raise ValueError(f"stable_frames_threshold must be >= 1, got {self.stable_frames_threshold}")
 
 
-def _behind(frame_idx: int, t: int, reverse: bool) -> int:
-    """How many frames ``t`` lies behind ``frame_idx`` in the tracking direction."""
-    return (t - frame_idx) if reverse else (frame_idx - t)
-
-
 class QualityPolicy(MemoryPolicy):
     """Memory frames gated by predicted IoU and object score (see the module docstring)."""
 
@@ -85,36 +81,11 @@ class QualityPolicy(MemoryPolicy):
             and (stats.kf_iou is None or stats.kf_iou > c.kf_score_threshold)
         )
 
-    def _candidates(self, obj: ObjectMemory, frame_idx: int, reverse: bool, n: int) -> list[int]:
-        """The ``n`` most recent usable frames behind ``frame_idx``, most recent first."""
-        prompts = [_behind(frame_idx, c, reverse) for c in obj.cond if _behind(frame_idx, c, reverse) > 0]
-        horizon = min(prompts) - 2 if prompts else None  # frames right after the prompt are skipped
-        found = [
-            (d, t)
-            for t, e in obj.non_cond.items()
-            if e.stats is not None and e.stats.usable
-            for d in (_behind(frame_idx, t, reverse),)
-            if d >= 1 and (horizon is None or d <= horizon)
-        ]
-        found.sort()
-        return [t for _, t in found[:n]]
-
     def select(
         self, obj: ObjectMemory, frame_idx: int, reverse: bool, num_frames: int | None, ctx: MemoryContext
     ) -> MemorySelection:
         n = ctx.num_maskmem - 1
-        prev = frame_idx + (1 if reverse else -1)
-        picks = self._candidates(obj, frame_idx, reverse, n)
-        slots = picks if prev in picks else [prev, *picks[: n - 1]]  # most recent first
-        recent: list[tuple[int, FrameEntry]] = []
-        missing = 0
-        for j, t in enumerate(slots):  # slot j -> temporal encoding j (0 = most recent)
-            entry = obj.non_cond.get(t)
-            if entry is not None and entry.maskmem is not None:
-                recent.append((j, entry))
-            elif entry is not None or (t in obj.tracked and t not in obj.cond):
-                missing += 1
-        recent.reverse()  # oldest first, as SAM 2 orders memory tokens
+        recent, missing = recent_memories(obj, frame_idx, reverse, usable_frames(obj, frame_idx, reverse, n), n)
         sel = select_memory(
             obj, frame_idx, reverse, num_frames, ctx.num_maskmem, ctx.max_obj_ptrs, ctx.signed_ptr_pos, recent=recent
         )
@@ -143,7 +114,7 @@ class QualityPolicy(MemoryPolicy):
 
     def retain(self, obj: ObjectMemory, frame_idx: int, reverse: bool, ctx: MemoryContext) -> set[int]:
         nxt = frame_idx + (-1 if reverse else 1)
-        return set(self._candidates(obj, nxt, reverse, ctx.num_maskmem - 1))
+        return set(usable_frames(obj, nxt, reverse, ctx.num_maskmem - 1))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
