@@ -39,7 +39,9 @@ EXPECTED_SECONDS = {
     "test_sam3_tracking": 25, "test_inference_mode": 24, "test_parity_sam1": 23, "test_build": 23,
     "test_parity_image_encoder": 22, "test_first_run": 22, "test_parity_heads": 20, "test_parity_memory": 20,
     "test_video_labeling": 19, "test_build_spec": 15, "test_pipeline_sam3": 13, "test_checkpoint": 12,
-    "test_tiling": 30, "test_first_run_app": 20, "test_cli_inputs": 15,
+    "test_tiling": 30, "test_first_run_app": 20, "test_cli_inputs": 15, "test_onnx_video": 110,
+    "test_window_masks": 85, "test_onnx_precision": 70, "test_label_studio_real": 60, "test_large_images": 50,
+    "test_onnx_pipeline": 45, "test_serve_video": 35,
 }
 
 

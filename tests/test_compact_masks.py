@@ -50,6 +50,23 @@ def test_builder_and_rle_equal_dense() -> None:
     assert empty.shape == (0, 5, 6) and encode_masks(empty) == []
 
 
+def test_builder_from_crops_at_offsets_equals_dense() -> None:
+    rng = np.random.default_rng(1)
+    h, w = 50, 70
+    builder, dense = CompactMaskBuilder((h, w)), np.zeros((6, h, w), bool)
+    for k in range(6):
+        ch, cw = int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = rng.random((ch, cw)) < (0.0 if k == 2 else 0.5)  # one empty crop
+        builder.add_crop(crop, x0, y0)
+        dense[k, y0 : y0 + ch, x0 : x0 + cw] = crop
+    cm = builder.build()
+    assert np.array_equal(cm.to_dense(), dense) and encode_masks(cm) == encode_masks(dense)
+    assert cm.offsets[2].tolist() == [0, 0]  # an empty mask sits at the origin, as from a full frame
+    with pytest.raises(ValueError, match="does not fit"):
+        builder.add_crop(np.ones((3, 3), bool), w - 2, 0)
+
+
 def test_auto_threshold() -> None:
     assert not use_compact("auto", (4000, 4000)) and use_compact("auto", (4096, 4096))
     assert use_compact(True, (2, 2)) and not use_compact(False, (5000, 5000))

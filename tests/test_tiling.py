@@ -220,7 +220,8 @@ def test_a_label_rerun_with_other_tiling_is_refused(tiny_models, tmp_path) -> No
     shutil.copytree(out, other)
     with pytest.raises(LabelingConfigError) as refused:
         make().label(images, ".png", other, progress=False)
-    assert {name for name, _, _ in refused.value.changes} == {"tiling.tile", "tiling.overlap", "tiling.merge_ios"}
+    assert {name for name, _, _ in refused.value.changes} == {"tiling.tile", "tiling.overlap", "tiling.merge_ios",
+                                                              "windows.when", "windows.margin"}  # auto: on when tiled
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from grounded_sam.cli.device import check_torch_device
 from grounded_sam.cli.options import (
     LABEL_FORMATS, MEMORY_POLICIES, AutoSegmenterOpt, BoxThr, CheckpointOpt, DetectorId, DetectorOpt, DeviceOpt,
     ExemplarsOpt, ImageSize, MaxPixelsOpt, Multimask, NmsIou, OntologyFile, Preset, Prompt, SampleOpt, SamplePrompt, SegmenterOpt,
-    TextThr, ThresholdsOpt, TileOpt, TileOverlapOpt, build_pipeline, fail_loading,
+    TextThr, ThresholdsOpt, TileOpt, TileOverlapOpt, WindowMasksOpt, build_pipeline, fail_loading,
 )
 from grounded_sam.cli.export import export_command
 from grounded_sam.cli.quality import eval_command, tune_command
@@ -148,7 +148,7 @@ def segment(
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
     exemplars: ExemplarsOpt = None, sample: SampleOpt = False, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None,
-    max_pixels: MaxPixelsOpt = None,
+    max_pixels: MaxPixelsOpt = None, window_masks: WindowMasksOpt = None,
 ) -> None:
     """Segment images from text into annotated images and JSON.
 
@@ -161,7 +161,7 @@ def segment(
     gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size,
-                   tile=tile, tile_overlap=tile_overlap)
+                   tile=tile, tile_overlap=tile_overlap, windows=window_masks)
     from PIL import Image
 
     from grounded_sam.export.annotate import annotate_image
@@ -208,6 +208,7 @@ def label(
     checkpoint: CheckpointOpt = None, device: DeviceOpt = None, box_threshold: BoxThr = None,
     text_threshold: TextThr = None, nms_iou: NmsIou = None, multimask: Multimask = None, image_size: ImageSize = None,
     exemplars: ExemplarsOpt = None, tile: TileOpt = None, tile_overlap: TileOverlapOpt = None, max_pixels: MaxPixelsOpt = None,
+    window_masks: WindowMasksOpt = None,
     videos: Annotated[bool, typer.Option("--videos", help="FOLDER holds videos: track each (one task per video with --backend ray) into videos/<name>.json (video COCO with track_id) + index.json.")] = False,
     tracker: Annotated[str, typer.Option("--tracker", help=f"With --videos: {' | '.join(TRACKERS)} (as for track).", callback=one_of(TRACKERS))] = "auto",
     redetect_every: Annotated[Optional[int], typer.Option("--redetect-every", help="With --videos, sam2 tracker: run the detector every N frames (default 15).", min=1)] = None,
@@ -226,6 +227,8 @@ def label(
         raise typer.BadParameter("applies to video labeling (--videos)", param_hint="--memory")
     if tile is not None and videos:
         raise typer.BadParameter("tiled detection applies to images; video labeling does not tile yet", param_hint="--tile")
+    if window_masks is not None and videos:
+        raise typer.BadParameter("applies to images; video labeling segments whole frames", param_hint="--window-masks")
     if "://" not in folder and not Path(folder).is_dir():
         what = "is not a folder" if Path(folder).exists() else "not found"
         raise typer.BadParameter(f"{what}: {folder!r}", param_hint="folder")
@@ -243,7 +246,7 @@ def label(
     gs = build_pipeline(prompt, ontology, config, thresholds, detector=detector, detector_model_id=detector_model_id,
                    segmenter=segmenter, checkpoint=checkpoint, device=device, box_threshold=box_threshold,
                    text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, image_size=image_size,
-                   tile=tile, tile_overlap=tile_overlap)
+                   tile=tile, tile_overlap=tile_overlap, windows=window_masks)
     video_opts = dict(videos=True, tracker=tracker, redetect_every=redetect_every, memory=memory) if videos else {}
     visual: dict[str, Any] = {}
     if prompts is not None:  # image names in the file are paths relative to the folder

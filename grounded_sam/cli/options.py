@@ -18,7 +18,7 @@ from segmenter.config import load_model_config
 
 __all__ = ["Prompt", "SamplePrompt", "OntologyFile", "Preset", "DetectorOpt", "DetectorId", "SegmenterOpt",
            "AutoSegmenterOpt", "CheckpointOpt", "DeviceOpt", "BoxThr", "TextThr", "NmsIou", "Multimask", "SampleOpt",
-           "ExemplarsOpt", "ImageSize", "ThresholdsOpt", "TileOpt", "TileOverlapOpt", "MEMORY_POLICIES",
+           "ExemplarsOpt", "ImageSize", "ThresholdsOpt", "TileOpt", "TileOverlapOpt", "WindowMasksOpt", "MEMORY_POLICIES",
            "LABEL_FORMATS", "build_pipeline", "fail_loading"]
 
 # Names the CLI checks before any model loads. Their registries import torch (segmenter.video.policies)
@@ -110,6 +110,10 @@ TileOpt = Annotated[Optional[str], typer.Option(
 TileOverlapOpt = Annotated[Optional[float], typer.Option(
     "--tile-overlap", help="With --tile: the fraction of a tile that neighbouring tiles share, in [0, 0.9).",
     show_default="0.2", callback=_tile_overlap_option)]
+WindowMasksOpt = Annotated[Optional[bool], typer.Option(
+    "--window-masks/--whole-image-masks", help="Masks at native resolution for images larger than the segmenter's "
+    "input: each box is segmented in a window of the original pixels around it (boxes grouped, each window encoded "
+    "once) instead of on the whole image downscaled.", show_default="window masks for images detected with --tile")]
 
 
 def _max_pixels_option(value: int | None) -> int | None:

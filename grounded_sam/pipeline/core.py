@@ -10,11 +10,13 @@ the mask decoder in one batched call. A detector that returns masks itself (``sa
 ``detectors.returns_masks``) needs no segmenter: its masks are used as they are, unless a
 segmenter is given explicitly, which then re-segments the detector's boxes.
 
-With ``tile`` the detector sees overlapping tiles of each image (:mod:`grounded_sam.pipeline.tiling`);
-the merged boxes are segmented on the whole image as without tiles.
+With ``tile`` the detector sees overlapping tiles of each image (:mod:`grounded_sam.pipeline.tiling`).
+With ``windows`` (by default for tiled images) an image larger than the segmenter's input is not
+downscaled for SAM: each box is segmented in a window of the original pixels around it, every
+window encoded once for all of its boxes (:mod:`grounded_sam.pipeline.windows`).
 
 With ``compact`` the masks are an ``sv.CompactMask`` (crop + RLE, :mod:`grounded_sam.pipeline.masks`),
-made one mask at a time so that at most one full-frame mask is alive.
+made one mask at a time so that at most one full-frame mask is alive (none with windows).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from detectors.ontology_ops import empty_detections
 from grounded_sam.pipeline.defaults import DEFAULT_DETECTOR, DEFAULT_NMS_IOU, DEFAULT_SEGMENTER
 from grounded_sam.pipeline.hub import pipeline_models
 from grounded_sam.pipeline.masks import CompactMaskBuilder, check_compact, empty_compact, use_compact
-from grounded_sam.pipeline.tiling import DEFAULT_TILE_OVERLAP, TileOptions, detect_tiled
+from grounded_sam.pipeline.tiling import DEFAULT_TILE_OVERLAP, TileOptions, detect_tiled, tile_options
+from grounded_sam.pipeline.windows import check_windows, context_pad, plan_windows, use_windows, windows_fingerprint
 from ontologies import CaptionOntology
 from gsam_runtime.device import resolve_device
 from gsam_runtime.hub import MissingModelsError, offline_mode
@@ -74,6 +77,10 @@ class Pipeline:
         compact: masks as ``sv.CompactMask`` (crop + RLE) instead of a dense ``(N, H, W)`` array:
             ``True``, ``False`` (default) or ``"auto"`` (images over 16 MP); see
             :mod:`grounded_sam.pipeline.masks`. Equal to the dense masks pixel for pixel.
+        windows: masks at native resolution for an image larger than the segmenter's input: each box
+            is segmented in a window of the original pixels around it (:mod:`grounded_sam.pipeline.windows`)
+            instead of on the whole image downscaled. ``True``, ``False`` or ``"auto"`` (default: for
+            the images detected in several tiles).
 
     Models given by name or hub id are checked before any loads: one that is neither cached nor
     downloadable from here raises :class:`gsam_runtime.hub.MissingModelsError` at once, naming every
@@ -102,6 +109,7 @@ class Pipeline:
         tile: int | str | None = None,
         tile_overlap: float = DEFAULT_TILE_OVERLAP,
         compact: bool | str = False,
+        windows: bool | str = "auto",
     ) -> None:
         self.ontology = ontology if isinstance(ontology, CaptionOntology) else CaptionOntology(dict(ontology))
         self._spec: dict[str, Any] = dict(  # what spec() hands to Ray workers
@@ -109,10 +117,10 @@ class Pipeline:
             text_threshold=text_threshold, nms_iou=nms_iou, multimask=multimask, detector_model_id=detector_model_id,
             checkpoint=checkpoint, image_size=image_size, min_hole_area=min_hole_area, min_island_area=min_island_area,
             smooth_kernel=smooth_kernel, detector_options=dict(detector_options) if detector_options else None,
-            tile=tile, tile_overlap=tile_overlap, compact=compact,
+            tile=tile, tile_overlap=tile_overlap, compact=compact, windows=windows,
         )
-        self.compact = check_compact(compact)
-        self.tiling = _tile_options(tile, tile_overlap)  # checked before any model loads
+        self.compact, self.windows = check_compact(compact), check_windows(windows)
+        self.tiling = tile_options(tile, tile_overlap)  # checked before any model loads
         self.device = resolve_device(device)
         self.multimask = bool(multimask)
         self.min_hole_area, self.min_island_area, self.smooth_kernel = min_hole_area, min_island_area, smooth_kernel
@@ -201,6 +209,7 @@ class Pipeline:
         tile: int | str | None = None,
         overlap: float | None = None,
         compact: bool | str | None = None,
+        windows: bool | str | None = None,
     ) -> sv.Detections:
         """Detections with masks for one image (path, PIL image or RGB uint8 array).
 
@@ -208,11 +217,11 @@ class Pipeline:
         ...]}`` in the image's pixels: find every instance like (unlike) the given boxes, with the
         class's captions. Only detectors that take visual prompts accept them (``sam3``).
         ``tile`` / ``overlap``: tiled detection for this call (as the constructor's ``tile`` /
-        ``tile_overlap``, which apply when these are not given). ``compact``: this call's (as the
-        constructor's, which applies when ``None``).
+        ``tile_overlap``, which apply when these are not given). ``compact`` / ``windows``: this call's
+        (as the constructor's, which apply when ``None``).
         """
         return self.predict_batch([image], exemplars=exemplars, negative_exemplars=negative_exemplars,
-                                  tile=tile, overlap=overlap, compact=compact)[0]
+                                  tile=tile, overlap=overlap, compact=compact, windows=windows)[0]
 
     @torch.inference_mode()
     def predict_batch(
@@ -224,6 +233,7 @@ class Pipeline:
         tile: int | str | None = None,
         overlap: float | None = None,
         compact: bool | str | None = None,
+        windows: bool | str | None = None,
     ) -> list[sv.Detections]:
         """:meth:`predict` for several images: one detector batch, one segmenter encoder batch.
 
@@ -237,16 +247,22 @@ class Pipeline:
         if not arrays:
             return []
         compact = self.compact if compact is None else check_compact(compact)
-        found = self._detect(arrays, exemplars, negative_exemplars, self._tiling_for(tile, overlap))
+        windows = self.windows if windows is None else check_windows(windows)
+        tiling = self._tiling_for(tile, overlap)
+        found = self._detect(arrays, exemplars, negative_exemplars, tiling)
         small = [not use_compact(compact, img.shape[:2]) for img in arrays]  # dense masks for these
         if self.predictor is None:  # the detector's own masks
             return [self._finish_detector_masks(img, dets, dense) for img, dets, dense in zip(arrays, found, small)]
-        if any(len(d) for d in found):
-            self.predictor.set_image_batch(arrays)
-        return [
-            self._segment(i, img, dets, dense) if len(dets) else _empty(img.shape[:2], dense)
-            for i, (img, dets, dense) in enumerate(zip(arrays, found, small))
-        ]
+        tiled = [tiling is not None and tiling.cuts(img.shape[:2], self.detector) for img in arrays]
+        windowed = [len(d) > 0 and use_windows(windows, img.shape[:2], self._segmenter_side(), t)
+                    for img, d, t in zip(arrays, found, tiled)]
+        whole = [i for i, w in enumerate(windowed) if not w]  # the others are encoded window by window
+        if any(len(found[i]) for i in whole):
+            self.predictor.set_image_batch([arrays[i] for i in whole])
+        out = {i: self._segment(k, arrays[i], found[i], small[i]) if len(found[i]) else _empty(arrays[i].shape[:2],
+               small[i]) for k, i in enumerate(whole)}  # before any window replaces the images set
+        out.update({i: self._segment_windows(arrays[i], found[i], small[i]) for i in np.flatnonzero(windowed)})
+        return [out[i] for i in range(len(arrays))]
 
     def _tiling_for(self, tile: int | str | None, overlap: float | None) -> TileOptions | None:
         """The tiling of one call: its ``tile`` / ``overlap`` over the pipeline's own."""
@@ -257,7 +273,7 @@ class Pipeline:
             raise ValueError("overlap applies to tiled detection; give tile=... too (e.g. tile=1024, overlap=0.2)")
         if overlap is None:
             overlap = base.overlap if base is not None else DEFAULT_TILE_OVERLAP
-        return _tile_options(base.tile if tile is None and base is not None else tile, overlap)
+        return tile_options(base.tile if tile is None and base is not None else tile, overlap)
 
     def _detect(self, arrays: list[np.ndarray], exemplars: Any, negative_exemplars: Any,
                 tiling: TileOptions | None = None) -> list[sv.Detections]:
@@ -291,15 +307,9 @@ class Pipeline:
         # a box found by several captions or classes (OWL scores one box per patch against every
         # caption) is segmented once: each box is its own prompt, so its mask is the same
         unique, inverse = np.unique(np.asarray(dets.xyxy, np.float32), axis=0, return_inverse=True)  # (U, 4), (N,)
-        boxes = torch.as_tensor(unique, dtype=torch.float32)
-        low, scores = self.predictor.predict_low_res(
-            boxes=boxes, multimask_output=self.multimask, img_idx=img_idx
-        )  # (N, M, h, w), (N, M)
-        best = scores.argmax(-1)  # the best of 3 with multimask, else the only one
-        rows = torch.arange(len(best), device=best.device)
-        low, scores = low[rows, best][:, None], scores[rows, best]  # chosen before any full-size work
+        low, scores = self._decode_boxes(unique, img_idx)
         inverse = inverse.reshape(-1)
-        mask_score = scores.float().cpu().numpy()[inverse]
+        mask_score = scores[inverse]
         if dense:
             masks = self.predictor.upscale_logits(low, img_idx)[:, 0] > self.predictor.mask_threshold  # (U, H, W)
             return self._with_masks(dets, self._postprocess(masks.cpu().numpy().astype(bool, copy=False))[inverse],
@@ -309,6 +319,59 @@ class Pipeline:
             mask = self.predictor.upscale_logits(low[u : u + 1], img_idx)[:, 0] > self.predictor.mask_threshold
             builder.add(self._postprocess(mask.cpu().numpy().astype(bool, copy=False))[0])
         return self._with_masks(dets, builder.build()[inverse], mask_score)
+
+    def _decode_boxes(self, boxes: np.ndarray, img_idx: int) -> tuple[torch.Tensor, np.ndarray]:
+        """(U, 1, h, w) low-res logits of each (U, 4) box's mask (the best of 3 with ``multimask``,
+        chosen before any full-size work) and its (U,) score, on image ``img_idx`` of the predictor."""
+        low, scores = self.predictor.predict_low_res(
+            boxes=torch.as_tensor(boxes, dtype=torch.float32), multimask_output=self.multimask, img_idx=img_idx
+        )  # (U, M, h, w), (U, M)
+        best = scores.argmax(-1)
+        rows = torch.arange(len(best), device=best.device)
+        return low[rows, best][:, None], scores[rows, best].float().cpu().numpy()
+
+    def _segment_windows(self, image: np.ndarray, dets: sv.Detections, dense: bool = True) -> sv.Detections:
+        """:meth:`_segment` at native resolution: boxes grouped into windows of the image
+        (:func:`grounded_sam.pipeline.windows.plan_windows`), each window encoded once for all of its
+        boxes, each mask made at its window's size and placed back at the window's offset (compact:
+        encoded from the window's crop, no full-frame mask is made)."""
+        hw = image.shape[:2]
+        unique, inverse = np.unique(np.asarray(dets.xyxy, np.float32), axis=0, return_inverse=True)  # (U, 4), (N,)
+        inverse, scores = inverse.reshape(-1), np.zeros(len(unique), np.float32)
+        masks = np.zeros((len(inverse), *hw), bool) if dense else None  # (N, H, W), in the detections' order
+        builder, order = CompactMaskBuilder(hw), []  # compact: masks in the order they are made
+        for win in plan_windows(unique, hw, self._segmenter_side()):
+            x0, y0, x1, y1 = win.xyxy
+            self.predictor.set_image(image[y0:y1, x0:x1])  # one encoder call for all of the window's boxes
+            low, scores[win.boxes] = self._decode_boxes(unique[win.boxes] - np.float32([x0, y0, x0, y0]), 0)
+            for u, logits in zip(win.boxes, low):  # (1, h, w) each
+                crop = self.predictor.upscale_logits(logits[None], 0)[0, 0] > self.predictor.mask_threshold
+                crop, cx, cy = self._postprocess_crop(crop.cpu().numpy(), win.xyxy, hw)  # (h', w') at cx, cy
+                if masks is not None:  # written in place: the untouched zero pages cost no memory
+                    masks[inverse == u, cy : cy + crop.shape[0], cx : cx + crop.shape[1]] = crop
+                else:
+                    builder.add_crop(crop, cx, cy)
+                    order.append(u)
+        if masks is None:
+            masks = builder.build()[np.argsort(np.array(order, int))][inverse]
+        return self._with_masks(dets, masks, scores[inverse])
+
+    def _postprocess_crop(self, crop: np.ndarray, window: tuple[int, int, int, int],
+                          hw: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+        """A window's (h, w) bool mask after the post-processing, and the image pixel of its top-left
+        corner. It is padded with background where the image goes on beyond the window, so that the
+        window's edge is not taken for the image's (no hole is filled across it, no smoothing at it)."""
+        if not (self.min_hole_area or self.min_island_area or self.smooth_kernel):
+            return crop, window[0], window[1]
+        pad = self.smooth_kernel + 1 + -(-self.min_hole_area // max(1, min(crop.shape)))  # a strip holds no hole
+        left, top, right, bottom = context_pad(window, hw, pad)
+        out = self._postprocess(np.pad(crop, ((top, bottom), (left, right)))[None])[0]
+        return out, window[0] - left, window[1] - top
+
+    def _segmenter_side(self) -> int:
+        """The segmenter's input side in pixels (a window's side)."""
+        side = getattr(self.predictor, "image_size", None)  # an ONNX Runtime predictor's
+        return int(side if side is not None else self.predictor.model.image_size)
 
     def _postprocess(self, masks: np.ndarray) -> np.ndarray:
         """(N, H, W) bool masks after the pipeline's optional post-processing."""
@@ -329,7 +392,7 @@ class Pipeline:
         """Every setting that can change a label, as JSON (:mod:`grounded_sam.pipeline.fingerprint`): the
         ontology (per-class thresholds and negatives included), the detector's family, options in
         effect and weights by content, the segmenter's config, weights, input size, mask threshold
-        and ``multimask``, the mask post-processing, and the tiling (only when on). ``text_threshold``
+        and ``multimask``, the mask post-processing, the tiling and the windows (only when on). ``text_threshold``
         acts through the detector's effective ``box_threshold`` (the higher of the two). A ``label``
         rerun into a folder labeled with another fingerprint is refused."""
         from grounded_sam.pipeline.fingerprint import FINGERPRINT_VERSION, detector_fingerprint, segmenter_fingerprint
@@ -343,19 +406,8 @@ class Pipeline:
                             "smooth_kernel": self.smooth_kernel},
             # absent when untiled, so that jobs labeled before tiling existed still match
             **({"tiling": self.tiling.fingerprint()} if self.tiling is not None else {}),
+            **windows_fingerprint(self.windows if self.predictor is not None else False, self.tiling is not None),
         }
-
-
-def _tile_options(tile: int | str | None, overlap: float) -> TileOptions | None:
-    """Checked tile settings (``tile`` may be a numeric string, as from a preset); ``None``: untiled."""
-    if tile is None:
-        return None
-    if isinstance(tile, str) and tile != "auto":
-        try:
-            tile = int(tile)
-        except ValueError:
-            pass  # TileOptions says what a tile is
-    return TileOptions(tile, overlap)
 
 
 def empty_result(hw: tuple[int, int], tracked: bool = False) -> sv.Detections:
@@ -417,6 +469,12 @@ def make_predictor(spec: Any, checkpoint: str | Path | None, device: torch.devic
         return ImagePredictor(spec.build(device))
     if isinstance(spec, torch.nn.Module):
         return ImagePredictor(spec.to(device))
+    from grounded_sam.pipeline.onnx_segmenter import onnx_segmenter
+
+    if (onnx := onnx_segmenter(spec, device, image_size)) is not None:  # an exported ONNX folder or predictor
+        if checkpoint is not None:
+            raise ValueError("checkpoint does not apply to an exported ONNX segmenter (its weights are in its graphs)")
+        return onnx
     if not isinstance(spec, (str, Path)):
         raise ValueError(f"segmenter must be a config name, hub id, path, model or ImagePredictor, got {type(spec).__name__}")
     name = str(spec)

@@ -9,7 +9,10 @@ Left out on purpose: the device and autocast (the same model on CPU and CUDA lab
 bf16 rounding), batch sizes and other speed-only options. A new option that can change a label
 joins the fingerprint in the same change, or a rerun could mix it into a dataset: tiled detection
 (:mod:`grounded_sam.pipeline.tiling`) adds a ``"tiling"`` entry, left out when off so that jobs
-labeled before tiling existed still match.
+labeled before tiling existed still match; masks from windows (:mod:`grounded_sam.pipeline.windows`)
+add a ``"windows"`` entry (:func:`~grounded_sam.pipeline.windows.windows_fingerprint`) wherever they
+can be used: with ``windows=True``, or by default on a tiled pipeline (so a tiled job labeled before
+windows existed is refused rather than mixed with window masks).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def segmenter_fingerprint(predictor: Any, multimask: bool) -> dict[str, Any]:
     and whether the best of 3 masks is kept."""
     from segmenter import ModelSpec
 
+    own = getattr(predictor, "fingerprint", None)  # a segmenter that is no torch model (an exported ONNX folder)
+    if callable(own):
+        return {**own(), "mask_threshold": float(predictor.mask_threshold), "multimask": bool(multimask)}
     model = predictor.model
     spec = getattr(model, "build_spec", None)
     return {

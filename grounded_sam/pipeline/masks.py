@@ -6,7 +6,9 @@ image with 200 objects: 3.4 GB). :class:`Pipeline` builds compact masks one mask
 its tight pixel box and run-length encoded before the next is made, so at most one full-frame
 mask is alive. The crop is the mask's own tight box (not the detector's box, which a mask may
 overflow), so a compact mask equals its dense mask pixel for pixel; an empty mask is a 1 x 1
-all-False crop at the origin.
+all-False crop at the origin. A mask segmented in a window (:mod:`grounded_sam.pipeline.windows`)
+is encoded from the window's crop (:meth:`CompactMaskBuilder.add_crop`), so no full-frame mask is made
+at all and memory follows the objects.
 
 ``compact``: ``True`` / ``False``, or ``"auto"``: compact when the image has more than
 :data:`COMPACT_AUTO_PIXELS` pixels.
@@ -61,6 +63,19 @@ class CompactMaskBuilder:
         if mask.shape != self.hw:
             raise ValueError(f"mask is {mask.shape} (H, W), expected {self.hw}")
         self._parts.append(sv.CompactMask.from_dense(mask[None], _tight_xyxy(mask), self.hw))
+
+    def add_crop(self, crop: np.ndarray, x0: int, y0: int) -> None:
+        """One mask given as an ``(h, w)`` bool crop whose top-left pixel is ``(x0, y0)`` of the image,
+        the rest of the frame False (a window's mask): encoded from the crop, no full frame is made."""
+        h, w = crop.shape
+        if x0 < 0 or y0 < 0 or y0 + h > self.hw[0] or x0 + w > self.hw[1]:
+            raise ValueError(f"a {crop.shape} crop at x={x0}, y={y0} does not fit the {self.hw} (H, W) image")
+        tight = _tight_xyxy(crop)
+        if tight[0, 2] < tight[0, 0]:  # empty: a 1 x 1 crop at the origin, as from a full frame
+            self._parts.append(sv.CompactMask.from_dense(np.zeros((1, 1, 1), bool), tight, self.hw))
+            return
+        part = sv.CompactMask.from_dense(crop[None], tight, crop.shape)
+        self._parts.append(part.with_offset(int(x0), int(y0), self.hw))
 
     def build(self) -> sv.CompactMask:
         return sv.CompactMask.merge(self._parts) if self._parts else empty_compact(self.hw)

@@ -31,7 +31,8 @@ duplicates within a tile), when either
 Merged pieces are joined transitively (an object over four tiles becomes one). The result keeps
 the class, data and confidence of the highest-scoring piece, the union box, and for masks the union
 of the pieces' masks. The masks of mask-returning detectors are moved into (N, H, W) full-frame
-arrays; compact masks and segmenting tiles at native resolution come later.
+arrays. The segmenter's masks of a tiled image are made at native resolution by default, in windows
+around the boxes (:mod:`grounded_sam.pipeline.windows`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = ["AUTO_FACTOR", "DEFAULT_TILE_OVERLAP", "MIN_TILE", "TileOptions", "detect_tiled", "detector_input_side",
-           "merge_tile_detections", "tile_windows"]
+           "merge_tile_detections", "tile_options", "tile_windows"]
 
 DEFAULT_TILE_OVERLAP = 0.2
 MIN_TILE = 32  # pixels: a smaller tile holds too little context for any detector
@@ -91,6 +92,23 @@ class TileOptions:
             return int(self.tile)
         side = detector_input_side(detector) or _FALLBACK_INPUT
         return side if max(hw) > AUTO_FACTOR * side else None
+
+    def cuts(self, hw: tuple[int, int], detector: Any) -> bool:
+        """Whether an ``(H, W)`` image is cut into several tiles (an image within one tile is detected whole)."""
+        tile = self.tile_for(hw, detector)
+        return tile is not None and max(hw) > tile
+
+
+def tile_options(tile: int | str | None, overlap: float) -> TileOptions | None:
+    """Checked tile settings (``tile`` may be a numeric string, as from a preset); ``None``: untiled."""
+    if tile is None:
+        return None
+    if isinstance(tile, str) and tile != "auto":
+        try:
+            tile = int(tile)
+        except ValueError:
+            pass  # TileOptions says what a tile is
+    return TileOptions(tile, overlap)
 
 
 def detector_input_side(detector: Any) -> int | None:
