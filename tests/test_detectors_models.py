@@ -483,3 +483,26 @@ def test_settings_name_the_options_in_effect(model_dir, kind) -> None:
         assert stricter == settings
     else:
         assert stricter == {**settings, "box_threshold": 0.25}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_every_family_detects_in_tiles(model_dir, kind) -> None:
+    """Issue 28: each family runs tiled (tile="auto" finds its input side) and its boxes (and SAM 3's
+    masks) come back in the whole image's pixels, inside it."""
+    from grounded_sam.pipeline.tiling import TileOptions, detect_tiled, detector_input_side, tile_windows
+
+    det = load(model_dir, kind, box_threshold=0.0, **({"max_new_tokens": 8} if kind == "florence-2" else {}))
+    side = detector_input_side(det)
+    assert isinstance(side, int) and side > 0, kind
+    image = np.random.default_rng(5).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    seen = []
+    detect = det.detect
+    det.detect = lambda images, onto: seen.append([im.shape[:2] for im in images]) or detect(images, onto)
+    (out,) = detect_tiled(det, [image], ONTO, TileOptions(64, 0.25))
+    assert seen == [[(64, 64)] * len(tile_windows((150, 200), 64, 0.25))]  # one call, every tile
+    assert isinstance(out, sv.Detections) and set(DATA_KEYS) <= set(out.data)
+    if len(out):
+        assert (out.xyxy[:, :2] >= -1e-3).all() and (out.xyxy[:, 2] <= 200 + 1e-3).all()
+        assert (out.xyxy[:, 3] <= 150 + 1e-3).all()
+    if out.mask is not None:
+        assert out.mask.shape == (len(out), 150, 200)

@@ -8,6 +8,7 @@ onnxruntime only (``pip install grounded-sam[onnx]``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,7 @@ class OnnxImagePredictor:
         verify: bool = True,
         threads: int | None = None,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ImportError(
-                "the ONNX Runtime predictor needs onnxruntime: pip install 'grounded-sam[onnx]'"
-            ) from None
+        require_onnxruntime()
         self.folder = Path(folder)
         self.manifest = ExportManifest.read(self.folder, verify=verify)
         missing = {"image_encoder", "mask_decoder"} - set(self.manifest.graphs)
@@ -57,17 +53,8 @@ class OnnxImagePredictor:
             raise ExportError(f"{str(folder)!r} has no {sorted(missing)} graph(s); export with parts=('image',)")
         self.mask_threshold = float(mask_threshold)
         self.image_size = self.manifest.image_size
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        providers = providers or ["CPUExecutionProvider"]
-        self._encoder = ort.InferenceSession(
-            str(self.folder / self.manifest.graphs["image_encoder"].file), opts, providers=providers
-        )
-        self._decoder = ort.InferenceSession(
-            str(self.folder / self.manifest.graphs["mask_decoder"].file), opts, providers=providers
-        )
+        sessions = open_sessions(self.folder, self.manifest, ("image_encoder", "mask_decoder"), providers, threads)
+        self._encoder, self._decoder = sessions["image_encoder"], sessions["mask_decoder"]
         spec = {t.name: t for t in self.manifest.graphs["mask_decoder"].inputs}
         self._low_hw = tuple(int(d) for d in spec["mask_input"].shape[-2:])
         self._features: dict[str, np.ndarray] | None = None
@@ -205,3 +192,29 @@ class OnnxImagePredictor:
         if coords is None:
             raise ValueError("the ONNX predictor needs at least one point or box prompt")
         return np.ascontiguousarray(coords, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def open_sessions(
+    folder: Path, manifest: ExportManifest, graphs: Sequence[str], providers: list[str] | None, threads: int | None
+) -> dict[str, Any]:
+    """One ONNX Runtime session per graph of ``manifest`` named in ``graphs`` (default provider: CPU;
+    ``threads``: intra-op threads, else ONNX Runtime's choice). Warnings stay quiet (fp16 graphs on
+    the CPU note the ops left unfolded)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    providers = providers or ["CPUExecutionProvider"]
+    return {g: ort.InferenceSession(str(Path(folder) / manifest.graphs[g].file), opts, providers=providers)
+            for g in graphs}
+
+
+def require_onnxruntime() -> None:
+    """Raise a clear ImportError where onnxruntime is not installed."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ImportError("the ONNX Runtime predictor needs onnxruntime: pip install 'grounded-sam[onnx]'") from None

@@ -17,8 +17,8 @@ from segmenter.video.memory_bank import (
     FrameStats,
     MemorySelection,
     ObjectMemory,
-    recent_memories,
     select_memory,
+    select_usable_memory,
     usable_frames,
 )
 
@@ -67,13 +67,9 @@ class NumpyQualityPolicy(NumpyFifoPolicy):
     def select(
         self, obj: ObjectMemory, frame_idx: int, reverse: bool, num_frames: int | None, ctx: SelectionContext
     ) -> MemorySelection:
-        n = ctx.num_maskmem - 1
-        recent, missing = recent_memories(obj, frame_idx, reverse, usable_frames(obj, frame_idx, reverse, n), n)
-        sel = select_memory(
-            obj, frame_idx, reverse, num_frames, ctx.num_maskmem, ctx.max_obj_ptrs, ctx.signed_ptr_pos, recent=recent
+        return select_usable_memory(
+            obj, frame_idx, reverse, num_frames, ctx.num_maskmem, ctx.max_obj_ptrs, ctx.signed_ptr_pos
         )
-        sel.missing += missing
-        return sel
 
     def commit(self, entries: Sequence[FrameEntry], ious: Sequence[float], scores: Sequence[float]) -> None:
         for entry, iou, score in zip(entries, ious, scores):

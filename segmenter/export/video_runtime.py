@@ -25,6 +25,7 @@ import numpy as np
 
 from segmenter.export.manifest import ExportError, ExportManifest
 from segmenter.export.numpy_transforms import preprocess_video_frame_np, resize_masks_np
+from segmenter.export.runtime import open_sessions, require_onnxruntime
 from segmenter.export.video_policies import (
     NumpyFifoPolicy,
     SelectionContext,
@@ -35,6 +36,7 @@ from segmenter.video.memory_bank import (
     MemorySelection,
     ObjectMemory,
     RetentionPolicy,
+    pending_prompt_entries,
     prune,
 )
 
@@ -131,10 +133,7 @@ class OnnxVideoPredictor:
         threads: int | None = None,
         verify: bool = True,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ImportError("the ONNX Runtime predictor needs onnxruntime: pip install 'grounded-sam[onnx]'") from None
+        require_onnxruntime()
         if fill_hole_area < 0:
             raise ValueError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
         self.folder = Path(folder)
@@ -148,15 +147,7 @@ class OnnxVideoPredictor:
         self.memory = numpy_policy(memory)
         self.fill_hole_area = int(fill_hole_area)
         self.image_size = self.manifest.image_size
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        providers = providers or ["CPUExecutionProvider"]
-        self._sessions = {
-            g: ort.InferenceSession(str(self.folder / self.manifest.graphs[g].file), opts, providers=providers)
-            for g in VIDEO_GRAPHS
-        }
+        self._sessions = open_sessions(self.folder, self.manifest, VIDEO_GRAPHS, providers, threads)
         spec = {t.name: t for t in self.manifest.graphs["video_heads"].inputs}
         self._low_hw = tuple(int(d) for d in spec["mask_input"].shape[-2:])
 
@@ -245,13 +236,7 @@ class OnnxVideoPredictor:
         """Encode the memories of new prompt outputs (binarised masks, one batch per frame) and file them."""
         if not state.objects:
             raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
-        pending: dict[int, list[FrameEntry]] = {}
-        for obj in state.objects.values():
-            for is_cond in (False, True):
-                for t, entry in obj.temp(is_cond).items():
-                    if entry.maskmem is None:
-                        pending.setdefault(t, []).append(entry)
-        for t, entries in pending.items():
+        for t, entries in pending_prompt_entries(state.objects.values()).items():
             feats = self._features(state, t)
             low = np.concatenate([e.pred_masks for e in entries])
             scores = np.concatenate([e.object_score_logits for e in entries])

@@ -30,6 +30,8 @@ __all__ = [
     "select_memory",
     "usable_frames",
     "recent_memories",
+    "select_usable_memory",
+    "pending_prompt_entries",
     "prune",
 ]
 
@@ -279,6 +281,30 @@ def recent_memories(
             missing += 1
     recent.reverse()  # oldest first, as SAM 2 orders memory tokens
     return recent, missing
+
+
+def select_usable_memory(
+    obj: ObjectMemory, frame_idx: int, reverse: bool, num_frames: int | None, num_maskmem: int, max_obj_ptrs: int,
+    signed_ptr_pos: bool,
+) -> MemorySelection:
+    """:func:`select_memory` with the recent slots taken from usable frames only (the ``quality``
+    policy's selection, shared by the PyTorch and the ONNX Runtime predictors)."""
+    n = num_maskmem - 1
+    recent, missing = recent_memories(obj, frame_idx, reverse, usable_frames(obj, frame_idx, reverse, n), n)
+    sel = select_memory(obj, frame_idx, reverse, num_frames, num_maskmem, max_obj_ptrs, signed_ptr_pos, recent=recent)
+    sel.missing += missing
+    return sel
+
+
+def pending_prompt_entries(objects: Iterable[ObjectMemory]) -> dict[int, list[FrameEntry]]:
+    """Frame -> the prompt outputs (temporary entries of every object) whose memory is not encoded yet."""
+    pending: dict[int, list[FrameEntry]] = {}
+    for obj in objects:
+        for is_cond in (False, True):
+            for t, entry in obj.temp(is_cond).items():
+                if entry.maskmem is None:
+                    pending.setdefault(t, []).append(entry)
+    return pending
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ from gsam_runtime.device import autocast
 from segmenter.modeling.interface import LOW_RES_CLAMP
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import fill_holes
-from segmenter.video.memory_bank import FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, prune
+from segmenter.video.memory_bank import (
+    FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, pending_prompt_entries, prune,
+)
 from segmenter.video.policies import MemoryContext, MemoryPolicy, make_policy
 from segmenter.video.policies.step import PolicyStep
 from segmenter.video.prompts import box_prompt, frame_index, mask_prompt, point_prompt, processing_order
@@ -313,13 +315,7 @@ class VideoPredictor:
         """Encode the memories of new prompt outputs (one batch per frame) and file them."""
         if not state.objects:
             raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
-        pending: dict[int, list[FrameEntry]] = {}
-        for obj in state.objects.values():
-            for is_cond in (False, True):
-                for t, entry in obj.temp(is_cond).items():
-                    if entry.maskmem is None:
-                        pending.setdefault(t, []).append(entry)
-        for t, entries in pending.items():
+        for t, entries in pending_prompt_entries(state.objects.values()).items():
             feats = self._features(state, t)
             low = torch.cat([e.pred_masks.to(state.device) for e in entries])
             high = F.interpolate(low, (self.image_size,) * 2, mode="bilinear", align_corners=False)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from segmenter.video.memory_bank import FrameEntry, FrameStats, MemorySelection, ObjectMemory, select_memory
-from segmenter.video.memory_bank import recent_memories, usable_frames
+from segmenter.video.memory_bank import FrameEntry, FrameStats, MemorySelection, ObjectMemory
+from segmenter.video.memory_bank import select_usable_memory, usable_frames
 from segmenter.video.policies.base import Candidates, MemoryContext, MemoryPolicy
 from segmenter.video.policies.kalman import KalmanBoxFilter, box_iou_xyxy, mask_boxes, xyah_to_xyxy, xyxy_to_xyah
 
@@ -84,13 +84,9 @@ class QualityPolicy(MemoryPolicy):
     def select(
         self, obj: ObjectMemory, frame_idx: int, reverse: bool, num_frames: int | None, ctx: MemoryContext
     ) -> MemorySelection:
-        n = ctx.num_maskmem - 1
-        recent, missing = recent_memories(obj, frame_idx, reverse, usable_frames(obj, frame_idx, reverse, n), n)
-        sel = select_memory(
-            obj, frame_idx, reverse, num_frames, ctx.num_maskmem, ctx.max_obj_ptrs, ctx.signed_ptr_pos, recent=recent
+        return select_usable_memory(
+            obj, frame_idx, reverse, num_frames, ctx.num_maskmem, ctx.max_obj_ptrs, ctx.signed_ptr_pos
         )
-        sel.missing += missing
-        return sel
 
     def _kf_scores(self, objs: Sequence[ObjectMemory]) -> list[float | None]:
         return [None] * len(objs)
