@@ -116,7 +116,7 @@ def plan_windows(boxes: np.ndarray, hw: tuple[int, int], side: int, margin: floa
                         [0, y0, width, y0 + win_h], hw, margin_px)]  # those that fit the row vertically
         x0 = place(xyxy[row, 0].min() - margin_px, width, win_w)  # the left-most of them fixes the column
         window = np.array([x0, y0, x0 + win_w, y0 + win_h])
-        inside = fits(xyxy[left], window, hw, margin_px)  # the two boxes that fixed it are inside
+        inside = fits(xyxy[left], window, hw, margin_px)  # holds at least the row's left-most box
         out.append(Window(tuple(int(v) for v in window), left[inside], True))
         left = left[~inside]
     for i in np.flatnonzero(~native):
