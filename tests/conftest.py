@@ -103,6 +103,45 @@ def tiny_models(tmp_path_factory) -> TinyModels:
     return TinyModels(root / "owl", root / "sam2.1_hiera_tiny.pt")
 
 
+def _shared(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once per test run, under a file lock shared by the pytest-xdist workers."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run
+    root = base / name
+    with FileLock(str(base / f"{name}.lock")):
+        if not (root / "complete").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            build(root)
+            (root / "complete").touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
+    """``tiny_models.sam`` exported at 256 px (image parts, fp32), once per test run (~25 s); read-only."""
+    from tiny import export_tiny_onnx
+
+    return _shared(tmp_path_factory, "tiny-onnx", lambda root: export_tiny_onnx(tiny_models.sam, root / "sam")) / "sam"
+
+
+class TinyOnnxVideo(NamedTuple):
+    checkpoint: Path  # a random SAM 2.1 Hiera-T for 128 px (tiny.VIDEO_ONNX_SIZE), Meta's .pt format
+    folder: Path  # its image + video parts, fp32; read-only
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_video(tmp_path_factory) -> TinyOnnxVideo:
+    """Exported once per test run (~60 s); the model's object scores spread around 0, so presence changes."""
+    from tiny import export_tiny_onnx_video
+
+    root = _shared(tmp_path_factory, "tiny-onnx-video", export_tiny_onnx_video)
+    return TinyOnnxVideo(root / "sam.pt", root / "sam")
+
+
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "hub"

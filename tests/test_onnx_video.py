@@ -21,14 +21,15 @@ import numpy as np
 import pytest
 import torch
 
-from segmenter import VideoPredictor, build_sam
+from segmenter import VideoPredictor
 from segmenter.export import ExportError, OnnxVideoPredictor, to_onnx
 from segmenter.export.video_runtime import round_bfloat16
 from segmenter.video.memory_bank import select_memory
+from tiny import VIDEO_ONNX_SIZE, tiny_video_sam
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_SIZE = 128
+IMAGE_SIZE = VIDEO_ONNX_SIZE
 TOL = 1e-3
 
 # shared with the torch-free subprocess: the clip and the prompts, numpy only
@@ -71,18 +72,9 @@ clip, scenario = _ns["clip"], _ns["scenario"]
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Any, Path]:
-    """(PyTorch model, export folder with the video parts)."""
-    torch.manual_seed(0)
-    model = build_sam("sam2.1_hiera_tiny", device="cpu", image_size=IMAGE_SIZE)
-    with torch.no_grad():  # scores of about -0.4 .. 0.5 on tracked frames: presence changes
-        head = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
-        head.weight.mul_(100.0)
-        head.bias.fill_(-2.0)
-    folder = tmp_path_factory.mktemp("onnx_video") / "sam"
-    manifest = to_onnx(model, folder, parts=("image", "video"))
-    assert {"memory_attention", "video_heads", "memory_encoder"} <= set(manifest.graphs)
-    return model, folder
+def exported(tiny_onnx_video) -> tuple[Any, Path]:
+    """(PyTorch model, export folder with the video parts): the suite's shared export."""
+    return tiny_video_sam(tiny_onnx_video.checkpoint), tiny_onnx_video.folder
 
 
 _torch_runs: dict[str, dict[str, np.ndarray]] = {}

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 SAM_IMAGE_SIZE = 256
+VIDEO_ONNX_SIZE = 128  # tiny_onnx_video (tests/conftest.py)
 
 
 def save_tiny_sam(folder: Path, name: str = "sam2.1_hiera_tiny", seed: int = 0) -> Path:
@@ -31,3 +32,38 @@ def save_tiny_owlv2(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     proc.save_pretrained(folder)
     return Path(folder)
+
+
+def export_tiny_onnx(checkpoint: Path, folder: Path) -> Path:
+    """``checkpoint`` (SAM 2.1 Hiera-T for 256 px) exported to ONNX (image parts, fp32) into ``folder``."""
+    from segmenter import build_sam
+    from segmenter.export import to_onnx
+
+    model = build_sam("sam2.1_hiera_tiny", checkpoint=checkpoint, device="cpu", image_size=SAM_IMAGE_SIZE)
+    to_onnx(model, folder)
+    return Path(folder)
+
+
+def tiny_video_sam(checkpoint: Path | None = None):
+    """SAM 2.1 Hiera-T for 128 px: random (seed 0) with object scores of about -0.4 .. 0.5 on tracked
+    frames (presence changes), or loaded from ``checkpoint``."""
+    from segmenter import build_sam
+
+    if checkpoint is not None:
+        return build_sam("sam2.1_hiera_tiny", checkpoint=checkpoint, device="cpu", image_size=VIDEO_ONNX_SIZE)
+    torch.manual_seed(0)
+    model = build_sam("sam2.1_hiera_tiny", device="cpu", image_size=VIDEO_ONNX_SIZE)
+    with torch.no_grad():
+        head = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
+        head.weight.mul_(100.0)
+        head.bias.fill_(-2.0)
+    return model
+
+
+def export_tiny_onnx_video(root: Path) -> None:
+    """``root/sam.pt`` (:func:`tiny_video_sam`) and its image + video parts in ``root/sam``."""
+    from segmenter.export import to_onnx
+
+    model = tiny_video_sam()
+    torch.save({"model": model.state_dict()}, Path(root) / "sam.pt")
+    to_onnx(model, Path(root) / "sam", parts=("image", "video"))
