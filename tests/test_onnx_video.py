@@ -31,6 +31,7 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = VIDEO_ONNX_SIZE
 TOL = 1e-3
+ROUNDING = 1e-6  # a logit this close to 0 is a tie: fp32 rounding of either runtime decides its mask pixel
 
 # shared with the torch-free subprocess: the clip and the prompts, numpy only
 SCENARIO = textwrap.dedent(
@@ -92,7 +93,8 @@ def _assert_same(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> None
         b = got[key]
         assert a.shape == b.shape, key
         assert np.abs(a - b).max() <= TOL, (key, float(np.abs(a - b).max()))
-        assert ((a > 0) == (b > 0)).all(), key  # identical masks
+        flipped = (a > 0) != (b > 0)  # identical masks, except where float rounding decides the sign
+        assert not flipped.any() or np.abs(a[flipped]).max() <= ROUNDING, (key, float(np.abs(a[flipped]).max()))
         assert ((a > 0).any(axis=(1, 2, 3)) == (b > 0).any(axis=(1, 2, 3))).all(), key  # identical presence
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segmenter.modeling.common import token_linear
 from segmenter.modeling.rope import apply_rope
 
 __all__ = ["folded_memory_attention", "key_blocks", "blocked_mlp", "cpu_linear", "fast_cpu_gemm", "linear"]
@@ -101,7 +102,7 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)``; inside :func:`fast_cpu_gemm`, CPU inference goes through :func:`cpu_linear`."""
     if fast_gemm_enabled(x):
         return cpu_linear(x, layer.weight, layer.bias)
-    return layer(x)
+    return token_linear(layer, x)
 
 
 def key_blocks(num_keys: int, num_rope: int, grid_len: int, k_block: int = K_BLOCK) -> list[tuple[int, int, int | None]]:

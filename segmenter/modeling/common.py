@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MLP", "LayerNorm2d", "ACTIVATIONS"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def token_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` on (..., C) tokens. Under ``torch.export`` (ONNX export) the tokens go through as
+    rows: the graph gets a 2-D ``Gemm`` with its bias inside, not a batched ``MatMul`` and an ``Add``."""
+    if torch.compiler.is_exporting():
+        return layer(x.reshape(-1, x.shape[-1])).unflatten(0, x.shape[:-1])
+    return layer(x)
 
 
 class MLP(nn.Module):
@@ -32,7 +41,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
+            x = token_linear(layer, x)
             if i < last:
                 x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
@@ -48,6 +57,9 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        if torch.compiler.is_exporting():  # one LayerNormalization op on channels-last pixels (ONNX)
+            y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from segmenter.modeling.common import MLP
+from segmenter.modeling.common import MLP, token_linear
 
 __all__ = ["Attention", "TwoWayAttentionBlock", "TwoWayTransformer"]
 
@@ -48,11 +48,11 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (B, Nq, C), k / v (B, Nk, C_kv) -> (B, Nq, C)."""
-        q = self.split_heads(self.q_proj(q))
-        k = self.split_heads(self.k_proj(k))
-        v = self.split_heads(self.v_proj(v))
+        q = self.split_heads(token_linear(self.q_proj, q))
+        k = self.split_heads(token_linear(self.k_proj, k))
+        v = self.split_heads(token_linear(self.v_proj, v))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)
-        return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
+        return token_linear(self.out_proj, rearrange(out, "b h n d -> b n (h d)"))
 
 
 class TwoWayAttentionBlock(nn.Module):
