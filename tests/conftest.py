@@ -122,7 +122,8 @@ def _shared(tmp_path_factory, name: str, build) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
-    """``tiny_models.sam`` exported at 256 px (image parts, fp32), once per test run (~25 s); read-only."""
+    """``tiny_models.sam`` exported at 256 px (image parts, fp32) by ``grounded-sam export --overwrite`` into
+    an existing folder, once per test run (~25 s); read-only. ``tiny.export_log`` has what the CLI printed."""
     from tiny import export_tiny_onnx
 
     return _shared(tmp_path_factory, "tiny-onnx", lambda root: export_tiny_onnx(tiny_models.sam, root / "sam")) / "sam"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import SAM_IMAGE_SIZE
+from tiny import SAM_IMAGE_SIZE, export_log
 from typer.testing import CliRunner
 
 from grounded_sam.cli import app
@@ -28,21 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def exports(tiny_models, tmp_path_factory) -> dict[int, tuple[ImagePredictor, Path]]:
-    """image size -> (PyTorch predictor, export folder): 256 px through the CLI (the tiny checkpoint,
-    into an existing folder with --overwrite), 512 px through ``to_onnx`` (random weights)."""
+def exports(tiny_models, tiny_onnx, tmp_path_factory) -> dict[int, tuple[ImagePredictor, Path]]:
+    """image size -> (PyTorch predictor, export folder): 256 px the suite's shared export of the tiny
+    checkpoint (``tiny_onnx``: through the CLI, into an existing folder with --overwrite), 512 px
+    through ``to_onnx`` (random weights)."""
     root = tmp_path_factory.mktemp("onnx")
-    out256 = root / "sam256"
-    out256.mkdir()
-    args = ["export", "--model", "sam2.1_hiera_tiny", "--checkpoint", str(tiny_models.sam),
-            "--image-size", str(SAM_IMAGE_SIZE), "--format", "onnx", "--out", str(out256), "--overwrite"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
     model256 = build_sam("sam2.1_hiera_tiny", checkpoint=tiny_models.sam, device="cpu", image_size=SAM_IMAGE_SIZE)
     torch.manual_seed(1)
     model512 = build_sam("sam2.1_hiera_tiny", device="cpu", image_size=512)
     to_onnx(model512, root / "sam512")
-    return {256: (ImagePredictor(model256), out256), 512: (ImagePredictor(model512), root / "sam512")}
+    return {256: (ImagePredictor(model256), tiny_onnx), 512: (ImagePredictor(model512), root / "sam512")}
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -113,6 +108,45 @@ def test_onnxruntime_matches_pytorch(exports, size: int) -> None:
     assert np.abs(heads.low_res.numpy() - low_o).max() <= TOL
 
 
+class _Counted:
+    """An ONNX Runtime session that counts its runs."""
+
+    def __init__(self, session) -> None:  # noqa: ANN001 - an onnxruntime.InferenceSession
+        self.session, self.runs = session, 0
+
+    def run(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.runs += 1
+        return self.session.run(*args, **kwargs)
+
+
+def test_clicks_reuse_the_image_side_projections(exports) -> None:
+    """Points and boxes without a mask input take mask_decoder_cached on decoder_cache's outputs, made
+    once per image; the outputs equal mask_decoder's on the same prompts, and a mask input takes it."""
+    _, folder = exports[256]
+    ort = OnnxImagePredictor(folder, threads=1)
+    ort._cache_graph, ort._cached_decoder, ort._decoder = (_Counted(s) for s in (
+        ort._cache_graph, ort._cached_decoder, ort._decoder))  # fmt: skip
+    img = _image(300, 400)
+    ort.set_image(img)
+    hw = (SAM_IMAGE_SIZE // 16) ** 2
+    assert ort._cache_graph.runs == 1 and {k: v.shape[:2] for k, v in ort._side.items()} == {
+        "t2i_keys": (1, hw), "t2i_values": (1, hw), "i2t_queries": (1, hw)}  # fmt: skip
+    side = ort._side
+    for name, prompt in PROMPTS.items():
+        for multimask in (True, False):
+            ort._side = side
+            cached = ort.predict_low_res(multimask_output=multimask, **prompt)
+            ort._side = {}  # the general decoder, a zero mask input switched off
+            general = ort.predict_low_res(multimask_output=multimask, **prompt)
+            for a, b in zip(cached, general):
+                assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5, name
+    assert ort._cached_decoder.runs == ort._decoder.runs == 2 * len(PROMPTS) and ort._cache_graph.runs == 1
+    ort._side = side
+    _, iou, low = ort.predict(**PROMPTS["points"])
+    ort.predict(**PROMPTS["points"], mask_input=low[np.argmax(iou)][None], multimask_output=False)
+    assert ort._decoder.runs == 2 * len(PROMPTS) + 1 and ort._cached_decoder.runs == 2 * len(PROMPTS) + 1
+
+
 @pytest.mark.parametrize("hw", [(300, 400), (97, 61), (1080, 1920), (256, 256)])
 def test_numpy_transforms_match_torch(hw: tuple[int, int]) -> None:
     img = _image(*hw, seed=3)
@@ -177,6 +211,17 @@ def test_from_onnx_is_the_same_predictor(exports) -> None:
         p.predict(box=np.array([0, 0, 10, 10]))
 
 
+def test_cli_export_replaced_the_existing_folder(exports) -> None:
+    """The 256 px folder is ``grounded-sam export --overwrite``'s, written over an existing folder."""
+    folder = exports[256][1]
+    printed = export_log(folder).read_text()
+    assert f"exported sam2.1_hiera_tiny ({SAM_IMAGE_SIZE} px) to {folder}: decoder_cache.onnx, image_encoder.onnx, mask_decoder.onnx, mask_decoder_cached.onnx" in printed
+    assert "IoU" not in printed  # fp32: nothing converted, nothing to report
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["extra"]["precision"] == {"image_encoder": "fp32", "mask_decoder": "fp32", "decoder_cache": "fp32", "mask_decoder_cached": "fp32"}
+    assert not folder.with_name(folder.name + ".partial").exists()
+
+
 def test_changed_file_is_refused(exports, tmp_path) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(exports[256][1], folder)
@@ -195,7 +240,7 @@ def test_other_export_version_is_refused(exports, tmp_path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["model"] == "sam2.1_hiera_tiny" and manifest["image_size"] == SAM_IMAGE_SIZE
     assert manifest["opset"] >= 17 and manifest["config"]["name"] == "sam2.1_hiera_tiny"
-    assert {g["file"] for g in manifest["graphs"].values()} == {"image_encoder.onnx", "mask_decoder.onnx"}
+    assert {g["file"] for g in manifest["graphs"].values()} == {"image_encoder.onnx", "mask_decoder.onnx", "decoder_cache.onnx", "mask_decoder_cached.onnx"}
     manifest["export_version"] = 0
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match="export version 0"):

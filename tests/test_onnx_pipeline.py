@@ -22,19 +22,15 @@ from grounded_sam.cli import app
 from grounded_sam.export.records import record_to_detections
 from grounded_sam.pipeline.hub import models_needed
 from grounded_sam.pipeline.onnx_segmenter import OnnxSegmenter
-from segmenter import build_sam
-from segmenter.export import ExportError, OnnxImagePredictor, to_onnx
+from segmenter.export import ExportError, OnnxImagePredictor
 
 ONTOLOGY = {"a cat": "cat", "kitten": "cat", "a dog": "dog"}
 
 
 @pytest.fixture(scope="module")
-def folder(tiny_models, tmp_path_factory) -> Path:
-    """The suite's tiny SAM 2.1 checkpoint exported (fp32)."""
-    out = tmp_path_factory.mktemp("onnx-pipeline") / "sam"
-    model = build_sam("sam2.1_hiera_tiny", checkpoint=tiny_models.sam, device="cpu", image_size=SAM_IMAGE_SIZE)
-    to_onnx(model, out)
-    return out
+def folder(tiny_onnx) -> Path:
+    """The suite's tiny SAM 2.1 checkpoint exported (fp32; shared by the run, read-only)."""
+    return tiny_onnx
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +82,7 @@ def test_what_an_onnx_segmenter_is_and_is_not(folder, tiny_models, torch_pipelin
     gs = GroundedSAM(ONTOLOGY, detector=torch_pipeline.detector, segmenter=folder, device="cpu", box_threshold=0.0)
     fp = gs.fingerprint()["segmenter"]
     assert fp["backend"] == "onnxruntime" and fp["config"] == "sam2.1_hiera_tiny" and fp["weights"].startswith("onnx:")
-    assert fp["precision"] == {"image_encoder": "fp32", "mask_decoder": "fp32"} and fp["image_size"] == SAM_IMAGE_SIZE
+    assert fp["precision"] == {"image_encoder": "fp32", "mask_decoder": "fp32", "decoder_cache": "fp32", "mask_decoder_cached": "fp32"} and fp["image_size"] == SAM_IMAGE_SIZE
     assert fp != torch_pipeline.fingerprint()["segmenter"]
     (need,) = [n for n in models_needed(str(tiny_models.owl), None, str(folder), None) if n.role == "segmenter"]
     assert need.local and need.name == "exported ONNX"  # what the CLI's model checks list

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tiny import SAM_IMAGE_SIZE
+from tiny import SAM_IMAGE_SIZE, export_log
 from typer.testing import CliRunner
 
 from grounded_sam.cli import app
@@ -22,15 +22,11 @@ from segmenter.export.quantize import accuracy_sample, convert_precision
 
 
 @pytest.fixture(scope="module")
-def fp32(tiny_models, tmp_path_factory) -> Path:
-    """The tiny checkpoint exported by the CLI at fp32 (each test converts a copy)."""
-    out = tmp_path_factory.mktemp("precision") / "fp32"
-    args = ["export", "--model", "sam2.1_hiera_tiny", "--checkpoint", str(tiny_models.sam),
-            "--image-size", str(SAM_IMAGE_SIZE), "--out", str(out)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "IoU" not in result.output  # nothing converted, nothing to report
-    return out
+def fp32(tiny_onnx) -> Path:
+    """The tiny checkpoint exported by the CLI at fp32 (the suite's shared ``tiny_onnx``, read-only: each
+    test converts a copy)."""
+    assert "IoU" not in export_log(tiny_onnx).read_text()  # nothing converted, nothing to report
+    return tiny_onnx
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -62,7 +58,7 @@ def _recomputed_ious(reference: Path, converted: Path) -> list[float]:
 
 def test_int8_export_reports_its_iou(fp32, tiny_models, tmp_path, monkeypatch) -> None:
     manifest32 = json.loads((fp32 / "manifest.json").read_text())
-    assert manifest32["extra"]["precision"] == {"image_encoder": "fp32", "mask_decoder": "fp32"}
+    assert manifest32["extra"]["precision"] == {"image_encoder": "fp32", "mask_decoder": "fp32", "decoder_cache": "fp32", "mask_decoder_cached": "fp32"}
     out = tmp_path / "int8"
 
     def export_once(model, folder, parts, options):  # the fp32 graphs of the fixture (the same model): one export per file
@@ -76,10 +72,11 @@ def test_int8_export_reports_its_iou(fp32, tiny_models, tmp_path, monkeypatch) -
     assert result.exit_code == 0, result.output
     manifest = ExportManifest.read(out)  # hashes verified
     data = json.loads((out / "manifest.json").read_text())
-    assert data["extra"]["precision"] == {"image_encoder": "int8", "mask_decoder": "fp32"}
+    assert data["extra"]["precision"] == {"image_encoder": "int8", "mask_decoder": "fp32", "decoder_cache": "fp32", "mask_decoder_cached": "fp32"}
     enc = manifest.graphs["image_encoder"]
     assert enc.file == "image_encoder.int8.onnx" and enc.sha256 == sha256_file(out / enc.file)
-    assert sorted(p.name for p in out.iterdir()) == ["image_encoder.int8.onnx", "manifest.json", "mask_decoder.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["decoder_cache.onnx", "image_encoder.int8.onnx", "manifest.json",
+                                                       "mask_decoder.onnx", "mask_decoder_cached.onnx"]
     assert manifest.graphs["mask_decoder"].sha256 == manifest32["graphs"]["mask_decoder"]["sha256"]
     # int8 weights in the graph, a quarter of the fp32 size or so
     model = onnx.load(str(out / enc.file))
@@ -111,7 +108,7 @@ def test_fp16_graphs_run_on_the_cpu_provider(fp32, tmp_path) -> None:
     folder = _copy(fp32, tmp_path / "fp16")
     manifest, report = convert_precision(folder, precision="fp16")
     assert ExportManifest.read(folder).graphs == manifest.graphs  # hashes verified on read
-    assert manifest.extra["precision"] == {"image_encoder": "fp16", "mask_decoder": "fp16"}
+    assert manifest.extra["precision"] == {"image_encoder": "fp16", "mask_decoder": "fp16", "decoder_cache": "fp16", "mask_decoder_cached": "fp16"}
     for part, spec in manifest.graphs.items():
         assert spec.file == f"{part}.fp16.onnx"
         graph = onnx.load(str(folder / spec.file)).graph
@@ -129,7 +126,7 @@ def test_fp16_graphs_run_on_the_cpu_provider(fp32, tmp_path) -> None:
     assert np.abs(iou16 - iou32).max() < 0.05 and np.abs(low16 - low32).max() < 0.05 * np.abs(low32).max() + 0.05
     assert report is not None and manifest.extra["accuracy"]["mean_iou"] == report.mean_iou
     assert 0.0 <= report.min_iou <= report.mean_iou <= 1.0 and report.prompts == 18
-    assert report.precision == {"image_encoder": "fp16", "mask_decoder": "fp16"}
+    assert report.precision == {"image_encoder": "fp16", "mask_decoder": "fp16", "decoder_cache": "fp16", "mask_decoder_cached": "fp16"}
     with pytest.raises(ExportError, match="converted already"):
         convert_precision(folder, quantize="int8")
 

@@ -35,13 +35,26 @@ def save_tiny_owlv2(folder: Path, seed: int = 0) -> Path:
 
 
 def export_tiny_onnx(checkpoint: Path, folder: Path) -> Path:
-    """``checkpoint`` (SAM 2.1 Hiera-T for 256 px) exported to ONNX (image parts, fp32) into ``folder``."""
-    from segmenter import build_sam
-    from segmenter.export import to_onnx
+    """``checkpoint`` (SAM 2.1 Hiera-T for 256 px) exported to ONNX (image parts, fp32) into ``folder`` by
+    ``grounded-sam export --overwrite`` into ``folder`` made beforehand (the CLI path that replaces an
+    existing folder); what the command printed goes to ``<folder>.log`` (:func:`export_log`)."""
+    from typer.testing import CliRunner
 
-    model = build_sam("sam2.1_hiera_tiny", checkpoint=checkpoint, device="cpu", image_size=SAM_IMAGE_SIZE)
-    to_onnx(model, folder)
-    return Path(folder)
+    from grounded_sam.cli import app
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    args = ["export", "--model", "sam2.1_hiera_tiny", "--checkpoint", str(checkpoint), "--image-size",
+            str(SAM_IMAGE_SIZE), "--format", "onnx", "--out", str(folder), "--overwrite"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    export_log(folder).write_text(result.output)
+    return folder
+
+
+def export_log(folder: Path) -> Path:
+    """What ``grounded-sam export`` printed when it made ``folder`` (:func:`export_tiny_onnx`)."""
+    return Path(folder).with_name(Path(folder).name + ".log")
 
 
 def tiny_video_sam(checkpoint: Path | None = None):

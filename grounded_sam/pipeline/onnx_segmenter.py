@@ -9,8 +9,11 @@ precisions from the manifest). Images of a batch are encoded one at a time, when
 are decoded (the graph's batch dimension would hold every image's features at once; this
 keeps one), and an image without boxes is never encoded.
 
-What needs the PyTorch model refuses with one message (:data:`IMAGE_ONLY`): video tracking, the
-automatic mask generator; the folder holds the image graphs only.
+Tracking (``GroundedSAM.track``) runs on the folder's video graphs when it has them (exported
+with ``--video``): :meth:`OnnxSegmenter.video_predictor` is the ONNX Runtime video predictor
+(``fifo`` and ``quality`` memory), on the same providers; an image-only export refuses with
+:data:`NO_VIDEO_GRAPHS`. What needs the PyTorch model refuses with one message
+(:data:`IMAGE_ONLY`): the automatic mask generator, the app's video tab.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_ONLY", "OnnxSegmenter", "is_onnx_folder", "onnx_segmenter"]
+__all__ = ["IMAGE_ONLY", "NO_VIDEO_GRAPHS", "OnnxSegmenter", "is_onnx_folder", "onnx_segmenter"]
 
-IMAGE_ONLY = ("this segmenter is an exported ONNX folder, which runs the image graphs only (set_image / predict); "
-              "tracking, video and the automatic mask generator need the PyTorch segmenter: give its config name "
-              "and weights instead (segmenter='sam2.1_hiera_tiny', checkpoint=...)")
+IMAGE_ONLY = ("this segmenter is an exported ONNX folder, which runs its graphs only (set_image / predict, and "
+              "GroundedSAM.track with the video graphs); the automatic mask generator and the app's video tab need "
+              "the PyTorch segmenter: give its config name and weights instead (segmenter='sam2.1_hiera_tiny', "
+              "checkpoint=...)")
+NO_VIDEO_GRAPHS = ("this segmenter is an exported ONNX folder with the image graphs only; tracking needs an export "
+                   "with the video graphs (grounded-sam export --video) or the PyTorch segmenter: give its config "
+                   "name and weights instead (segmenter='sam2.1_hiera_tiny', checkpoint=...)")
 
 
 def is_onnx_folder(path: Any) -> bool:
@@ -66,8 +73,9 @@ class OnnxSegmenter:
         predictor: the ONNX Runtime predictor of an export folder.
     """
 
-    def __init__(self, predictor: Any) -> None:
+    def __init__(self, predictor: Any, providers: list[str] | None = None) -> None:
         self.onnx = predictor
+        self.providers = providers  # ONNX Runtime's execution providers (None: its CPU provider)
         self._images: list[np.ndarray] = []
         self._current: int | None = None  # which of _images the ONNX predictor holds
 
@@ -83,7 +91,7 @@ class OnnxSegmenter:
 
             if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
                 providers = ["CUDAExecutionProvider", *providers]
-        return cls(OnnxImagePredictor(Path(folder).expanduser(), providers=providers, **kwargs))
+        return cls(OnnxImagePredictor(Path(folder).expanduser(), providers=providers, **kwargs), providers)
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -107,6 +115,18 @@ class OnnxSegmenter:
     def model(self) -> Any:
         """No PyTorch model behind an exported folder: raises ``ValueError`` (:data:`IMAGE_ONLY`)."""
         raise ValueError(IMAGE_ONLY)
+
+    def video_predictor(self, fill_hole_area: int = 8, memory: str = "fifo") -> Any:
+        """The folder's :class:`segmenter.export.OnnxVideoPredictor` (``memory``: ``"fifo"`` or
+        ``"quality"``); ``ValueError`` (:data:`NO_VIDEO_GRAPHS`) for an export of the image parts only."""
+        from segmenter.export.video_runtime import VIDEO_GRAPHS, OnnxVideoPredictor
+
+        manifest = self.onnx.manifest
+        if "video" not in manifest.extra or any(g not in manifest.graphs for g in VIDEO_GRAPHS):
+            raise ValueError(NO_VIDEO_GRAPHS)
+        # the manifest's hashes were checked when the image graphs were loaded
+        return OnnxVideoPredictor(self.folder, fill_hole_area=fill_hole_area, memory=memory, providers=self.providers,
+                                  verify=False)
 
     def fingerprint(self) -> dict[str, Any]:
         """What its masks depend on, for a labeling job: the exported model, the graphs by hash, their

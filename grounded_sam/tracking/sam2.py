@@ -11,6 +11,9 @@ Per frame ``t`` (frames streamed, never held as a whole):
    tracks, prompted by their boxes on frame ``t`` in one batch (``VideoPredictor.add_new_boxes``);
 3. a track whose mask is empty for ``max_lost`` consecutive frames is retired and removed from
    the predictor. Tracker ids start at 1, grow monotonically and are never reused.
+
+The video predictor's logits (torch tensors, or numpy arrays from the ONNX Runtime predictor of an
+exported folder) are read back as numpy once per call.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import supervision as sv
 import torch
-import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import Pipeline
@@ -46,13 +48,14 @@ class GroundedTracker:
     """Runs a :class:`~grounded_sam.pipeline.Pipeline`'s detector and its segmenter's video predictor together.
 
     Args:
-        pipeline: supplies the ontology, the detector and the SAM 2 model.
+        pipeline: supplies the ontology, the detector and the SAM 2 model (or an exported ONNX folder
+            with the video graphs: tracked on ONNX Runtime).
         redetect_every: run the detector on frame 0 and every N frames (N >= 1).
         match_iou: mask IoU above which a detection belongs to a live track of its class.
         max_lost: retire a track after this many consecutive frames without mask pixels.
         fill_hole_area: the video predictor's hole filling (pixels of the low-res mask).
         memory: each track's memory policy (``"fifo"``: SAM 2's; ``"quality"``, ``"samurai"``,
-            ``"distractor"``: :mod:`segmenter.video.policies`).
+            ``"distractor"``: :mod:`segmenter.video.policies`; an ONNX folder: ``"fifo"`` or ``"quality"``).
     """
 
     def __init__(
@@ -70,15 +73,7 @@ class GroundedTracker:
         if max_lost < 1:
             raise ValueError(f"max_lost must be >= 1, got {max_lost}")
         if video_predictor is None:
-            from segmenter.video.predictor import VideoPredictor
-
-            model = pipeline.predictor.model
-            if not getattr(model, "with_memory", False):
-                raise ValueError(
-                    "tracking needs a SAM 2 model with its memory modules (an official .pt or a "
-                    "transformers Sam2VideoModel checkpoint); this segmenter is image-only"
-                )
-            video_predictor = VideoPredictor(model, fill_hole_area=fill_hole_area, memory=memory)
+            video_predictor = _video_predictor(pipeline, fill_hole_area, memory)
         elif memory != "fifo":
             raise ValueError("give memory= to the video_predictor you pass (VideoPredictor(model, memory=...))")
         self.pipeline = pipeline
@@ -120,18 +115,18 @@ class GroundedTracker:
         self.retired.extend(self.tracks.values())
 
     # ------------------------------------------------------------------ steps
-    def _propagate(self, state: Any) -> tuple[list[int], torch.Tensor]:
+    def _propagate(self, state: Any) -> tuple[list[int], np.ndarray]:
         _, obj_ids, logits = self.predictor.track(state)  # (N, 1, H, W)
-        return list(obj_ids), logits
+        return list(obj_ids), _logits_np(logits)
 
     def _redetect(
-        self, state: Any, t: int, frame: np.ndarray, ids: list[int], logits: torch.Tensor, masks: np.ndarray
-    ) -> tuple[list[int], torch.Tensor, np.ndarray]:
+        self, state: Any, t: int, frame: np.ndarray, ids: list[int], logits: np.ndarray, masks: np.ndarray
+    ) -> tuple[list[int], np.ndarray, np.ndarray]:
         onto = self.pipeline.ontology
         dets = self.pipeline.detector.detect([frame], onto)[0]
         if len(dets) == 0:
             return ids, logits, masks
-        det_logits = self.predictor.box_masks(state, dets.xyxy, frame_idx=t)  # (D, 1, H, W), no memory
+        det_logits = _logits_np(self.predictor.box_masks(state, dets.xyxy, frame_idx=t))  # (D, 1, H, W), no memory
         det_masks = _to_masks(det_logits, frame.shape[:2])
         matched = self._match(ids, masks, dets.class_id, det_masks)
         for d, tid in matched.items():  # refresh the track's detector confidence
@@ -150,6 +145,7 @@ class GroundedTracker:
             )
             new_ids.append(tid)
         _, obj_ids, logits = self.predictor.add_new_boxes(state, new_ids, dets.xyxy[new], frame_idx=t)
+        logits = _logits_np(logits)
         return list(obj_ids), logits, _to_masks(logits, frame.shape[:2])
 
     def _match(
@@ -180,7 +176,7 @@ class GroundedTracker:
                 self.predictor.remove_object(state, tid, need_output=False)
                 self.retired.append(self.tracks.pop(tid))
 
-    def _detections(self, ids: list[int], logits: torch.Tensor, masks: np.ndarray) -> sv.Detections:
+    def _detections(self, ids: list[int], logits: np.ndarray, masks: np.ndarray) -> sv.Detections:
         hw = masks.shape[1:] if masks.ndim == 3 else (0, 0)
         keep = [i for i, tid in enumerate(ids) if tid in self.tracks and masks[i].any()]
         if not keep:
@@ -188,7 +184,7 @@ class GroundedTracker:
 
             return empty_result(hw, tracked=True)
         m = masks[keep]
-        prob = torch.sigmoid(logits[keep, 0].float()).cpu().numpy()
+        prob = torch.sigmoid(torch.from_numpy(logits[keep, 0])).numpy()  # (K, H, W)
         mask_score = np.array([prob[j][m[j]].mean() for j in range(len(keep))], dtype=np.float32)
         tracks = [self.tracks[ids[i]] for i in keep]
         return sv.Detections(
@@ -206,10 +202,39 @@ class GroundedTracker:
         )
 
 
-def _to_masks(logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+def _video_predictor(pipeline: Pipeline, fill_hole_area: int, memory: str) -> Any:
+    """The video predictor of the pipeline's segmenter: :class:`segmenter.VideoPredictor` on its SAM 2
+    model, or the ONNX Runtime video predictor of an exported folder (``fifo`` / ``quality`` memory)."""
+    from grounded_sam.pipeline.onnx_segmenter import OnnxSegmenter
+
+    segmenter = pipeline.predictor
+    if isinstance(segmenter, OnnxSegmenter):
+        return segmenter.video_predictor(fill_hole_area=fill_hole_area, memory=memory)
+    from segmenter.video.predictor import VideoPredictor
+
+    model = segmenter.model
+    if not getattr(model, "with_memory", False):
+        raise ValueError(
+            "tracking needs a SAM 2 model with its memory modules (an official .pt or a "
+            "transformers Sam2VideoModel checkpoint); this segmenter is image-only"
+        )
+    return VideoPredictor(model, fill_hole_area=fill_hole_area, memory=memory)
+
+
+def _logits_np(logits: Any) -> np.ndarray:
+    """A video predictor's (N, 1, H, W) logits (a torch tensor on any device, or a numpy array from the
+    ONNX Runtime predictor) as float32 numpy."""
+    if isinstance(logits, torch.Tensor):
+        return logits.detach().float().cpu().numpy()
+    return np.asarray(logits, dtype=np.float32)
+
+
+def _to_masks(logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """(N, 1, h, w) logits -> (N, H, W) bool masks at the frame's size."""
-    if logits.numel() == 0 or logits.shape[0] == 0:
+    if logits.shape[0] == 0:
         return np.zeros((0, *hw), dtype=bool)
     if tuple(logits.shape[-2:]) != tuple(hw):
-        logits = F.interpolate(logits.float(), hw, mode="bilinear", align_corners=False)
-    return (logits[:, 0] > 0).cpu().numpy()
+        from segmenter.export.numpy_transforms import resize_masks_np  # bilinear, as F.interpolate
+
+        logits = resize_masks_np(logits, tuple(hw))
+    return logits[:, 0] > 0

@@ -15,6 +15,11 @@ Graphs (see the manifest for names and shapes):
   (P, 1, 4h, 4w) and ``has_mask_input`` (1,) -> multimask and single-mask low-res logits and IoU
   scores and ``object_score_logits`` (P, 1); P prompt sets and N points are dynamic. Both mask
   outputs come from one decoder pass (single-mask applies the model's stability fallback).
+* ``decoder_cache.onnx``: ``image_embed`` (1, C, h, w) -> ``t2i_keys``, ``t2i_values``,
+  ``i2t_queries`` (1, hw, C_i): the decoder's first-block projections of the image tokens, which
+  no point or box changes; run once per image.
+* ``mask_decoder_cached.onnx``: ``mask_decoder.onnx`` without the mask input, on those three
+  tensors instead of recomputing them: the same outputs with about a fifth less work per click.
 
 Video parts (``parts=("image", "video")``; the tracking step's tensor math, see
 :mod:`segmenter.export.video_graphs`; the image encoder's ``vision_features`` output feeds them):
@@ -52,12 +57,23 @@ from segmenter.export.manifest import (
     TensorSpec,
     sha256_file,
 )
+from segmenter.export.image_graphs import (
+    CACHE_OUT,
+    CACHED_DECODER_IN,
+    DECODER_IN,
+    DECODER_OUT,
+    ENCODER_IN,
+    ENCODER_OUT,
+    CachedMaskDecoderGraph,
+    DecoderCacheGraph,
+    ImageEncoderGraph,
+    MaskDecoderGraph,
+)
 from segmenter.export.video_graphs import (
     MemoryAttentionGraph,
     MemoryEncoderGraph,
     VideoHeadsGraph,
 )
-from segmenter.modeling.mask_decoder import stability_scores
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.video.tracking import NO_OBJ_SCORE
 
@@ -79,77 +95,6 @@ class OnnxExportOptions:
     opset: int = 18
     overwrite: bool = False
     model_name: str | None = None
-
-
-class ImageEncoderGraph(nn.Module):
-    """(B, 3, S, S) normalised images -> image_embed, high_res_feats_0, high_res_feats_1, vision_features."""
-
-    def __init__(self, model: SAM2Model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.model.encode_images(image)
-        return feats.image_embed, feats.high_res_feats[0], feats.high_res_feats[1], feats.vision_features
-
-
-class MaskDecoderGraph(nn.Module):
-    """Prompt encoder + mask decoder for P prompt sets against one image's features."""
-
-    def __init__(self, model: SAM2Model) -> None:
-        super().__init__()
-        self.prompt_encoder = model.sam_prompt_encoder
-        self.decoder = model.sam_mask_decoder
-        # the prompt encoder's cached grid PE as a buffer (a cached tensor would be a lifted constant)
-        self.register_buffer("image_pe", model.sam_prompt_encoder.get_dense_pe().clone(), persistent=False)
-
-    def forward(
-        self,
-        image_embed: torch.Tensor,  # (1, C, h, w)
-        high_res_feats_0: torch.Tensor,  # (1, C/8, 4h, 4w)
-        high_res_feats_1: torch.Tensor,  # (1, C/4, 2h, 2w)
-        point_coords: torch.Tensor,  # (P, N, 2) model-input pixels
-        point_labels: torch.Tensor,  # (P, N) int64
-        mask_input: torch.Tensor,  # (P, 1, 4h, 4w)
-        has_mask_input: torch.Tensor,  # (1,) 1.0 = use mask_input, 0.0 = ignore it
-    ) -> tuple[torch.Tensor, ...]:
-        pe = self.prompt_encoder
-        sparse, _ = pe(points=(point_coords, point_labels), boxes=None, masks=None)  # (P, N+1, C)
-        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)  # (1, C, 1, 1)
-        # exact selection: x * 1 + y * 0 == x for finite values
-        dense = pe.mask_downscaling(mask_input) * has_mask_input + no_mask * (1.0 - has_mask_input)  # (P, C, h, w)
-        p = sparse.shape[0]
-        masks, iou, _, obj = self.decoder.predict_masks(
-            image_embeddings=image_embed.expand(p, -1, -1, -1),
-            image_pe=self.image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            repeat_image=False,
-            high_res_features=[high_res_feats_0.expand(p, -1, -1, -1), high_res_feats_1.expand(p, -1, -1, -1)],
-        )  # masks (P, 4, 4h, 4w), iou (P, 4), obj (P, 1)
-        multi_masks, multi_iou = masks[:, 1:], iou[:, 1:]
-        single_masks, single_iou = masks[:, :1], iou[:, :1]
-        d = self.decoder
-        if d.dynamic_multimask_via_stability:  # as MaskDecoder.forward(multimask_output=False) in eval
-            best = multi_iou.argmax(dim=-1, keepdim=True)  # (P, 1)
-            best_iou = multi_iou.gather(1, best)  # (P, 1)
-            idx = best[..., None, None].expand(-1, -1, *masks.shape[-2:])  # (P, 1, 4h, 4w)
-            best_masks = multi_masks.gather(1, idx)
-            stable = stability_scores(single_masks, d.dynamic_multimask_stability_delta) >= (
-                d.dynamic_multimask_stability_thresh
-            )  # (P, 1)
-            single_masks = torch.where(stable[..., None, None], single_masks, best_masks)
-            single_iou = torch.where(stable, single_iou, best_iou)
-        return multi_masks, multi_iou, single_masks, single_iou, obj
-
-
-ENCODER_IN = ("image",)
-ENCODER_OUT = ("image_embed", "high_res_feats_0", "high_res_feats_1", "vision_features")
-DECODER_IN = (
-    "image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "mask_input", "has_mask_input"
-)
-DECODER_OUT = ("low_res_masks_multi", "iou_predictions_multi", "low_res_masks_single", "iou_predictions_single",
-               "object_score_logits")
 
 
 def to_onnx(
@@ -227,8 +172,16 @@ def _export_image_parts(model: SAM2Model, folder: Path, opts: OnnxExportOptions,
     with torch.enable_grad():
         _export(enc, (image,), {"image": {0: batch}}, ENCODER_IN, ENCODER_OUT, folder / "image_encoder.onnx", opts)
         _export(dec, dec_args, dyn, DECODER_IN, DECODER_OUT, folder / "mask_decoder.onnx", opts)
+        cache = DecoderCacheGraph(m).eval()
+        _export(cache, (embed,), {"image_embed": None}, DECODER_IN[:1], CACHE_OUT, folder / "decoder_cache.onnx", opts)
+        with torch.no_grad():
+            side = cache(embed)
+        cached_dyn = {**{k: dyn[k] for k in DECODER_IN[:5]}, **dict.fromkeys(CACHE_OUT)}
+        _export(CachedMaskDecoderGraph(m).eval(), (*dec_args[:5], *side), cached_dyn, CACHED_DECODER_IN, DECODER_OUT,
+                folder / "mask_decoder_cached.onnx", opts)
     _check_dims(folder / "image_encoder.onnx", {"image": [0]})
     _check_dims(folder / "mask_decoder.onnx", {"point_coords": [0, 1], "point_labels": [0, 1], "mask_input": [0]})
+    _check_dims(folder / "mask_decoder_cached.onnx", {"point_coords": [0, 1], "point_labels": [0, 1]})
 
     f32 = "float32"
     enc_spec = GraphSpec(
@@ -262,7 +215,22 @@ def _export_image_parts(model: SAM2Model, folder: Path, opts: OnnxExportOptions,
             TensorSpec("object_score_logits", ["num_prompts", 1], f32),
         ],
     )
-    graphs = {"image_encoder": enc_spec, "mask_decoder": dec_spec}
+    ci = m.sam_mask_decoder.transformer.layers[0].cross_attn_token_to_image.internal_dim
+    side_specs = [TensorSpec(n, [1, e * e, ci], f32) for n in CACHE_OUT]
+    cache_spec = GraphSpec(
+        file="decoder_cache.onnx",
+        sha256=sha256_file(folder / "decoder_cache.onnx"),
+        inputs=dec_spec.inputs[:1],
+        outputs=side_specs,
+    )
+    cached_spec = GraphSpec(
+        file="mask_decoder_cached.onnx",
+        sha256=sha256_file(folder / "mask_decoder_cached.onnx"),
+        inputs=[*dec_spec.inputs[:5], *side_specs],
+        outputs=dec_spec.outputs,
+    )
+    graphs = {"image_encoder": enc_spec, "mask_decoder": dec_spec, "decoder_cache": cache_spec,
+              "mask_decoder_cached": cached_spec}
     extra: dict[str, object] = {}
     if video:
         with torch.no_grad():
@@ -276,6 +244,9 @@ def _export_image_parts(model: SAM2Model, folder: Path, opts: OnnxExportOptions,
             "mem_dim": mem.mem_dim,
             "hidden_dim": dim,
             "no_obj_score": NO_OBJ_SCORE,
+            # add_new_mask's 4x4 stride-4 conv (mask -> low-res logits), applied by the numpy runtime
+            "mask_downsample": {"weight": m.mask_downsample.weight.detach().reshape(4, 4).tolist(),
+                                "bias": float(m.mask_downsample.bias.detach()[0])},
         }
     return ExportManifest(
         model=opts.model_name or cfg.name,

@@ -53,8 +53,14 @@ class OnnxImagePredictor:
             raise ExportError(f"{str(folder)!r} has no {sorted(missing)} graph(s); export with parts=('image',)")
         self.mask_threshold = float(mask_threshold)
         self.image_size = self.manifest.image_size
-        sessions = open_sessions(self.folder, self.manifest, ("image_encoder", "mask_decoder"), providers, threads)
+        # decoder_cache + mask_decoder_cached: clicks without a mask input reuse per-image work (older
+        # exports lack them and decode every prompt with mask_decoder)
+        cached = all(g in self.manifest.graphs for g in CACHED_GRAPHS)
+        graphs = ("image_encoder", "mask_decoder", *(CACHED_GRAPHS if cached else ()))
+        sessions = open_sessions(self.folder, self.manifest, graphs, providers, threads)
         self._encoder, self._decoder = sessions["image_encoder"], sessions["mask_decoder"]
+        self._cache_graph, self._cached_decoder = sessions.get("decoder_cache"), sessions.get("mask_decoder_cached")
+        self._side: dict[str, np.ndarray] = {}  # decoder_cache's outputs for the image set
         spec = {t.name: t for t in self.manifest.graphs["mask_decoder"].inputs}
         self._low_hw = tuple(int(d) for d in spec["mask_input"].shape[-2:])
         self._features: dict[str, np.ndarray] | None = None
@@ -67,6 +73,7 @@ class OnnxImagePredictor:
 
     def reset_predictor(self) -> None:
         self._features = None
+        self._side = {}
         self._orig_hw = None
 
     def set_image(self, image: Any) -> None:
@@ -78,6 +85,9 @@ class OnnxImagePredictor:
         x = resize_to_square_np(img, self.image_size)  # (1, 3, S, S)
         embed, f0, f1 = self._encoder.run(["image_embed", "high_res_feats_0", "high_res_feats_1"], {"image": x})
         self._features = {"image_embed": embed, "high_res_feats_0": f0, "high_res_feats_1": f1}
+        if self._cache_graph is not None:
+            names = [t.name for t in self.manifest.graphs["decoder_cache"].outputs]
+            self._side = dict(zip(names, self._cache_graph.run(names, {"image_embed": embed})))
         self._orig_hw = (int(img.shape[0]), int(img.shape[1]))
 
     @property
@@ -133,6 +143,11 @@ class OnnxImagePredictor:
         feats = self._require_features()
         coords, labels = self._prompts(point_coords, point_labels, box, normalize_coords)  # (P, N, 2), (P, N)
         p = coords.shape[0]
+        if mask_input is None and self._side:
+            multi_low, multi_iou, single_low, single_iou, obj = self._cached_decoder.run(
+                None, {**feats, "point_coords": coords, "point_labels": labels, **self._side}
+            )
+            return (multi_low, multi_iou, obj) if multimask_output else (single_low, single_iou, obj)
         if mask_input is None:
             masks_in = np.zeros((p, 1, *self._low_hw), dtype=np.float32)
             has_mask = np.zeros(1, dtype=np.float32)
@@ -192,6 +207,9 @@ class OnnxImagePredictor:
         if coords is None:
             raise ValueError("the ONNX predictor needs at least one point or box prompt")
         return np.ascontiguousarray(coords, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
+
+
+CACHED_GRAPHS = ("decoder_cache", "mask_decoder_cached")
 
 
 def open_sessions(

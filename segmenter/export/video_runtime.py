@@ -1,16 +1,21 @@
 """The ONNX Runtime video predictor: the verbs of :class:`segmenter.VideoPredictor`, without torch.
 
 ``OnnxVideoPredictor(folder)`` loads a folder exported with ``parts=("image", "video")`` and runs
-``init_state`` / ``add_new_points_or_box`` / ``propagate_in_video`` with numpy and onnxruntime
-only. The graphs hold the tensor math of a tracking step (:mod:`segmenter.export.video_graphs`);
-the bookkeeping is the PyTorch predictor's own: per-object memory (:class:`ObjectMemory`, frame
-entries holding numpy arrays), frame and pointer selection (:func:`select_memory` and the
-policies of :mod:`segmenter.video.policies`, here in their numpy form), the bounded state's
-pruning (:func:`prune`). Memories are stored rounded to bfloat16 values, as the PyTorch tracker
-stores them.
+the PyTorch predictor's verbs with numpy and onnxruntime only: videos (``init_state``,
+``add_new_points_or_box``, ``add_new_mask``, ``propagate_in_video``), live streams tracked frame
+by frame (``init_stream``, ``add_frame``, ``track``; ``add_new_boxes`` / ``box_masks`` prompt
+many boxes on the current frame in one batch) and editing (``clear_all_prompts_in_frame``,
+``remove_object``, ``reset_state``). The graphs hold the tensor math of a tracking step, run by
+:class:`~segmenter.export.video_tracker.OnnxTracker`; the bookkeeping is the PyTorch predictor's
+own: per-object memory (:class:`ObjectMemory`, frame entries holding numpy arrays), frame and
+pointer selection (:func:`select_memory` and the policies of :mod:`segmenter.video.policies`, here
+in their numpy form), the bounded state's pruning (:func:`prune`), removing objects.
 
-Scope: offline videos (a list or (T, H, W, 3) array of RGB frames), points and boxes (no mask
-prompts), the ``fifo`` and ``quality`` memory policies.
+Scope: videos given as RGB frames (a list or a (T, H, W, 3) array; decoding a file or a folder
+needs :func:`segmenter.video.frames.open_video`, which imports torch), the ``fifo`` and
+``quality`` memory policies, no ``non_overlap_masks`` / ``add_all_frames_to_correct_as_cond``.
+A stream is tracked with ``track`` only (not ``propagate_in_video``). ``add_new_mask`` needs an
+export that records the model's ``mask_downsample`` weights.
 """
 
 from __future__ import annotations
@@ -24,72 +29,107 @@ from typing import Any
 import numpy as np
 
 from segmenter.export.manifest import ExportError, ExportManifest
-from segmenter.export.numpy_transforms import preprocess_video_frame_np, resize_masks_np
-from segmenter.export.runtime import open_sessions, require_onnxruntime
+from segmenter.export.numpy_transforms import resize_masks_np
+from segmenter.export.runtime import require_onnxruntime
 from segmenter.export.video_policies import (
     NumpyFifoPolicy,
     SelectionContext,
     numpy_policy,
+)
+from segmenter.export.video_prompts import (
+    box_prompt_np,
+    mask_prompt_np,
+    point_prompt_np,
+)
+from segmenter.export.video_tracker import (
+    VIDEO_GRAPHS,
+    Features,
+    OnnxTracker,
+    fill_holes_np,
+    round_bfloat16,
 )
 from segmenter.video.memory_bank import (
     FrameEntry,
     MemorySelection,
     ObjectMemory,
     RetentionPolicy,
+    forget_object,
+    has_cond_prompt,
+    new_object_ids,
     pending_prompt_entries,
     prune,
 )
 
-__all__ = ["OnnxVideoPredictor", "OnnxVideoState"]
+__all__ = ["OnnxVideoPredictor", "OnnxVideoState", "StreamFrames", "round_bfloat16"]
 
 Result = tuple[int, list[Hashable], np.ndarray]  # frame index, object ids, (N, 1, H, W) logits
-VIDEO_GRAPHS = ("image_encoder", "memory_attention", "video_heads", "memory_encoder")
 LOW_RES_CLAMP = 32.0  # previous logits fed back with new clicks are clamped first (as SAM 2 returns them)
 
 
-def round_bfloat16(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    bits = bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
-    return (bits & np.uint32(0xFFFF0000)).view(np.float32)
+class StreamFrames:
+    """The frames of a live stream (``add_frame``): the untracked ones and the last tracked one."""
 
+    def __init__(self) -> None:
+        self._frames: dict[int, np.ndarray] = {}
+        self.count = 0  # frames added so far
+        self.hw: tuple[int, int] | None = None
 
-def fill_holes_np(low: np.ndarray, max_area: int, fill_value: float = 0.1) -> np.ndarray:
-    """(N, 1, h, w) logits: 8-connected background components of <= ``max_area`` pixels -> ``fill_value``
-    (:func:`segmenter.postprocess.fill_holes`)."""
-    import cv2
+    def push(self, frame: Any) -> int:
+        img = np.asarray(frame)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+            raise ValueError(f"a video frame must be an (H, W, 3) uint8 RGB array, got {img.dtype} {img.shape}")
+        if self.hw is None:
+            self.hw = (int(img.shape[0]), int(img.shape[1]))
+        elif img.shape[:2] != self.hw:
+            raise ValueError(f"frame {self.count} has size {img.shape[1]}x{img.shape[0]}, but the stream's frames "
+                             f"are {self.hw[1]}x{self.hw[0]}")
+        self._frames[self.count] = img
+        self.count += 1
+        return self.count - 1
 
-    n, _, h, w = low.shape
-    canvas = np.zeros((n, h + 1, w), dtype=np.uint8)  # a False row between masks
-    canvas[:, :h] = low[:, 0] <= 0
-    count, labels = cv2.connectedComponents(canvas.reshape(n * (h + 1), w), connectivity=8, ltype=cv2.CV_32S)
-    small = np.bincount(labels.ravel(), minlength=count) <= max_area
-    small[0] = False
-    holes = small[labels.reshape(n, h + 1, w)[:, :h]][:, None]  # (N, 1, h, w)
-    return np.where(holes, np.float32(fill_value), low).astype(np.float32)
+    def __getitem__(self, idx: int) -> np.ndarray:
+        frame = self._frames.get(idx)
+        if frame is None:
+            raise ValueError(f"frame {idx} of the stream has been released (only untracked frames and the last "
+                             "tracked one are kept)")
+        return frame
 
-
-@dataclass(eq=False)
-class Features:
-    """One frame's image-encoder outputs (batch 1)."""
-
-    frame_idx: int
-    vision: np.ndarray  # (1, C, h, w)
-    image_embed: np.ndarray  # (1, C, h, w) vision + no-memory embedding
-    high_res: tuple[np.ndarray, np.ndarray]  # (1, C/8, 4h, 4w), (1, C/4, 2h, 2w)
+    def release_before(self, idx: int) -> None:
+        for t in [t for t in self._frames if t < idx]:
+            del self._frames[t]
 
 
 @dataclass(eq=False)
 class OnnxVideoState:
     """A tracking session: the frames, every object's memory, the current frame's features."""
 
-    frames: Sequence[np.ndarray]  # RGB (H, W, 3) uint8
-    num_frames: int
-    video_height: int
-    video_width: int
+    frames: Sequence[np.ndarray] | StreamFrames  # RGB (H, W, 3) uint8
+    num_frames: int | None  # None: a stream (no known end)
     keep_outputs: bool = False
     objects: dict[Hashable, ObjectMemory] = field(default_factory=dict)
     features: Features | None = None
+    next_frame: int = 0  # streams: the next frame track() processes
+
+    @property
+    def is_stream(self) -> bool:
+        return isinstance(self.frames, StreamFrames)
+
+    @property
+    def video_hw(self) -> tuple[int, int]:
+        if self.is_stream:
+            if self.frames.hw is None:
+                raise RuntimeError("the stream has no frame yet; add one with add_frame(state, frame)")
+            return self.frames.hw
+        h, w = np.asarray(self.frames[0]).shape[:2]
+        return int(h), int(w)
+
+    @property
+    def video_height(self) -> int:
+        return self.video_hw[0]
+
+    @property
+    def video_width(self) -> int:
+        return self.video_hw[1]
 
     @property
     def obj_ids(self) -> list[Hashable]:
@@ -104,18 +144,9 @@ class OnnxVideoState:
         return obj
 
 
-@dataclass(eq=False)
-class HeadChoice:
-    """The kept candidate of B objects."""
-
-    low: np.ndarray  # (B, 1, 4h, 4w) gated logits
-    iou: np.ndarray  # (B,) its predicted IoU
-    ptr: np.ndarray  # (B, C) gated object pointer
-    score: np.ndarray  # (B, 1) object score logits
-
-
 class OnnxVideoPredictor:
-    """SAM 2 video tracking on ONNX Runtime with :class:`segmenter.VideoPredictor`'s verbs and outputs.
+    """SAM 2 video tracking on ONNX Runtime with :class:`segmenter.VideoPredictor`'s verbs and outputs
+    (numpy arrays where it returns tensors).
 
     Args:
         folder: an export folder with the video graphs (``to_onnx(model, out, parts=("image", "video"))``).
@@ -147,24 +178,53 @@ class OnnxVideoPredictor:
         self.memory = numpy_policy(memory)
         self.fill_hole_area = int(fill_hole_area)
         self.image_size = self.manifest.image_size
-        self._sessions = open_sessions(self.folder, self.manifest, VIDEO_GRAPHS, providers, threads)
-        spec = {t.name: t for t in self.manifest.graphs["video_heads"].inputs}
-        self._low_hw = tuple(int(d) for d in spec["mask_input"].shape[-2:])
-
-    def _run(self, graph: str, **feeds: np.ndarray) -> list[np.ndarray]:
-        return self._sessions[graph].run(None, feeds)
+        self.tracker = OnnxTracker(self.folder, self.manifest, providers, threads)
 
     # ------------------------------------------------------------------ sessions
     def init_state(self, video: Sequence[np.ndarray] | np.ndarray, keep_outputs: bool = False) -> OnnxVideoState:
         """Open a video given as RGB (H, W, 3) uint8 frames (a list, or a (T, H, W, 3) array)."""
+        if isinstance(video, (str, Path, bytes)):
+            raise ValueError(  # noqa: TRY004 - as open_video
+                "the ONNX Runtime video predictor takes decoded frames (a list or a (T, H, W, 3) uint8 array); "
+                "decode a file or folder first, e.g. with segmenter.video.frames.open_video (which needs torch)"
+            )
         if len(video) == 0:
             raise ValueError("the video has no frames; pass a list of (H, W, 3) uint8 RGB frames")
-        h, w = np.asarray(video[0]).shape[:2]
-        state = OnnxVideoState(video, len(video), int(h), int(w), bool(keep_outputs))
+        state = OnnxVideoState(video, len(video), bool(keep_outputs))
         self._features(state, 0)  # as the PyTorch predictor: the first frame is encoded on opening
         return state
 
+    def init_stream(self, keep_outputs: bool = False) -> OnnxVideoState:
+        """A session for a live stream: feed frames with :meth:`add_frame` / :meth:`track`."""
+        return OnnxVideoState(StreamFrames(), None, bool(keep_outputs))
+
+    def add_frame(self, state: OnnxVideoState, frame: np.ndarray) -> int:
+        """Append an RGB (H, W, 3) uint8 frame to a stream; returns its index."""
+        if not state.is_stream:
+            raise ValueError("add_frame needs a stream session from init_stream()")
+        return state.frames.push(frame)
+
+    def track(self, state: OnnxVideoState, frame: np.ndarray | None = None) -> Result:
+        """Track the next frame of a stream (``frame`` appended first if given), as ``propagate_in_video``
+        would; frames before the first prompt give an empty (0, 1, H, W) result."""
+        if frame is not None:
+            self.add_frame(state, frame)
+        if not state.is_stream:
+            raise ValueError("track needs a stream session from init_stream(); use propagate_in_video for videos")
+        idx = state.next_frame
+        if idx >= state.frames.count:
+            raise RuntimeError("no new frame to track; pass one to track(state, frame) or add_frame first")
+        if state.objects:
+            self.propagate_in_video_preflight(state)
+            masks = resize_masks_np(self._track_frame(state, idx, reverse=False), state.video_hw)
+        else:
+            masks = np.zeros((0, 1, *state.video_hw), np.float32)
+        state.next_frame = idx + 1
+        state.frames.release_before(idx)
+        return idx, state.obj_ids, masks
+
     def reset_state(self, state: OnnxVideoState) -> None:
+        """Remove every object, prompt and output (the video stays open)."""
         for obj in state.objects.values():
             obj.clear()
         state.objects.clear()
@@ -186,12 +246,13 @@ class OnnxVideoPredictor:
         t = self._check_frame(state, frame_idx)
         if box is not None and not clear_old_points:
             raise ValueError("a box must come before any point: use clear_old_points=True with a box")
-        pts, lab = self._prompt(points, labels, box, normalize_coords, (state.video_height, state.video_width))
+        pts, lab = point_prompt_np(points, labels, box, normalize_coords, state.video_hw, self.image_size)
         obj = state.object(obj_id, create=True)
         old = None if clear_old_points else obj.point_inputs.get(t)
         if old is not None:
             pts, lab = np.concatenate([old[0], pts], axis=1), np.concatenate([old[1], lab], axis=1)
         obj.point_inputs[t] = (pts, lab)
+        obj.mask_frames.discard(t)
         reverse = obj.tracked.get(t)
         is_init = reverse is None
         prev = obj.output_at(t, is_init)
@@ -202,34 +263,61 @@ class OnnxVideoPredictor:
         if is_init:
             pix_feat = feats.image_embed
         else:
-            pix_feat = self._condition(feats, [self._select(state, obj, t, bool(reverse))], state.num_frames)
+            pix_feat = self.tracker.condition(feats, [self._select(state, obj, t, bool(reverse))], state.num_frames)
         multimask = pts.shape[1] <= 1  # SAM 2: candidates for 0 or 1 click (a box counts 2)
-        out = self._heads(pix_feat, feats, (pts, lab), prev_logits, multimask, [self.memory])
+        out = self.tracker.heads(pix_feat, feats, (pts, lab), prev_logits, multimask, self._thresholds([obj]))
         obj.temp(is_init)[t] = FrameEntry(out.ptr, out.score, self._fill(out.low))
         return t, state.obj_ids, self._consolidated(state, t, is_init)
 
-    def _prompt(
-        self, points: Any, labels: Any, box: Any, normalize_coords: bool, hw: tuple[int, int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """-> coords (1, M, 2) float32 in model-input pixels, labels (1, M) int64, a box first."""
-        if points is None and box is None:
-            raise ValueError("at least one of points or box must be provided as input")
-        coords = np.zeros((0, 2), np.float32)
-        lab = np.zeros(0, np.int64)
-        if points is not None:
-            coords = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-            lab = np.asarray(labels).reshape(-1)
-            if labels is None or lab.shape[0] != coords.shape[0] or not np.isin(lab, (0, 1)).all():
-                raise ValueError("points (N, 2) need labels (N,) of 1 (foreground) / 0 (background)")
-        if box is not None:
-            b = np.asarray(box, dtype=np.float32).reshape(-1)
-            if b.shape != (4,) or b[2] < b[0] or b[3] < b[1]:
-                raise ValueError(f"box must be one xyxy box (4,), got {np.shape(box)}")
-            coords = np.concatenate([b.reshape(2, 2), coords])
-            lab = np.concatenate([np.array([2, 3]), lab])
-        if normalize_coords:  # pixels -> [0, 1], dividing by (W, H)
-            coords = coords / np.array([hw[1], hw[0]], dtype=np.float32)
-        return (coords * np.float32(self.image_size))[None].astype(np.float32), lab[None].astype(np.int64)
+    def add_new_mask(self, state: OnnxVideoState, frame_idx: int, obj_id: Hashable, mask: Any) -> Result:
+        """Give one object's mask (H, W) (bool or 0/1, the video's size) on one frame."""
+        t = self._check_frame(state, frame_idx)
+        m = mask_prompt_np(mask, state.video_hw, self.image_size)  # (1, 1, S, S)
+        obj = state.object(obj_id, create=True)
+        obj.mask_frames.add(t)
+        obj.point_inputs.pop(t, None)
+        is_init = obj.tracked.get(t) is None
+        out = self.tracker.mask_as_output(self._features(state, t), m, self._thresholds([obj]))
+        obj.temp(is_init)[t] = FrameEntry(out.ptr, out.score, self._fill(out.low))
+        return t, state.obj_ids, self._consolidated(state, t, is_init)
+
+    def add_new_boxes(
+        self, state: OnnxVideoState, obj_ids: Sequence[Hashable], boxes: Any, frame_idx: int | None = None
+    ) -> Result:
+        """Start N new objects, one box (N, 4) xyxy in video pixels each, decoded in one batch: each gets
+        the mask :meth:`add_new_points_or_box` would give its box. ``frame_idx`` defaults to a stream's
+        current frame (the one :meth:`track` returned last)."""
+        t = self._boxes_frame(state, frame_idx)
+        corners, labels = box_prompt_np(boxes, state.video_hw, self.image_size)  # (N, 2, 2), (N, 2)
+        ids = list(obj_ids)
+        if len(ids) != len(corners):
+            raise ValueError(f"{len(corners)} boxes for {len(ids)} object ids; give one box per object")
+        ids = new_object_ids(state.objects, ids)
+        feats = self._features(state, t)
+        no_memory = np.ascontiguousarray(np.broadcast_to(feats.image_embed, (len(ids), *feats.image_embed.shape[1:])))
+        thresholds = np.full((len(ids), 1), self.memory.present_threshold, np.float32)  # new objects: the default
+        out = self.tracker.heads(no_memory, feats, (corners, labels), None, False, thresholds)  # a box: one mask
+        pred = self._fill(out.low)
+        for j, obj_id in enumerate(ids):
+            obj = state.object(obj_id, create=True)
+            obj.point_inputs[t] = (corners[j : j + 1], labels[j : j + 1])
+            obj.temp_cond[t] = FrameEntry(out.ptr[j : j + 1], out.score[j : j + 1], pred[j : j + 1])
+        return t, state.obj_ids, self._consolidated(state, t, True)
+
+    def box_masks(self, state: OnnxVideoState, boxes: Any, frame_idx: int | None = None) -> np.ndarray:
+        """(N, 1, H, W) logits at video resolution of boxes (N, 4) xyxy in video pixels from the frame
+        alone (no memory; nothing is added to the session); ``frame_idx`` as in :meth:`add_new_boxes`."""
+        t = self._boxes_frame(state, frame_idx)
+        corners, labels = box_prompt_np(boxes, state.video_hw, self.image_size)
+        low = self.tracker.box_masks(self._features(state, t), corners, labels)  # (N, 1, h, w)
+        return resize_masks_np(low, state.video_hw)
+
+    def _boxes_frame(self, state: OnnxVideoState, frame_idx: int | None) -> int:
+        if frame_idx is not None:
+            return self._check_frame(state, frame_idx)
+        if not state.is_stream or state.next_frame == 0:
+            raise ValueError("give frame_idx (only a stream that has tracked a frame has a current one)")
+        return state.next_frame - 1
 
     # ------------------------------------------------------------------ propagation
     def propagate_in_video_preflight(self, state: OnnxVideoState) -> None:
@@ -240,7 +328,7 @@ class OnnxVideoPredictor:
             feats = self._features(state, t)
             low = np.concatenate([e.pred_masks for e in entries])
             scores = np.concatenate([e.object_score_logits for e in entries])
-            maskmem = self._encode_memory(feats, low, scores, binarize=True)
+            maskmem = self.tracker.encode_memory(feats, low, scores, binarize=True)
             for j, e in enumerate(entries):
                 e.maskmem = maskmem[j]
         for obj in state.objects.values():
@@ -254,6 +342,8 @@ class OnnxVideoPredictor:
         reverse: bool = False,
     ) -> Iterator[Result]:
         """Track every object through the video; yields ``(frame_idx, obj_ids, (N, 1, H, W) logits)``."""
+        if state.is_stream:
+            raise ValueError("a stream is tracked one frame at a time with track(state, frame)")
         self.propagate_in_video_preflight(state)
         if start_frame_idx is None:
             start_frame_idx = min(t for obj in state.objects.values() for t in obj.cond)
@@ -266,7 +356,7 @@ class OnnxVideoPredictor:
         obj_ids = state.obj_ids
         for t in order:
             low = self._track_frame(state, t, reverse)
-            yield t, obj_ids, resize_masks_np(low, (state.video_height, state.video_width))
+            yield t, obj_ids, resize_masks_np(low, state.video_hw)
 
     def _track_frame(self, state: OnnxVideoState, frame_idx: int, reverse: bool) -> np.ndarray:
         """One step over all objects: (N, 1, h, w) low-res logits."""
@@ -276,9 +366,9 @@ class OnnxVideoPredictor:
         if todo:
             feats = self._features(state, frame_idx)
             sels = [self._select(state, objs[i], frame_idx, reverse) for i in todo]
-            pix_feat = self._condition(feats, sels, state.num_frames)
-            out = self._heads(pix_feat, feats, None, None, True, [self._policy(objs[i]) for i in todo])
-            maskmem = self._encode_memory(feats, out.low, out.score, binarize=False)
+            pix_feat = self.tracker.condition(feats, sels, state.num_frames)
+            out = self.tracker.heads(pix_feat, feats, None, None, True, self._thresholds([objs[i] for i in todo]))
+            maskmem = self.tracker.encode_memory(feats, out.low, out.score, binarize=False)
             pred = self._fill(out.low)
             entries = []
             for j, i in enumerate(todo):
@@ -302,79 +392,45 @@ class OnnxVideoPredictor:
             prune(objs, frame_idx, reverse, self.retention, retain)
         return np.concatenate(low)
 
-    # ------------------------------------------------------------------ the graphs
+    # ------------------------------------------------------------------ editing
+    def clear_all_prompts_in_frame(
+        self, state: OnnxVideoState, frame_idx: int, obj_id: Hashable, need_output: bool = True
+    ) -> Result | None:
+        """Remove one object's clicks/mask on a frame; its output there becomes a tracked one."""
+        t = self._check_frame(state, frame_idx)
+        state.object(obj_id).clear_prompts(t)
+        if not need_output:
+            return None
+        return t, state.obj_ids, self._consolidated(state, t, has_cond_prompt(state.objects.values(), t))
+
+    def remove_object(
+        self, state: OnnxVideoState, obj_id: Hashable, strict: bool = False, need_output: bool = True
+    ) -> tuple[list[Hashable], list[tuple[int, np.ndarray]]]:
+        """Forget an object; returns the remaining ids and the updated masks of its prompted frames."""
+        if obj_id not in state.objects:
+            if not strict:
+                return state.obj_ids, []
+            raise ValueError(f"cannot remove object id {obj_id!r}: it does not exist (ids: {state.obj_ids})")
+        frames = forget_object(state.objects, obj_id)
+        updated = []
+        if need_output:
+            for t in frames:
+                updated.append((t, self._consolidated(state, t, has_cond_prompt(state.objects.values(), t))))
+        return state.obj_ids, updated
+
+    # ------------------------------------------------------------------ helpers
     def _features(self, state: OnnxVideoState, frame_idx: int) -> Features:
         feats = state.features
         if feats is None or feats.frame_idx != frame_idx:
-            image = preprocess_video_frame_np(np.asarray(state.frames[frame_idx]), self.image_size)
-            embed, f0, f1, vision = self._run("image_encoder", image=image)
-            feats = state.features = Features(frame_idx, vision, embed, (f0, f1))
+            feats = state.features = self.tracker.encode_frame(frame_idx, state.frames[frame_idx])
         return feats
 
-    def _condition(self, feats: Features, sels: list[MemorySelection], num_frames: int | None) -> np.ndarray:
-        """(B, C, h, w) memory-conditioned features, one memory-attention run per memory layout."""
-        cap = self.ctx.max_obj_ptrs if num_frames is None else min(num_frames, self.ctx.max_obj_ptrs)
-        tpos_max = np.array([cap - 1], dtype=np.float32)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, sel in enumerate(sels):
-            groups[sel.layout].append(i)
-        out: list[np.ndarray | None] = [None] * len(sels)
-        for idx in groups.values():
-            group = [sels[i] for i in idx]
-            memory = np.stack([np.stack([e.maskmem for _, e in sel.memories]) for sel in group])  # (B, F, HW, D)
-            slots = np.array([[slot for slot, _ in sel.memories] for sel in group], dtype=np.int64)  # (B, F)
-            num_ptr, dim = group[0].layout[1], feats.vision.shape[1]
-            ptrs = np.zeros((len(idx), num_ptr, dim), np.float32)  # (B, P, C); P may be 0
-            offsets = np.zeros((len(idx), num_ptr), np.float32)  # (B, P)
-            for j, sel in enumerate(group):
-                for k, (off, ptr) in enumerate(sel.pointers):
-                    ptrs[j, k], offsets[j, k] = ptr[0], off
-            (fused,) = self._run(
-                "memory_attention", vision_features=feats.vision, memory=memory.astype(np.float32),
-                memory_slots=slots, obj_ptrs=ptrs, ptr_offsets=offsets, ptr_tpos_max=tpos_max,
-            )  # fmt: skip
-            for j, i in enumerate(idx):
-                out[i] = fused[j : j + 1]
-        return np.concatenate(out)
-
-    def _heads(
-        self,
-        pix_feat: np.ndarray,  # (B, C, h, w)
-        feats: Features,
-        points: tuple[np.ndarray, np.ndarray] | None,  # (B, N, 2), (B, N)
-        mask_input: np.ndarray | None,  # (B, 1, 4h, 4w)
-        multimask: bool,
-        policies: list[NumpyFifoPolicy],
-    ) -> HeadChoice:
-        b = pix_feat.shape[0]
-        if points is None:  # a single padding point
-            points = (np.zeros((b, 1, 2), np.float32), -np.ones((b, 1), np.int64))
-        has_mask = np.ones(1, np.float32) if mask_input is not None else np.zeros(1, np.float32)
-        if mask_input is None:
-            mask_input = np.zeros((b, 1, *self._low_hw), np.float32)
-        thresholds = np.array([[p.present_threshold] for p in policies], dtype=np.float32)
-        low_m, iou_m, ptr_m, low_s, iou_s, ptr_s, score = self._run(
-            "video_heads", pix_feat=pix_feat, high_res_feats_0=feats.high_res[0], high_res_feats_1=feats.high_res[1],
-            point_coords=points[0], point_labels=points[1], mask_input=mask_input.astype(np.float32),
-            has_mask_input=has_mask, present_threshold=thresholds,
-        )  # fmt: skip
-        if not multimask:
-            return HeadChoice(low_s, iou_s[:, 0], ptr_s, score)
-        rows = np.arange(b)
-        best = iou_m.argmax(axis=-1)  # fifo and quality keep the best predicted IoU
-        return HeadChoice(low_m[rows, best][:, None], iou_m[rows, best], ptr_m[rows, best], score)
-
-    def _encode_memory(self, feats: Features, low: np.ndarray, scores: np.ndarray, binarize: bool) -> np.ndarray:
-        """(B, HW, D) memory features, rounded to bfloat16 values as the PyTorch tracker stores them."""
-        (maskmem,) = self._run(
-            "memory_encoder", vision_features=feats.vision, mask_logits=low.astype(np.float32),
-            object_score_logits=scores.astype(np.float32), binarize=np.array([float(binarize)], np.float32),
-        )  # fmt: skip
-        return round_bfloat16(maskmem)
-
-    # ------------------------------------------------------------------ helpers
     def _policy(self, obj: ObjectMemory) -> NumpyFifoPolicy:
         return obj.policy if obj.policy is not None else self.memory
+
+    def _thresholds(self, objs: list[ObjectMemory]) -> np.ndarray:
+        """(B, 1) the objects' presence thresholds."""
+        return np.array([[self._policy(o).present_threshold] for o in objs], dtype=np.float32)
 
     def _select(self, state: OnnxVideoState, obj: ObjectMemory, frame_idx: int, reverse: bool) -> MemorySelection:
         return self._policy(obj).select(obj, frame_idx, reverse, state.num_frames, self.ctx)
@@ -386,13 +442,14 @@ class OnnxVideoPredictor:
         if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
             raise ValueError(f"frame_idx must be an int, got {type(frame_idx).__name__}")  # noqa: TRY004 - as VideoPredictor
         t = int(frame_idx)
-        if not 0 <= t < state.num_frames:
-            raise ValueError(f"frame index {t} is out of range (the video has {state.num_frames} frames)")
+        total, what = (state.frames.count, "the stream so far") if state.is_stream else (state.num_frames, "the video")
+        if not 0 <= t < total:
+            raise ValueError(f"frame index {t} is out of range ({what} has {total} frames)")
         return t
 
     def _consolidated(self, state: OnnxVideoState, frame_idx: int, is_cond: bool) -> np.ndarray:
         """(N, 1, H, W): every object's latest mask on the frame; objects without one get NO_OBJ_SCORE."""
-        hw = (state.video_height, state.video_width)
+        hw = state.video_hw
         out = np.full((len(state.objects), 1, *hw), self.manifest.extra["video"]["no_obj_score"], np.float32)
         for i, obj in enumerate(state.objects.values()):
             entry = obj.output_at(frame_idx, is_cond)

@@ -12,7 +12,7 @@ from torch import nn
 
 from segmenter.config import MaskDecoderConfig
 from segmenter.modeling.common import MLP, LayerNorm2d
-from segmenter.modeling.transformer import TwoWayTransformer
+from segmenter.modeling.transformer import ImageSide, TwoWayTransformer
 
 __all__ = ["MaskDecoder", "stability_scores"]
 
@@ -129,8 +129,12 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         repeat_image: bool,
         high_res_features: list[torch.Tensor] | None = None,
+        image_side: ImageSide | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All mask tokens -> (masks (B, 4, 4h, 4w), iou (B, 4), mask tokens (B, 4, C), object logit (B, 1))."""
+        """All mask tokens -> (masks (B, 4, 4h, 4w), iou (B, 4), mask tokens (B, 4, C), object logit (B, 1)).
+
+        ``image_side``: the transformer's :meth:`~TwoWayTransformer.image_side` of ``image_embeddings
+        + dense_prompt_embeddings`` (batch 1), computed before for this image; skips that work."""
         b = sparse_prompt_embeddings.shape[0]
         b_img = image_embeddings.shape[0]
         if (repeat_image and b_img != 1) or (not repeat_image and b_img != b):
@@ -159,7 +163,8 @@ class MaskDecoder(nn.Module):
             # tokens it folds the bias into the GEMM, which rounds differently on some CPUs
             # (AMD EPYC, MKL)
             src_i = src[part].contiguous() if repeat_image else src[part]  # (b_i, C, h, w)
-            hs_i, keys_i = self.transformer(src_i, image_pe, tokens[part])
+            side = None if image_side is None else ImageSide(*(t.expand(src_i.shape[0], -1, -1) for t in image_side))
+            hs_i, keys_i = self.transformer(src_i, image_pe, tokens[part], side)
             hs_parts.append(hs_i)  # (b_i, 6+N, C)
             key_parts.append(keys_i)  # (b_i, hw, C)
         hs = torch.cat(hs_parts) if len(hs_parts) > 1 else hs_parts[0]

@@ -13,7 +13,7 @@ of memory frames and object pointers. :func:`prune` drops entries no later step 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,9 @@ __all__ = [
     "recent_memories",
     "select_usable_memory",
     "pending_prompt_entries",
+    "has_cond_prompt",
+    "new_object_ids",
+    "forget_object",
     "prune",
 ]
 
@@ -156,6 +159,21 @@ class ObjectMemory:
             )
         for t in self.cond:
             self.non_cond.pop(t, None)
+
+    def prompted_frames(self) -> set[int]:
+        """Frames with clicks, a box or a mask of this object."""
+        return set(self.point_inputs) | self.mask_frames
+
+    def clear_prompts(self, frame_idx: int) -> None:
+        """Drop the prompts and prompt outputs on a frame; a filed output there becomes a tracked one."""
+        self.point_inputs.pop(frame_idx, None)
+        self.mask_frames.discard(frame_idx)
+        self.temp_cond.pop(frame_idx, None)
+        self.temp_non_cond.pop(frame_idx, None)
+        out = self.cond.pop(frame_idx, None)
+        if out is not None:
+            self.non_cond[frame_idx] = out
+            self.tracked.discard(frame_idx)
 
     def clear(self) -> None:
         self.point_inputs.clear()
@@ -305,6 +323,43 @@ def pending_prompt_entries(objects: Iterable[ObjectMemory]) -> dict[int, list[Fr
                 if entry.maskmem is None:
                     pending.setdefault(t, []).append(entry)
     return pending
+
+
+def has_cond_prompt(objects: Iterable[ObjectMemory], frame_idx: int) -> bool:
+    """Whether some object has an unfiled conditioning prompt output on the frame (what a
+    consolidated output of the frame reads first)."""
+    return any(frame_idx in obj.temp_cond for obj in objects)
+
+
+def new_object_ids(objects: Mapping[Hashable, ObjectMemory], obj_ids: Iterable[Hashable]) -> list[Hashable]:
+    """``obj_ids`` as a list, checked to be hashable, distinct and not used by ``objects`` yet."""
+    ids = list(obj_ids)
+    try:
+        taken = [i for i in ids if i in objects]
+        repeated = len(set(ids)) != len(ids)
+    except TypeError:
+        raise ValueError("object ids must be hashable (ints or strings)") from None
+    if taken or repeated:
+        raise ValueError(
+            f"add_new_boxes starts new objects: ids {taken or ids} are already used (or repeated); "
+            "correct an existing object with add_new_points_or_box"
+        )
+    return ids
+
+
+def forget_object(objects: dict[Hashable, ObjectMemory], obj_id: Hashable) -> list[int]:
+    """Remove an existing object with its prompts and outputs; returns the frames it was prompted on,
+    where the other objects' outputs are to be reported again (none when it was the last object)."""
+    obj = objects[obj_id]
+    if len(objects) == 1:
+        obj.clear()
+        objects.clear()
+        return []
+    frames = obj.prompted_frames()
+    for t in frames:
+        obj.clear_prompts(t)
+    del objects[obj_id]
+    return list(frames)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from segmenter.modeling.interface import LOW_RES_CLAMP
 from segmenter.modeling.sam2 import SAM2Model
 from segmenter.postprocess import fill_holes
 from segmenter.video.memory_bank import (
-    FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, pending_prompt_entries, prune,
+    FrameEntry, MemorySelection, ObjectMemory, RetentionPolicy, forget_object, has_cond_prompt, new_object_ids,
+    pending_prompt_entries, prune,
 )
 from segmenter.video.policies import MemoryContext, MemoryPolicy, make_policy
 from segmenter.video.policies.step import PolicyStep
@@ -259,16 +260,7 @@ class VideoPredictor:
         ids = list(obj_ids)
         if len(ids) != len(corners):
             raise ValueError(f"{len(corners)} boxes for {len(ids)} object ids; give one box per object")
-        try:
-            taken = [i for i in ids if i in state.objects]
-            repeated = len(set(ids)) != len(ids)
-        except TypeError:
-            raise ValueError("object ids must be hashable (ints or strings)") from None
-        if taken or repeated:
-            raise ValueError(
-                f"add_new_boxes starts new objects: ids {taken or ids} are already used (or repeated); "
-                "correct an existing object with add_new_points_or_box"
-            )
+        ids = new_object_ids(state.objects, ids)
         corners, labels = corners.to(state.device), labels.to(state.device)  # (N, 2, 2), (N, 2)
         feats = self._features(state, t)
         step = PolicyStep.build([ObjectMemory(i) for i in ids], self.memory, t)
@@ -403,18 +395,10 @@ class VideoPredictor:
     ) -> Result | None:
         """Remove one object's clicks/mask on a frame; its output there becomes a tracked one."""
         frame_idx = self._check_frame(state, frame_idx, must_be_held=False)
-        obj = state.object(obj_id)
-        obj.point_inputs.pop(frame_idx, None)
-        obj.mask_frames.discard(frame_idx)
-        obj.temp_cond.pop(frame_idx, None)
-        obj.temp_non_cond.pop(frame_idx, None)
-        out = obj.cond.pop(frame_idx, None)
-        if out is not None:
-            obj.non_cond[frame_idx] = out
-            obj.tracked.discard(frame_idx)
+        state.object(obj_id).clear_prompts(frame_idx)
         if not need_output:
             return None
-        is_cond = any(frame_idx in o.temp_cond for o in state.objects.values())
+        is_cond = has_cond_prompt(state.objects.values(), frame_idx)
         return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
 
     @torch.inference_mode()
@@ -426,20 +410,11 @@ class VideoPredictor:
             if not strict:
                 return state.obj_ids, []
             raise ValueError(f"cannot remove object id {obj_id!r}: it does not exist (ids: {state.obj_ids})")
-        if len(state.objects) == 1:
-            self.reset_state(state)
-            return state.obj_ids, []
-        frames = set()
-        frames.update(state.objects[obj_id].point_inputs)
-        frames.update(state.objects[obj_id].mask_frames)
-        for t in frames:
-            self.clear_all_prompts_in_frame(state, t, obj_id, need_output=False)
-        del state.objects[obj_id]
+        frames = forget_object(state.objects, obj_id)
         updated = []
         if need_output:
             for t in frames:
-                is_cond = any(t in o.temp_cond for o in state.objects.values())
-                updated.append((t, self._consolidated(state, t, is_cond)))
+                updated.append((t, self._consolidated(state, t, has_cond_prompt(state.objects.values(), t))))
         return state.obj_ids, updated
 
     @torch.inference_mode()
