@@ -118,11 +118,16 @@ def bench_click(args) -> None:
             for what, kw in prompts.items():  # the predictors' runs interleaved: a loaded machine slows all alike
                 times = interleaved({name: partial(p.predict, **kw) for name, p in predictors.items()}, repeats, 3)
                 rows.append([size, what, *(times[n] * 1e3 for n in predictors)])
+            general = OnnxImagePredictor(folder, threads=args.threads)
+            general.set_image(image)
+            general._side = {}  # every prompt through mask_decoder.onnx, as exports before decoder_cache
             low_only = interleaved({"low": partial(predictors["ORT"].predict_low_res, point, labels),
+                                    "general": partial(general.predict_low_res, point, labels),
                                     "full": partial(predictors["ORT"].predict, point_coords=point, point_labels=labels)},
                                    repeats, 3)
             what = (f"1 click: decoder only, low-res logits (vs {low_only['full'] * 1e3:.0f} ms with its 3 masks "
-                    "upscaled, interleaved)")
+                    f"upscaled, and {low_only['general'] * 1e3:.1f} ms through mask_decoder.onnx without the "
+                    "per-image cache; interleaved)")
             rows.append([size, what, low_only["low"] * 1e3, "-", "-"][: 2 + len(predictors)])
     report(
         "ONNX Runtime click latency: prompt -> mask on a cached embedding (SAM 2.1 Hiera-T, random weights, "
