@@ -28,31 +28,65 @@ except ImportError:  # packaging/CLI tests run without torch too
     torch = None
 
 
-# Seconds a test file takes on a quiet 2-core CPU (a full run of 2026-12-06). With pytest-xdist (``-n 2``,
-# ``--dist loadgroup``) each file runs on one worker, so its module-scoped set-up is built once, and the
-# longest go out first, so that both workers finish together; a file not listed comes after those listed.
-# The browser and Ray files ("heavy", one group: one worker, ~200 s) go last, when the other worker has
-# little left: a Ray cluster starved of CPU misses its health checks. The numbers only order the work.
+# Seconds a test file takes on a 2-core CPU (a full run of 2026-12-06; the first four ran while the machine was
+# loaded: estimates from their CPU seconds). With pytest-xdist (``-n 2``, ``--dist loadgroup``: see
+# pytest_xdist_make_scheduler) each file runs on one worker, so its module-scoped set-up is built once, and the
+# longest go out first, so that both workers finish together; a file not listed (a few seconds) comes after
+# those listed. The browser and Ray files ("heavy", one group: one worker, ~250 s, mostly waiting) go out when
+# the other worker has ~250 s of short files left (those under "heavy"'s number), so that both finish
+# together; the files that start Ray themselves (test_build_spec) go out before them.
 EXPECTED_SECONDS = {
-    "heavy": -1, "test_onnx_export": 90, "test_parity_video": 57, "test_video_predictor": 54, "test_parity_amg": 50, "test_cli": 49,
-    "test_video_memory": 48, "test_compat": 41, "test_notebooks": 33, "test_parity_image_predictor": 32,
-    "test_sam3_tracking": 25, "test_inference_mode": 24, "test_parity_sam1": 23, "test_build": 23,
-    "test_parity_image_encoder": 22, "test_first_run": 22, "test_parity_heads": 20, "test_parity_memory": 20,
-    "test_video_labeling": 19, "test_build_spec": 15, "test_pipeline_sam3": 13, "test_checkpoint": 12,
-    "test_tiling": 30, "test_first_run_app": 20, "test_cli_inputs": 15, "test_onnx_video": 110,
-    "test_window_masks": 85, "test_onnx_precision": 70, "test_label_studio_real": 60, "test_large_images": 50,
-    "test_onnx_pipeline": 45, "test_serve_video": 35,
+    "test_cli": 115, "test_onnx_video": 110, "test_evaluation_pipeline": 105, "test_onnx_export": 100,
+    "test_parity_video": 64, "test_first_run": 55, "test_video_predictor": 55, "test_parity_amg": 54,
+    "test_compat": 53, "test_video_memory": 53, "test_large_images": 51, "test_tiling": 46, "test_notebooks": 45,
+    "test_parity_image_predictor": 42, "test_label_studio_real": 40, "test_window_masks": 38,
+    "test_sam3_tracking": 35, "test_parity_sam1": 29, "test_inference_mode": 28, "test_build": 25,
+    "test_parity_image_encoder": 25, "test_parity_memory": 24, "test_parity_heads": 24, "test_label_integrity": 22,
+    "test_video_labeling": 22, "test_build_spec": 20, "test_serve_video": 20, "test_cli_inputs": 17,
+    "test_onnx_precision": 17, "heavy": 16, "test_amg": 15, "test_serve_label_studio": 15,
+    "test_memory_policies_batched": 15, "test_onnx_video_stream": 15, "test_pipeline_sam3": 15,
+    "test_onnx_pipeline": 15, "test_checkpoint": 14, "test_download": 14, "test_first_run_app": 13,
+    "test_compact_masks": 12, "test_video_io": 10,
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+HEAVY = ("test_app_browser", "test_ray_backend", "test_ray_cluster")  # their xdist_group("heavy") markers
+
+
+def _group(nodeid: str) -> str:
+    """A test's xdist group: its file's name, or "heavy"."""
+    stem = Path(nodeid.split("::")[0]).stem
+    return "heavy" if stem in HEAVY else stem
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
     """Every test without an ``xdist_group`` joins its file's group; the groups are ordered longest first."""
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
     group = {id(item): item.get_closest_marker("xdist_group").args[0] for item in items}
+    for item in items:  # the scheduler below groups by nodeid: markers must say the same
+        if group[id(item)] != _group(item.nodeid):
+            raise pytest.UsageError(f"{item.nodeid}: xdist_group {group[id(item)]!r}; tests/conftest.py groups it "
+                                    f"as {_group(item.nodeid)!r} (HEAVY lists the heavy files)")
     items.sort(key=lambda item: -EXPECTED_SECONDS.get(group[id(item)], 0))  # stable: file order kept otherwise
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` by :func:`_group`. pytest-xdist 3.8 groups by an ``@group`` suffix it writes to
+    ``item._nodeid``, which pytest 9 no longer reads (``Node.nodeid`` comes from ``Node._id``): without
+    this, every test would be a work unit of its own, and each file's module set-up built on both workers."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return FileGroups(config, log)
 
 
 @pytest.fixture(autouse=True)
