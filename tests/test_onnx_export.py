@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import SAM_IMAGE_SIZE, export_log
+from tiny import SAM_IMAGE_SIZE, VIDEO_ONNX_SIZE, export_log, tiny_video_sam
 from typer.testing import CliRunner
 
 from grounded_sam.cli import app
@@ -28,16 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def exports(tiny_models, tiny_onnx, tmp_path_factory) -> dict[int, tuple[ImagePredictor, Path]]:
-    """image size -> (PyTorch predictor, export folder): 256 px the suite's shared export of the tiny
-    checkpoint (``tiny_onnx``: through the CLI, into an existing folder with --overwrite), 512 px
-    through ``to_onnx`` (random weights)."""
-    root = tmp_path_factory.mktemp("onnx")
+def exports(tiny_models, tiny_onnx, tiny_onnx_video) -> dict[int, tuple[ImagePredictor, Path]]:
+    """image size -> (PyTorch predictor, export folder), both the suite's shared exports: 256 px of the
+    tiny checkpoint (``tiny_onnx``: through the CLI, into an existing folder with --overwrite) and
+    128 px of another random model (``tiny_onnx_video``'s image graphs)."""
     model256 = build_sam("sam2.1_hiera_tiny", checkpoint=tiny_models.sam, device="cpu", image_size=SAM_IMAGE_SIZE)
-    torch.manual_seed(1)
-    model512 = build_sam("sam2.1_hiera_tiny", device="cpu", image_size=512)
-    to_onnx(model512, root / "sam512")
-    return {256: (ImagePredictor(model256), tiny_onnx), 512: (ImagePredictor(model512), root / "sam512")}
+    model128 = tiny_video_sam(tiny_onnx_video.checkpoint)
+    return {256: (ImagePredictor(model256), tiny_onnx), 128: (ImagePredictor(model128), tiny_onnx_video.folder)}
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -71,7 +68,7 @@ def _compare(pt, ort, **prompt) -> None:
     assert (masks_a[sure] == masks_b[sure]).all()
 
 
-@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("size", [SAM_IMAGE_SIZE, VIDEO_ONNX_SIZE])
 def test_onnxruntime_matches_pytorch(exports, size: int) -> None:
     pt, folder = exports[size]
     ort = OnnxImagePredictor(folder, threads=1)
