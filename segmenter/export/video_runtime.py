@@ -53,11 +53,11 @@ from segmenter.video.memory_bank import (
     MemorySelection,
     ObjectMemory,
     RetentionPolicy,
-    forget_object,
     has_cond_prompt,
     new_object_ids,
     pending_prompt_entries,
     prune,
+    remove_object_memory,
 )
 
 __all__ = ["OnnxVideoPredictor", "OnnxVideoState", "StreamFrames", "round_bfloat16"]
@@ -407,15 +407,8 @@ class OnnxVideoPredictor:
         self, state: OnnxVideoState, obj_id: Hashable, strict: bool = False, need_output: bool = True
     ) -> tuple[list[Hashable], list[tuple[int, np.ndarray]]]:
         """Forget an object; returns the remaining ids and the updated masks of its prompted frames."""
-        if obj_id not in state.objects:
-            if not strict:
-                return state.obj_ids, []
-            raise ValueError(f"cannot remove object id {obj_id!r}: it does not exist (ids: {state.obj_ids})")
-        frames = forget_object(state.objects, obj_id)
-        updated = []
-        if need_output:
-            for t in frames:
-                updated.append((t, self._consolidated(state, t, has_cond_prompt(state.objects.values(), t))))
+        report = (lambda t, is_cond: self._consolidated(state, t, is_cond)) if need_output else None
+        updated = remove_object_memory(state.objects, obj_id, strict, report)
         return state.obj_ids, updated
 
     # ------------------------------------------------------------------ helpers

@@ -362,6 +362,22 @@ def forget_object(objects: dict[Hashable, ObjectMemory], obj_id: Hashable) -> li
     return list(frames)
 
 
+def remove_object_memory(
+    objects: dict[Hashable, ObjectMemory], obj_id: Hashable, strict: bool, report: Callable[[int, bool], Any] | None
+) -> list[tuple[int, Any]]:
+    """A predictor's ``remove_object``: forget ``obj_id`` (an unknown id is ignored, or a ``ValueError``
+    when ``strict``); ``report(frame, is_cond)`` gives the frame's outputs again for each frame it was
+    prompted on, as ``(frame, output)`` pairs (none without ``report``)."""
+    if obj_id not in objects:
+        if not strict:
+            return []
+        raise ValueError(f"cannot remove object id {obj_id!r}: it does not exist (ids: {list(objects)})")
+    frames = forget_object(objects, obj_id)
+    if report is None:
+        return []
+    return [(t, report(t, has_cond_prompt(objects.values(), t))) for t in frames]
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """Which non-conditioning entries stay in memory when outputs are not kept.
