@@ -23,6 +23,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 """The model configs shipped with the package, one YAML file per model."""
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "HieraConfig",
     "NeckConfig",
     "MemoryConfig",
@@ -34,6 +36,10 @@ __all__ = [
     "load_model_config",
     "list_model_configs",
 ]
+
+# the RGB normalisation of every SAM image encoder (pixels in [0, 1]): (x - mean) / std
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 import supervision as sv
 import torch
+from PIL import Image
 
 from grounded_sam import GroundedSAM
+from grounded_sam.export.annotate import VideoWriter
 from segmenter import VideoPredictor
 from segmenter.export import ExportError, OnnxVideoPredictor
 from tiny import VIDEO_ONNX_SIZE, tiny_video_sam
@@ -196,8 +198,12 @@ def test_stream_bad_requests(exported, tmp_path) -> None:
         p.track(state, np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(ValueError, match="init_stream"):
         p.track(p.init_state(clip(n=1)))
-    with pytest.raises(ValueError, match="decoded frames"):
+    with pytest.raises(FileNotFoundError, match="clip.mp4"):
         p.init_state("clip.mp4")
+    with pytest.raises(ValueError, match="init_stream"):  # an iterator's length is unknown
+        p.init_state(iter(clip(n=2)))
+    with pytest.raises(ValueError, match="frame list is empty"):
+        p.init_state([])
     # an older export without the mask_downsample weights: add_new_mask says what is missing
     plain = OnnxVideoPredictor(_without_mask_downsample(folder, tmp_path), threads=1)
     state = plain.init_state(clip(n=1))
@@ -222,16 +228,39 @@ NO_TORCH = textwrap.dedent(
     _, _, mask_logits = p.add_new_mask(state, 0, 8, frame[..., 0] > 0)
     t, ids, tracked = p.track(state, frame)
     assert (t, ids, tracked.shape, masks.shape) == (1, [7, 8], (2, 1, 60, 80), (1, 1, 60, 80)), (t, ids)
+
+    # videos as files and folders: decoded without torch, tracked as the same frames given as a list
+    from segmenter.video.frames import open_video
+
+    def run(video):
+        state = p.init_state(video)
+        p.add_new_points_or_box(state, 0, 1, box=[10, 10, 40, 30])
+        return [logits for _, _, logits in p.propagate_in_video(state)]
+
+    for video in sys.argv[2:]:  # an mp4 file, a folder of PNG frames
+        frames = list(open_video(video))
+        got, want = run(video), run(frames)
+        assert len(got) == len(frames) == 3 and all(np.array_equal(a, b) for a, b in zip(got, want)), video
     assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
     print("ok")
     """
 )
 
 
-def test_stream_runs_without_torch(exported) -> None:
+def test_stream_runs_without_torch(exported, tmp_path) -> None:
     _, folder = exported
+    frames = [np.roll(np.full((60, 80, 3), 40, np.uint8), 3 * t, axis=1) for t in range(3)]
+    for f in frames:
+        f[10:30, 10:40] = 200
+    with VideoWriter(tmp_path / "clip.mp4", fps=10) as writer:
+        for f in frames:
+            writer.write(f)
+    (tmp_path / "frames").mkdir()
+    for t, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "frames" / f"{t}.png")
     repo = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, "-c", NO_TORCH, str(folder)], check=False, capture_output=True, text=True,
+    args = [str(folder), str(tmp_path / "clip.mp4"), str(tmp_path / "frames")]
+    run = subprocess.run([sys.executable, "-c", NO_TORCH, *args], check=False, capture_output=True, text=True,
                          timeout=120, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
 

@@ -13,17 +13,18 @@ from functools import lru_cache
 
 import numpy as np
 
+from segmenter.config import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "aa_bilinear_weights",
     "bilinear_weights",
     "coords_to_square_np",
-    "preprocess_video_frame_np",
     "resize_masks_np",
     "resize_to_square_np",
 ]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
+MEAN = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
+STD = np.array(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
 
 
 @lru_cache(maxsize=16)
@@ -64,7 +65,7 @@ def resize_to_square_np(image: np.ndarray, image_size: int) -> np.ndarray:
     wy = aa_bilinear_weights(h, image_size)  # (S, H)
     wx = aa_bilinear_weights(w, image_size)  # (S, W)
     x = np.matmul(np.matmul(wy, x), wx.T)  # (3, S, S)
-    return ((x - IMAGENET_MEAN) / IMAGENET_STD)[None].astype(np.float32)
+    return ((x - MEAN) / STD)[None].astype(np.float32)
 
 
 def coords_to_square_np(coords: np.ndarray, orig_hw: tuple[int, int], image_size: int, normalized: bool) -> np.ndarray:
@@ -93,24 +94,3 @@ def resize_masks_np(low_res: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray
     below *= ly1[:, None]
     out += below
     return out.reshape(*low_res.shape[:-2], *orig_hw)
-
-
-@lru_cache(maxsize=1)
-def _video_normalisation_table() -> np.ndarray:
-    """(3, 256) float32: each uint8 value as the video loader normalises it (uint8 / 255.0 in
-    float64 stored as float32, then float32 mean subtracted and std divided)."""
-    scaled = (np.arange(256, dtype=np.uint8) / 255.0).astype(np.float32)  # (256,)
-    return ((scaled[None] - IMAGENET_MEAN[:, 0]) / IMAGENET_STD[:, 0]).astype(np.float32)
-
-
-def preprocess_video_frame_np(frame: np.ndarray, image_size: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> (1, 3, S, S) float32 as :func:`segmenter.video.frames.preprocess_video_frame`:
-    PIL bicubic resize of the uint8 image, then the loader's normalisation table."""
-    from PIL import Image
-
-    rgb = np.ascontiguousarray(frame)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-        raise ValueError(f"a video frame must be an (H, W, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
-    resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size), Image.Resampling.BICUBIC))
-    table = _video_normalisation_table()
-    return np.stack([table[c][resized[..., c]] for c in range(3)])[None]  # (1, 3, S, S)

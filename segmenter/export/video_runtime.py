@@ -11,8 +11,8 @@ own: per-object memory (:class:`ObjectMemory`, frame entries holding numpy array
 pointer selection (:func:`select_memory` and the policies of :mod:`segmenter.video.policies`, here
 in their numpy form), the bounded state's pruning (:func:`prune`), removing objects.
 
-Scope: videos given as RGB frames (a list or a (T, H, W, 3) array; decoding a file or a folder
-needs :func:`segmenter.video.frames.open_video`, which imports torch), the ``fifo`` and
+Scope: videos as the PyTorch predictor opens them (:func:`segmenter.video.frames.open_video`:
+files, folders of frames, lists and arrays of RGB frames; iterators go to streams), the ``fifo`` and
 ``quality`` memory policies, no ``non_overlap_masks`` / ``add_all_frames_to_correct_as_cond``.
 A stream is tracked with ``track`` only (not ``propagate_in_video``). ``add_new_mask`` needs an
 export that records the model's ``mask_downsample`` weights.
@@ -48,6 +48,7 @@ from segmenter.export.video_tracker import (
     fill_holes_np,
     round_bfloat16,
 )
+from segmenter.video.frames import FrameSource, open_video
 from segmenter.video.memory_bank import (
     FrameEntry,
     MemorySelection,
@@ -103,7 +104,7 @@ class StreamFrames:
 class OnnxVideoState:
     """A tracking session: the frames, every object's memory, the current frame's features."""
 
-    frames: Sequence[np.ndarray] | StreamFrames  # RGB (H, W, 3) uint8
+    frames: FrameSource | StreamFrames  # RGB (H, W, 3) uint8 frames
     num_frames: int | None  # None: a stream (no known end)
     keep_outputs: bool = False
     objects: dict[Hashable, ObjectMemory] = field(default_factory=dict)
@@ -120,8 +121,7 @@ class OnnxVideoState:
             if self.frames.hw is None:
                 raise RuntimeError("the stream has no frame yet; add one with add_frame(state, frame)")
             return self.frames.hw
-        h, w = np.asarray(self.frames[0]).shape[:2]
-        return int(h), int(w)
+        return int(self.frames.height), int(self.frames.width)
 
     @property
     def video_height(self) -> int:
@@ -181,16 +181,17 @@ class OnnxVideoPredictor:
         self.tracker = OnnxTracker(self.folder, self.manifest, providers, threads)
 
     # ------------------------------------------------------------------ sessions
-    def init_state(self, video: Sequence[np.ndarray] | np.ndarray, keep_outputs: bool = False) -> OnnxVideoState:
-        """Open a video given as RGB (H, W, 3) uint8 frames (a list, or a (T, H, W, 3) array)."""
-        if isinstance(video, (str, Path, bytes)):
-            raise ValueError(  # noqa: TRY004 - as open_video
-                "the ONNX Runtime video predictor takes decoded frames (a list or a (T, H, W, 3) uint8 array); "
-                "decode a file or folder first, e.g. with segmenter.video.frames.open_video (which needs torch)"
-            )
-        if len(video) == 0:
-            raise ValueError("the video has no frames; pass a list of (H, W, 3) uint8 RGB frames")
-        state = OnnxVideoState(video, len(video), bool(keep_outputs))
+    def init_state(self, video: Any, keep_outputs: bool = False) -> OnnxVideoState:
+        """Open a video as :class:`segmenter.VideoPredictor` does: an mp4/avi/mov path, a folder of frames,
+        a list of RGB (H, W, 3) uint8 frames or a (T, H, W, 3) array. Frames are decoded when needed."""
+        source = open_video(video)
+        try:
+            num_frames = source.count_frames()
+        except ValueError as e:
+            raise ValueError(f"{e}; track an iterator of frames with init_stream() and track(state, frame)") from None
+        if num_frames == 0:
+            raise ValueError(f"the video {source.name} has no frames")
+        state = OnnxVideoState(source, num_frames, bool(keep_outputs))
         self._features(state, 0)  # as the PyTorch predictor: the first frame is encoded on opening
         return state
 

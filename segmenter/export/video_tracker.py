@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from segmenter.export.manifest import ExportError, ExportManifest
-from segmenter.export.numpy_transforms import (
-    aa_bilinear_weights,
-    preprocess_video_frame_np,
-)
+from segmenter.export.numpy_transforms import aa_bilinear_weights
 from segmenter.export.runtime import open_sessions
+from segmenter.video.frames import preprocess_video_frame_np
 from segmenter.video.memory_bank import MemorySelection
 
 __all__ = ["VIDEO_GRAPHS", "Features", "HeadChoice", "OnnxTracker", "fill_holes_np", "round_bfloat16"]
@@ -96,7 +94,7 @@ class OnnxTracker:
 
     def encode_frame(self, frame_idx: int, frame: np.ndarray) -> Features:
         """RGB (H, W, 3) uint8 frame -> its features, shared by every object."""
-        image = preprocess_video_frame_np(np.asarray(frame), self.image_size)  # (1, 3, S, S)
+        image = preprocess_video_frame_np(frame, self.image_size)[None]  # (1, 3, S, S)
         embed, f0, f1, vision = self._run("image_encoder", image=image)
         return Features(frame_idx, vision, embed, (f0, f1))
 

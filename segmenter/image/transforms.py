@@ -9,18 +9,27 @@ frame) belong to the models: :mod:`segmenter.modeling.transforms` (SAM 2) and
 
 from __future__ import annotations
 
-from typing import Any, Union
+import sys
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 from gsam_runtime.images import load_image
 
-__all__ = ["ImageInput", "as_rgb_array", "check_points", "check_boxes", "check_mask_input"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ImageInput", "as_rgb_array", "is_tensor", "check_points", "check_boxes", "check_mask_input"]
 
 ImageInput = Union[np.ndarray, Image.Image]
 """An RGB uint8 (H, W, 3) array or a PIL image."""
+
+
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a ``torch.Tensor``, without importing torch (none exists before it is imported)."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(x, torch_module.Tensor)
 
 
 def as_rgb_array(image: ImageInput, name: str = "image") -> np.ndarray:
@@ -30,7 +39,7 @@ def as_rgb_array(image: ImageInput, name: str = "image") -> np.ndarray:
     """
     if isinstance(image, Image.Image):
         return load_image(image, name=name)
-    if isinstance(image, torch.Tensor):
+    if is_tensor(image):
         raise ValueError(
             f"{name} is a torch.Tensor; pass an (H, W, 3) uint8 RGB numpy array or a PIL image"
         )
@@ -125,8 +134,8 @@ def check_mask_input(mask_input: Any, low_res_hw: tuple[int, int]) -> np.ndarray
     """
     if mask_input is None:
         return None
-    is_tensor = isinstance(mask_input, torch.Tensor)
-    m = mask_input.detach().float() if is_tensor else np.asarray(mask_input, dtype=np.float32)
+    tensor = is_tensor(mask_input)
+    m = mask_input.detach().float() if tensor else np.asarray(mask_input, dtype=np.float32)
     given = tuple(m.shape)
     if m.ndim == 3:
         m = m[None]
@@ -135,12 +144,12 @@ def check_mask_input(mask_input: Any, low_res_hw: tuple[int, int]) -> np.ndarray
             f"mask_input must have shape (1, {low_res_hw[0]}, {low_res_hw[1]}) or "
             f"(B, 1, {low_res_hw[0]}, {low_res_hw[1]}) (low-res logits from a previous predict), got {given}"
         )
-    if not (bool(torch.isfinite(m).all()) if is_tensor else np.isfinite(m).all()):
+    if not (bool(m.isfinite().all()) if tensor else np.isfinite(m).all()):
         raise ValueError("mask_input contains NaN or infinite values")
     return m
 
 
 def _to_numpy(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return x.detach().float().cpu().numpy()
     return x

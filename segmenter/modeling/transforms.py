@@ -14,10 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resize_to_square", "coords_to_square", "resize_masks"]
+from segmenter.config import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resize_to_square", "coords_to_square", "resize_masks"]
 
 
 def resize_to_square(images: Sequence[np.ndarray], image_size: int, device: torch.device) -> torch.Tensor:

@@ -29,17 +29,19 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from gsam_runtime.images import load_image
-from segmenter.image.transforms import as_rgb_array
-from segmenter.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segmenter.config import IMAGENET_MEAN, IMAGENET_STD
+from segmenter.image.transforms import as_rgb_array, is_tensor
 from segmenter.video.decoder import VideoFileSource
 from segmenter.video.source import DEFAULT_CACHE_SIZE, FrameDroppedError, FrameSource
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "FrameSource",
@@ -49,6 +51,7 @@ __all__ = [
     "FrameDroppedError",
     "open_video",
     "preprocess_video_frame",
+    "preprocess_video_frame_np",
     "FRAME_EXTENSIONS",
 ]
 
@@ -191,7 +194,7 @@ def open_video(video: Any, cache_size: int = DEFAULT_CACHE_SIZE) -> FrameSource:
         return VideoFileSource(bytes(video), cache_size)
     if isinstance(video, (list, tuple, np.ndarray)):
         return ArraySource(video, cache_size)
-    if isinstance(video, (torch.Tensor, Image.Image)):
+    if is_tensor(video) or isinstance(video, Image.Image):
         raise ValueError(
             f"cannot open a {type(video).__name__} as a video; pass a list of (H, W, 3) uint8 RGB "
             "frames, a (T, H, W, 3) uint8 array, a folder, a video file or an iterator of frames"
@@ -209,24 +212,21 @@ def _normalisation_table() -> np.ndarray:
     """(3, 256) float32: what the reference loader makes of each uint8 value, per channel.
 
     The reference computes ``uint8 / 255.0`` in float64, stores it in a float32 tensor, then
-    subtracts the float32 mean and divides by the float32 std in place; a table of those values
-    reproduces it exactly.
+    subtracts the float32 mean and divides by the float32 std in place; the same float32
+    operations on a table of the 256 values reproduce it exactly.
     """
-    scaled = torch.from_numpy(np.arange(256, dtype=np.uint8) / 255.0).to(torch.float32)  # (256,)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None]
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None]
-    table = scaled.expand(3, 256).clone()
-    table -= mean
-    table /= std
-    return table.numpy()
+    scaled = (np.arange(256, dtype=np.uint8) / 255.0).astype(np.float32)  # (256,)
+    mean = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None]
+    std = np.array(IMAGENET_STD, dtype=np.float32)[:, None]
+    return (scaled[None] - mean) / std  # (3, 256) float32
 
 
-def preprocess_video_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
+def preprocess_video_frame_np(frame: np.ndarray, image_size: int) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> (3, S, S) float32, normalised, as the reference video loader does.
 
     PIL ``resize((S, S))`` with bicubic filtering on the uint8 image, /255, ImageNet mean/std:
     bit-identical to ``sam2.utils.misc.load_video_frames_from_jpg_images`` for the same pixels
-    (its default synchronous path; the optional async loader rounds differently).
+    (its default synchronous path; the optional async loader rounds differently). Needs no torch.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -235,5 +235,11 @@ def preprocess_video_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
         Image.fromarray(rgb).resize((image_size, image_size), Image.Resampling.BICUBIC)
     )  # (S, S, 3) uint8
     table = _normalisation_table()
-    out = np.stack([table[c][resized[..., c]] for c in range(3)])  # (3, S, S) float32
-    return torch.from_numpy(out)
+    return np.stack([table[c][resized[..., c]] for c in range(3)])  # (3, S, S) float32
+
+
+def preprocess_video_frame(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """:func:`preprocess_video_frame_np` as a (3, S, S) float32 CPU tensor."""
+    import torch
+
+    return torch.from_numpy(preprocess_video_frame_np(frame, image_size))
