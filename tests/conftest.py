@@ -1,4 +1,4 @@
-"""Shared test setup. Torch runs single-threaded: on a 2-core CI box that is faster."""
+"""Shared test setup. Torch runs single-threaded, in subprocesses too: on a 2-core CI box that is faster."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ if "GROUNDED_SAM_CACHE" not in os.environ:  # weight hashes (grounded_sam.pipeli
     os.environ["GROUNDED_SAM_CACHE"] = _cache = tempfile.mkdtemp(prefix="gs-test-cache-")
     atexit.register(shutil.rmtree, _cache, True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the processes tests start (CLI runs, servers, notebook kernels) run torch single-threaded too: with both
+# cores busy, a second OpenMP thread only makes every parallel region wait for a descheduled thread
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
