@@ -208,6 +208,23 @@ def test_from_onnx_is_the_same_predictor(exports) -> None:
         p.predict(box=np.array([0, 0, 10, 10]))
 
 
+@pytest.mark.parametrize(("env", "threads", "expected"), [
+    ("1", None, 1), ("3", None, 3), (None, None, 0), ("auto", None, 0), ("0", None, 0), ("1", 2, 2),
+])
+def test_threads_follow_omp_num_threads(exports, monkeypatch, env: str | None, threads: int | None,
+                                        expected: int) -> None:
+    """Sessions take ``OMP_NUM_THREADS`` (as torch does; Ray sets it per worker) unless ``threads`` is given;
+    0 is ONNX Runtime's own choice (a thread per core)."""
+    _, folder = exports[256]
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    p = OnnxImagePredictor(folder, threads=threads)
+    for session in (p._encoder, p._decoder, p._cached_decoder):
+        assert session.get_session_options().intra_op_num_threads == expected
+
+
 def test_cli_export_replaced_the_existing_folder(exports) -> None:
     """The 256 px folder is ``grounded-sam export --overwrite``'s, written over an existing folder."""
     folder = exports[256][1]

@@ -8,6 +8,7 @@ onnxruntime only (``pip install grounded-sam[onnx]``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class OnnxImagePredictor:
         mask_threshold: logits above it are foreground.
         providers: ONNX Runtime execution providers (default: CPU).
         verify: check the manifest's SHA-256 of every graph before loading (refuse changed files).
-        threads: ONNX Runtime intra-op threads (default: its own choice).
+        threads: ONNX Runtime intra-op threads (default: ``OMP_NUM_THREADS`` when set, else its own choice).
     """
 
     def __init__(
@@ -216,12 +217,13 @@ def open_sessions(
     folder: Path, manifest: ExportManifest, graphs: Sequence[str], providers: list[str] | None, threads: int | None
 ) -> dict[str, Any]:
     """One ONNX Runtime session per graph of ``manifest`` named in ``graphs`` (default provider: CPU;
-    ``threads``: intra-op threads, else ONNX Runtime's choice). Warnings stay quiet (fp16 graphs on
-    the CPU note the ops left unfolded)."""
+    ``threads``: intra-op threads, else :func:`env_threads`, else ONNX Runtime's choice: one per core).
+    Warnings stay quiet (fp16 graphs on the CPU note the ops left unfolded)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    threads = threads if threads is not None else env_threads()
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
@@ -235,6 +237,17 @@ def open_sessions(
 
 
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
+def env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as a thread count, or None when unset or not a positive integer.
+
+    The CPU build of ONNX Runtime has its own thread pool and ignores the variable, which torch
+    follows and which Ray sets to each worker's CPUs; without it, a session in a one-CPU Ray worker
+    would start a spinning thread on every core of the node.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def require_onnxruntime() -> None:
