@@ -220,6 +220,39 @@ def test_pool_limits_on_the_cluster(cluster) -> None:
     assert r.returncode == 0 and "pool ok" in r.stdout, r.stdout + r.stderr
 
 
+class _Refs:
+    """Just what ``_running_when_lost`` asks of Ray: which refs are ready and what getting them gives."""
+
+    def __init__(self, outcome: dict[str, str | None]) -> None:
+        self.outcome = outcome  # ref -> "ok" | "lost" | "error" (the task's own) | None (not finished)
+
+    def wait(self, refs, num_returns, timeout):
+        ready = [r for r in refs if self.outcome[r] is not None]
+        return ready, [r for r in refs if r not in ready]
+
+    def get(self, ref, timeout):
+        from ray.exceptions import RayActorError
+
+        if self.outcome[ref] == "lost":
+            raise RayActorError()
+        if self.outcome[ref] == "error":
+            raise ValueError("the task's own error")
+        return ref
+
+
+@pytest.mark.parametrize(("outcome", "blamed"), [
+    ({"a": "lost", "b": "lost"}, "a"),  # the oldest in flight was running
+    ({"a": "ok", "b": "lost", "c": "lost"}, "b"),  # a finished before the loss, its result not yet collected
+    ({"a": "error", "b": None, "c": "lost"}, "b"),  # a finished with its own error; b's news is still on its way
+    ({"a": "ok", "b": "ok"}, "a"),  # nothing unfinished: the oldest, as before
+])
+def test_a_death_is_blamed_on_the_task_that_was_running(outcome: dict[str, str | None], blamed: str) -> None:
+    from grounded_sam.labeling.ray_pool import _running_when_lost
+
+    in_flight = [(order, ref) for order, ref in enumerate(outcome)][::-1]  # in any order
+    assert _running_when_lost(_Refs(outcome), in_flight) == blamed
+
+
 @pytest.mark.slow
 def test_second_node_lost_mid_job(cluster, data, tmp_path) -> None:
     """The second node (raylet, object store, its worker) is killed mid-job: the head's worker finishes."""

@@ -12,7 +12,7 @@ What happens when a worker process or its node dies (:func:`run_pool`):
   driver's queue** and is given to the next live actor, so a chunk is re-run whole (same images,
   same batch: the same records). Its inputs are counted in ``retried``. A death is counted
   against the task that was running (an actor runs its tasks in the order sent: the oldest in
-  flight), not those waiting behind it. A task whose worker has died ``1 + max_task_retries``
+  flight that had not finished), not those waiting behind it. A task whose worker has died ``1 + max_task_retries``
   times while running it is not tried again: its inputs are reported failed, by name, with the
   reason (a poison input cannot crash the pool forever).
 - Ray restarts the actor (``max_restarts`` times; the constructor runs again, a new process,
@@ -166,8 +166,8 @@ def run_pool(
                     if a.state == "ok":  # first news of this loss: its oldest task was the one running
                         a.state = "suspect"
                         pings[a.handle.ready.remote()] = a
-                        a.blamed = min([(order, ref), *((o, r) for r, (b, _, _, o) in running.items() if b is a)],
-                                       key=lambda pair: pair[0])[1]
+                        a.blamed = _running_when_lost(ray, [(order, ref), *((o, r) for r, (b, _, _, o) in running.items()
+                                                                              if b is a)])
                     if ref != a.blamed:  # only waiting behind it: re-run, no death counted against it
                         queue.appendleft((task, attempt))
                         on_retry(task, last_error)
@@ -186,6 +186,27 @@ def run_pool(
                 ray.kill(a.handle)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+
+
+def _running_when_lost(ray: Any, in_flight: list[tuple[int, Any]]) -> Any:
+    """The ref of the task an actor was running when it was lost: the oldest sent (``(order, ref)``
+    pairs) that did not finish. A task that finished before the loss may still be waiting for the driver
+    to collect its result; it is passed over, or the next task's death would be blamed on it."""
+    from ray.exceptions import ObjectLostError, RayActorError
+
+    refs = [ref for _, ref in in_flight]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    finished = set()
+    for ref in ready:
+        try:
+            ray.get(ref, timeout=0)
+        except (RayActorError, ObjectLostError):  # lost with the actor
+            continue
+        except Exception:  # noqa: BLE001, S112 - the task's own error (RayTaskError): it finished
+            pass
+        finished.add(ref)
+    candidates = [pair for pair in in_flight if pair[1] not in finished] or in_flight
+    return min(candidates, key=lambda pair: pair[0])[1]
 
 
 def _fail_all(queue: deque[tuple[PoolTask, int]], on_fail: Callable[[PoolTask, str], None], why: str) -> None:
